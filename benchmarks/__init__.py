@@ -1,0 +1,1 @@
+"""Benchmarks: each case runs its baseline and ours interleaved in one process."""

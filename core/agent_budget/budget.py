@@ -1,0 +1,704 @@
+"""Budget: enforces one scope (and its ancestors) over a store, with reservations."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+import warnings
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from decimal import Decimal
+from typing import Any, Literal
+
+from .alerts import AlertLevel, AlertState, BudgetAlert
+from .errors import BudgetExceededError, BudgetWarning, StoreError, StoreUnavailableError
+from .money import nanos_to_decimal, nanos_to_float
+from .rates import ModelRates, RateTable, ResolvedModel
+from .records import UsageRecord
+from .reservation import Reservation
+from .scope import BudgetScope, Limit, Metric
+from .stores import Level, Line, Store, open_store
+from .usage import Usage
+from .validate import check_tokens, to_decimal
+
+__all__ = ["Budget", "StoreErrorPolicy"]
+
+log = logging.getLogger("agent_budget")
+
+StoreErrorPolicy = Literal["fail_closed", "fail_open"]
+AlertCallback = Callable[[BudgetAlert], None]
+
+
+class Budget:
+    """Enforces one :class:`BudgetScope`: refuses calls before they run, records what they used.
+
+    State lives in ``store`` (a :class:`Store`, a URL such as ``sqlite:///b.db``, or None for a
+    private in-memory store), so several Budget objects, threads or processes over one store
+    share one budget. ``parent`` chains budgets (conversation -> user -> global): a call must
+    fit every ancestor and is reserved in all of them atomically.
+
+    ``clock`` returns wall-clock seconds (injectable for tests); ``hold_ttl`` is how long a
+    reservation holds budget if it is never committed or released; ``on_store_error`` picks
+    what a store outage does to a new call: refuse it (``"fail_closed"``, the default when
+    ``hard_stop`` is on) or admit it and log (``"fail_open"``).
+    """
+
+    def __init__(
+        self,
+        scope: BudgetScope,
+        rates: Mapping[str, ModelRates] | RateTable | None = None,
+        *,
+        store: Store | str | None = None,
+        parent: Budget | None = None,
+        clock: Callable[[], float] = time.time,
+        hold_ttl: float = 600.0,
+        on_store_error: StoreErrorPolicy | None = None,
+        max_records: int = 10_000,
+        max_alerts: int = 1_000,
+        max_pending: int = 10_000,
+        save_definition: bool = True,
+    ) -> None:
+        if not isinstance(scope, BudgetScope):
+            raise TypeError(f"scope must be a BudgetScope, got {type(scope).__name__}")
+        if parent is not None and not isinstance(parent, Budget):
+            raise TypeError(f"parent must be a Budget, got {type(parent).__name__}")
+        _check_ttl("hold_ttl", hold_ttl)
+        if on_store_error not in (None, "fail_closed", "fail_open"):
+            raise ValueError(
+                f"on_store_error must be 'fail_closed' or 'fail_open', not {on_store_error!r}"
+            )
+        for name, value in (("max_records", max_records), ("max_alerts", max_alerts),
+                            ("max_pending", max_pending)):
+            check_tokens(name, value)
+        self._scope = scope
+        self.rates = rates if isinstance(rates, RateTable) else RateTable(rates)
+        self.store = open_store(store) if parent is None or store is not None else parent.store
+        self.parent = parent
+        self._check_chain()
+        self.clock = clock
+        self.hold_ttl = float(hold_ttl)
+        self.on_store_error: StoreErrorPolicy = on_store_error or (
+            "fail_closed" if scope.hard_stop else "fail_open"
+        )
+        self._limits: tuple[Limit, ...] = scope.limits(self.rates.canonical)
+        self._by_metric: dict[str, Limit] = {lim.metric: lim for lim in self._limits}
+        self._lock = threading.Lock()
+        self._records: deque[UsageRecord] = deque(maxlen=max_records)
+        self._alerts: deque[BudgetAlert] = deque(maxlen=max_alerts)
+        self._alert_count = 0
+        self._callbacks: list[AlertCallback] = []
+        self._alert_state = AlertState()
+        self._pending: deque[tuple[str, tuple[Line, ...], float, str, dict[str, Any]]] = deque()
+        self._max_pending = max_pending
+        self._warned_models: set[str] = set()
+        if save_definition:
+            definition = scope.to_dict()
+            definition["parent"] = parent.name if parent else None
+            self._store_call(self.store.save_scope, scope.name, definition, quiet=True)
+
+    # -- identity ------------------------------------------------------------------------
+
+    @property
+    def scope(self) -> BudgetScope:
+        return self._scope
+
+    @property
+    def name(self) -> str:
+        return self._scope.name
+
+    @property
+    def chain(self) -> list[Budget]:
+        """This budget and its ancestors, nearest first."""
+        out: list[Budget] = []
+        node: Budget | None = self
+        while node is not None:
+            out.append(node)
+            node = node.parent
+        return out
+
+    @property
+    def group(self) -> str:
+        """The root scope's name: every key of one tree shares it (one Redis Cluster slot)."""
+        return self.chain[-1].name
+
+    @property
+    def limits(self) -> tuple[Limit, ...]:
+        return self._limits
+
+    def _check_chain(self) -> None:
+        seen: set[str] = set()
+        node: Budget | None = self
+        while node is not None:
+            if node.name in seen:
+                raise ValueError(f"budget parents form a cycle through {node.name!r}")
+            seen.add(node.name)
+            if node.store is not self.store:
+                raise ValueError("a budget and its parents must share one store")
+            node = node.parent
+
+    # -- alerts ----------------------------------------------------------------------------
+
+    def on_alert(self, callback: AlertCallback) -> None:
+        """Call ``callback(alert)`` on every alert of this scope; exceptions are logged."""
+        if not callable(callback):
+            raise TypeError("on_alert needs a callable")
+        with self._lock:
+            self._callbacks.append(callback)
+
+    @property
+    def alerts(self) -> list[BudgetAlert]:
+        with self._lock:
+            return list(self._alerts)
+
+    def _fire(self, alert: BudgetAlert) -> None:
+        with self._lock:
+            self._alerts.append(alert)
+            self._alert_count += 1
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            try:
+                callback(alert)
+            except Exception:
+                log.exception("alert callback %r failed for scope %r", callback, alert.scope)
+
+    def _alert_for(self, limit: Limit, committed: int) -> None:
+        value = limit.to_user(committed)
+        cap = limit.to_user(limit.amount)
+        if committed > limit.amount:
+            level: AlertLevel | None = AlertLevel.CRITICAL
+        elif Decimal(committed) >= to_decimal("alert_at_pct", self._scope.alert_at_pct) * Decimal(
+            limit.amount
+        ):
+            level = AlertLevel.WARNING
+        else:
+            level = None
+        if not self._alert_state.should_fire(limit.limit_type, level):
+            return
+        assert level is not None
+        pct = committed / limit.amount if limit.amount else 1.0
+        if level is AlertLevel.CRITICAL:
+            message = f"Budget EXCEEDED: {limit.limit_type} used={_fmt(value)} limit={_fmt(cap)}"
+        else:
+            message = (
+                f"Budget WARNING: {limit.limit_type} at {pct:.0%} ({_fmt(value)}/{_fmt(cap)})"
+            )
+        self._fire(
+            BudgetAlert(self.name, level, message, value, cap, self.clock(), limit.limit_type)
+        )
+
+    # -- pricing ---------------------------------------------------------------------------
+
+    def _resolve(self, model: str) -> ResolvedModel:
+        resolved = self.rates.resolve(model)
+        if not resolved.known and self.rates.on_unknown == "warn":
+            with self._lock:
+                first = resolved.name not in self._warned_models
+                if first and len(self._warned_models) < 10_000:
+                    self._warned_models.add(resolved.name)
+            if first:
+                message = (
+                    f"model {model!r} has no known price; charging the fallback rates "
+                    f"{self.rates.fallback}. Pass rates={{...}} to price it."
+                )
+                warnings.warn(message, BudgetWarning, stacklevel=3)
+                self._fire(
+                    BudgetAlert(self.name, AlertLevel.WARNING, message, 0.0, 0.0, self.clock(),
+                                "unknown_model")
+                )
+        return resolved
+
+    def estimate(self, model: str, input_tokens: int, output_tokens: int = 0) -> float:
+        """Cost in USD (float) of a call, without recording anything."""
+        return float(self.estimate_exact(model, input_tokens, output_tokens))
+
+    def estimate_exact(self, model: str, input_tokens: int, output_tokens: int = 0) -> Decimal:
+        """Exact cost in USD of a call of this size, as :meth:`record` would charge it."""
+        check_tokens("input_tokens", input_tokens)
+        check_tokens("output_tokens", output_tokens)
+        return self.rates.resolve(model, on_unknown="fallback" if self.rates.on_unknown == "warn"
+                                  else None).rates.cost(Usage(input_tokens, output_tokens))
+
+    # -- lines -----------------------------------------------------------------------------
+
+    def _lines(
+        self, model: str, tokens: int, cost: int, *, mode: Literal["hard", "limited", "all"]
+    ) -> list[Line]:
+        metrics = (
+            (Metric.SESSION_TOKENS, tokens),
+            (Metric.SESSION_COST, cost),
+            (Metric.DAY_TOKENS, tokens),
+            (Metric.DAY_COST, cost),
+            (Metric.model_tokens(model), tokens),
+            (Metric.model_cost(model), cost),
+        )
+        lines = []
+        for budget in self.chain:
+            hard = budget._scope.hard_stop
+            for metric, amount in metrics:
+                limit = budget._by_metric.get(metric)
+                if mode == "all":
+                    lines.append(Line(budget.name, metric, amount, None))
+                elif limit is not None and (hard or mode == "limited"):
+                    lines.append(Line(budget.name, metric, amount, limit.amount))
+        return lines
+
+    def _limit_of(self, line: Line) -> tuple[Budget, Limit] | None:
+        for budget in self.chain:
+            if budget.name == line.scope:
+                limit = budget._by_metric.get(line.metric)
+                return (budget, limit) if limit is not None else None
+        return None
+
+    def _exceeded_error(
+        self, line: Line, level: Level, *, refused: bool
+    ) -> BudgetExceededError:
+        found = self._limit_of(line)
+        assert found is not None
+        budget, limit = found
+        used = limit.to_user(level.committed)
+        reserved = limit.to_user(level.reserved)
+        requested = limit.to_user(line.amount)
+        cap = limit.to_user(limit.amount)
+        if refused:
+            message = (
+                f"budget {budget.name!r} refused the call: {limit.limit_type} would reach "
+                f"{_fmt(limit.to_user(level.committed + level.reserved + line.amount))} over "
+                f"the limit {_fmt(cap)} (used {_fmt(used)}, reserved {_fmt(reserved)}, "
+                f"requested {_fmt(requested)})"
+            )
+        else:
+            message = (
+                f"Budget EXCEEDED: {limit.limit_type} used={_fmt(used)} limit={_fmt(cap)} "
+                f"in scope {budget.name!r}"
+            )
+        return BudgetExceededError(
+            message, budget.name, limit.limit_type, used, cap, reserved=reserved,
+            requested=requested,
+        )
+
+    def _refusal(self, line: Line, level: Level) -> BudgetExceededError:
+        error = self._exceeded_error(line, level, refused=True)
+        found = self._limit_of(line)
+        assert found is not None
+        budget, limit = found
+        if budget._alert_state.should_fire(limit.limit_type, AlertLevel.CRITICAL):
+            budget._fire(
+                BudgetAlert(budget.name, AlertLevel.CRITICAL, str(error), error.used,
+                            error.limit, self.clock(), limit.limit_type)
+            )
+        return error
+
+    # -- store access ----------------------------------------------------------------------
+
+    def _store_call(self, fn: Callable[..., Any], *args: Any, quiet: bool = False,
+                    **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except StoreError:
+            if quiet:
+                log.warning("budget store call %s failed", getattr(fn, "__name__", fn),
+                            exc_info=True)
+                return None
+            raise
+
+    def _flush_pending(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                item = self._pending[0]
+            hold_id, lines, when, group, record = item
+            try:
+                self.store.commit(hold_id, lines, now=when, group=group, record=record)
+            except StoreError:
+                return
+            with self._lock:
+                if self._pending and self._pending[0] is item:
+                    self._pending.popleft()
+            log.info("replayed a buffered commit %s to the budget store", hold_id)
+
+    @property
+    def pending_commits(self) -> int:
+        """Commits buffered in this process while the store was unreachable."""
+        with self._lock:
+            return len(self._pending)
+
+    # -- the reservation protocol -----------------------------------------------------------
+
+    def reserve(
+        self,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int = 0,
+        *,
+        session_id: str = "",
+        ttl: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Reservation:
+        """Hold the worst-case cost of a call in this scope and every ancestor, atomically.
+
+        Raises :class:`BudgetExceededError` (nothing held, nothing recorded) when
+        committed + reserved + this estimate would cross any hard limit.
+        """
+        check_tokens("input_tokens", input_tokens)
+        check_tokens("max_output_tokens", max_output_tokens)
+        if ttl is not None:
+            _check_ttl("ttl", ttl)
+        resolved = self._resolve(model)
+        tokens = input_tokens + max_output_tokens
+        cost = resolved.rates.worst_case_nanos(input_tokens, max_output_tokens)
+        now = self.clock()
+        hold_ttl = self.hold_ttl if ttl is None else float(ttl)
+        reservation = Reservation(
+            budget=self,
+            id=uuid.uuid4().hex,
+            model=resolved.name,
+            requested_model=model,
+            input_tokens=input_tokens,
+            max_output_tokens=max_output_tokens,
+            tokens=tokens,
+            cost_nanos=cost,
+            session_id=session_id,
+            metadata=dict(metadata or {}),
+            created_at=now,
+            expires_at=now + hold_ttl,
+            held=False,
+        )
+        lines = self._lines(resolved.name, tokens, cost, mode="hard")
+        if not lines:
+            return reservation
+        if self._pending:
+            self._flush_pending()
+        try:
+            result = self.store.reserve(
+                reservation.id, lines, now=now, ttl=hold_ttl, group=self.group
+            )
+        except StoreError as exc:
+            if self.on_store_error == "fail_closed":
+                raise StoreUnavailableError(
+                    f"budget store unavailable, refusing the call (fail_closed): {exc}"
+                ) from exc
+            log.warning("budget store unavailable; admitting the call (fail_open): %s", exc)
+            self._fire(
+                BudgetAlert(self.name, AlertLevel.WARNING,
+                            f"budget store unavailable, call admitted unchecked: {exc}",
+                            0.0, 0.0, now, "store_unavailable")
+            )
+            return reservation
+        if not result.admitted:
+            assert result.refused_at is not None
+            raise self._refusal(lines[result.refused_at], result.levels[result.refused_at])
+        reservation.held = True
+        return reservation
+
+    def commit(
+        self,
+        reservation: Reservation,
+        usage: Usage | None = None,
+        *,
+        model: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> UsageRecord:
+        """Record what the call really used and free its hold; never raises for limits.
+
+        ``usage=None`` records the reservation's estimate, marked ``estimated``. ``model`` is
+        the model that actually answered, when the provider reports one. Repeated commits
+        return the first record.
+        """
+        if not isinstance(reservation, Reservation) or reservation.budget is not self:
+            raise TypeError("commit needs a Reservation made by this budget")
+        if usage is not None and not isinstance(usage, Usage):
+            raise TypeError(f"usage must be a Usage, got {type(usage).__name__}")
+        with reservation.lock:
+            if reservation.record is not None:
+                return reservation.record
+            estimated = usage is None
+            if usage is None:
+                usage = Usage(reservation.input_tokens, reservation.max_output_tokens)
+            meta = {**reservation.metadata, **(metadata or {})}
+            record = self._commit(
+                reservation.id, model or reservation.requested_model, usage,
+                session_id=reservation.session_id, metadata=meta, estimated=estimated,
+            )
+            reservation.record = record
+            reservation.held = False
+            reservation.state = "committed"
+            return record
+
+    def release(self, reservation: Reservation) -> bool:
+        """Free a reservation without spending (the call failed before it was billed)."""
+        if not isinstance(reservation, Reservation) or reservation.budget is not self:
+            raise TypeError("release needs a Reservation made by this budget")
+        with reservation.lock:
+            if reservation.state != "open":
+                return False
+            reservation.state = "released"
+            if not reservation.held:
+                return True
+            reservation.held = False
+        try:
+            return bool(self.store.release(reservation.id, now=self.clock(), group=self.group))
+        except StoreError:
+            log.warning("could not release hold %s; it expires on its own", reservation.id,
+                        exc_info=True)
+            return False
+
+    def _commit(
+        self,
+        hold_id: str,
+        model: str,
+        usage: Usage,
+        *,
+        session_id: str,
+        metadata: Mapping[str, Any],
+        estimated: bool,
+    ) -> UsageRecord:
+        resolved = self._resolve(model)
+        cost = resolved.rates.cost_nanos(usage)
+        now = self.clock()
+        record = UsageRecord(
+            session_id=session_id,
+            model=resolved.name,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=float(nanos_to_decimal(cost)),
+            timestamp=now,
+            metadata=dict(metadata),
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cost_nanos=cost,
+            estimated=estimated,
+            scope=self.name,
+            reservation_id=hold_id,
+        )
+        lines = tuple(self._lines(resolved.name, usage.total_tokens, cost, mode="all"))
+        payload = _record_payload(record)
+        if self._pending:
+            self._flush_pending()
+        try:
+            result = self.store.commit(hold_id, lines, now=now, group=self.group, record=payload)
+        except StoreError:
+            with self._lock:
+                if len(self._pending) >= self._max_pending:
+                    lost = self._pending.popleft()
+                    log.error("commit buffer full: dropped buffered usage %s", lost[4])
+                self._pending.append((hold_id, lines, now, self.group, payload))
+            log.error("budget store unavailable: usage of %s buffered for replay (%d pending)",
+                      hold_id, len(self._pending), exc_info=True)
+            with self._lock:
+                self._records.append(record)
+            return record
+        with self._lock:
+            self._records.append(record)
+        self._check_alerts(lines, result.levels)
+        return record
+
+    def _check_alerts(self, lines: Sequence[Line], levels: Sequence[Level]) -> None:
+        for line, level in zip(lines, levels):
+            found = self._limit_of(line)
+            if found is not None:
+                budget, limit = found
+                budget._alert_for(limit, level.committed)
+
+    # -- the original API ------------------------------------------------------------------
+
+    def check(self, model: str, input_tokens: int, output_tokens: int = 0) -> None:
+        """Raise :class:`BudgetExceededError` if a call of this size would cross a hard
+        limit now (counting other calls' holds). Records and holds nothing."""
+        check_tokens("input_tokens", input_tokens)
+        check_tokens("output_tokens", output_tokens)
+        resolved = self._resolve(model)
+        cost = resolved.rates.cost_nanos(Usage(input_tokens, output_tokens))
+        lines = self._lines(resolved.name, input_tokens + output_tokens, cost, mode="limited")
+        if not lines:
+            return
+        result = self.store.reserve(
+            "check", lines, now=self.clock(), ttl=self.hold_ttl, group=self.group, dry_run=True
+        )
+        error: BudgetExceededError | None = None
+        for line, level in zip(lines, result.levels):
+            assert line.limit is not None
+            if level.committed + level.reserved + line.amount <= line.limit:
+                continue
+            found = self._limit_of(line)
+            assert found is not None
+            budget, _limit = found
+            refusal = self._refusal(line, level)
+            if budget._scope.hard_stop and error is None:
+                error = refusal
+        if error is not None:
+            raise error
+
+    def record(
+        self,
+        session_id: str,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        reasoning_tokens: int = 0,
+    ) -> UsageRecord:
+        """Record usage that already happened, then raise if a hard limit is now exceeded.
+
+        The record is kept whatever happens; the raise only tells the caller to stop.
+        """
+        if not isinstance(session_id, str):
+            raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
+        usage = Usage(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+                      reasoning_tokens)
+        record = self._commit(
+            uuid.uuid4().hex, model, usage, session_id=session_id,
+            metadata=dict(metadata or {}), estimated=False,
+        )
+        self._raise_if_exceeded(record)
+        return record
+
+    def _raise_if_exceeded(self, record: UsageRecord) -> None:
+        lines = self._lines(record.model, record.total_tokens, record.cost_nanos, mode="hard")
+        if not lines:
+            return
+        try:
+            levels = self._levels(lines)
+        except StoreError:
+            return
+        for line, level in zip(lines, levels):
+            assert line.limit is not None
+            if level.committed > line.limit:
+                raise self._exceeded_error(line, level, refused=False)
+
+    def _levels(self, lines: Sequence[Line]) -> list[Level]:
+        now = self.clock()
+        by_scope: dict[str, dict[str, Level]] = {}
+        out = []
+        for line in lines:
+            if line.scope not in by_scope:
+                by_scope[line.scope] = self.store.read(line.scope, now=now, group=self.group)
+            out.append(by_scope[line.scope].get(line.metric, Level()))
+        return out
+
+    # -- inspection ------------------------------------------------------------------------
+
+    def usage(self) -> dict[str, Level]:
+        """Raw counters of this scope from the store: metric -> Level(committed, reserved)."""
+        return dict(self.store.read(self.name, now=self.clock(), group=self.group))
+
+    def summary(self, *, exact: bool = False, by_session: bool = False) -> dict[str, Any]:
+        """Current usage: ``session``, ``day`` (rolling 24 h) and ``per_model`` token and USD
+        totals, plus every limit's use. USD are floats rounded to 6 places, or Decimals with
+        ``exact=True``. ``by_session`` breaks the retained records down by session_id."""
+        counters = self.usage()
+
+        def money(nanos: int) -> float | Decimal:
+            return nanos_to_decimal(nanos) if exact else nanos_to_float(nanos)
+
+        def pair(tokens_metric: str, cost_metric: str) -> dict[str, Any]:
+            tok = counters.get(tokens_metric, Level())
+            cost = counters.get(cost_metric, Level())
+            return {
+                "tokens": tok.committed,
+                "cost_usd": money(cost.committed),
+                "reserved_tokens": tok.reserved,
+                "reserved_cost_usd": money(cost.reserved),
+            }
+
+        per_model: dict[str, dict[str, Any]] = {}
+        for metric, level in counters.items():
+            parsed = Metric.parse_model(metric)
+            if parsed is None:
+                continue
+            name, kind = parsed
+            entry = per_model.setdefault(name, {"tokens": 0, "cost_usd": money(0)})
+            if kind == "tokens":
+                entry["tokens"] = level.committed
+            else:
+                entry["cost_usd"] = money(level.committed)
+        limits: dict[str, dict[str, Any]] = {}
+        for limit in self._limits:
+            level = counters.get(limit.metric, Level())
+            if limit.unit == "usd":
+                used: Any = money(level.committed)
+                cap: Any = money(limit.amount)
+                held: Any = money(level.reserved)
+            else:
+                used, cap, held = level.committed, limit.amount, level.reserved
+            limits[limit.limit_type] = {
+                "used": used,
+                "reserved": held,
+                "limit": cap,
+                "pct": round(level.committed / limit.amount, 6) if limit.amount else 1.0,
+            }
+        with self._lock:
+            alert_count = self._alert_count
+            record_count = len(self._records)
+            records = list(self._records) if by_session else []
+        out: dict[str, Any] = {
+            "scope": self.name,
+            "parent": self.parent.name if self.parent else None,
+            "session": pair(Metric.SESSION_TOKENS, Metric.SESSION_COST),
+            "day": pair(Metric.DAY_TOKENS, Metric.DAY_COST),
+            "per_model": per_model,
+            "limits": limits,
+            "alert_count": alert_count,
+            "record_count": record_count,
+        }
+        if by_session:
+            sessions: dict[str, dict[str, int]] = {}
+            for rec in records:
+                entry2 = sessions.setdefault(rec.session_id, {"tokens": 0, "cost_nanos": 0})
+                entry2["tokens"] += rec.total_tokens
+                entry2["cost_nanos"] += rec.cost_nanos
+            out["sessions"] = {
+                sid: {"tokens": v["tokens"], "cost_usd": money(v["cost_nanos"])}
+                for sid, v in sessions.items()
+            }
+        return out
+
+    @property
+    def records(self) -> list[UsageRecord]:
+        """The most recent records of this process (a ring of ``max_records``)."""
+        with self._lock:
+            return list(self._records)
+
+    def reset_session(self) -> None:
+        """Start a new session: zero the session counters (day and per-model stay)."""
+        self.store.reset(self.name, "session:", now=self.clock(), group=self.group)
+        for limit in self._limits:
+            if limit.metric.startswith("session:"):
+                self._alert_state.should_fire(limit.limit_type, None)
+
+    def reset(self) -> None:
+        """Zero every counter of this scope: session, day window and per-model."""
+        self.store.reset(self.name, "", now=self.clock(), group=self.group)
+        self._alert_state.clear()
+
+    def __repr__(self) -> str:
+        return f"Budget(scope={self.name!r}, store={type(self.store).__name__})"
+
+
+def _check_ttl(name: str, value: object) -> None:
+    dec = to_decimal(name, value, allow_zero=False)
+    if dec > 10 * 365 * 86400:
+        raise ValueError(f"{name} is unreasonably long: {value!r} seconds")
+
+
+def _fmt(value: float) -> str:
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.6f}".rstrip("0")
+
+
+def _record_payload(record: UsageRecord) -> dict[str, Any]:
+    data = asdict(record)
+    data["metadata"] = {k: v for k, v in record.metadata.items() if _json_safe(v)}
+    return data
+
+
+def _json_safe(value: object) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))

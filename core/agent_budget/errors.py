@@ -1,0 +1,85 @@
+"""The exceptions and warnings agent-budget raises."""
+
+from __future__ import annotations
+
+__all__ = [
+    "BudgetError",
+    "BudgetExceededError",
+    "BudgetWarning",
+    "StoreConfigError",
+    "StoreError",
+    "StoreUnavailableError",
+    "UnknownModelError",
+]
+
+
+class BudgetError(Exception):
+    """Base class of every error agent-budget raises on its own account."""
+
+
+class BudgetExceededError(BudgetError):
+    """A hard limit refused a call, or was crossed by recorded usage.
+
+    ``used`` and ``limit`` are tokens for token limits and USD (float) for cost limits;
+    ``reserved`` is what in-flight calls held and ``requested`` what the refused call asked.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        scope: str,
+        limit_type: str,
+        used: float,
+        limit: float,
+        *,
+        reserved: float = 0,
+        requested: float = 0,
+    ) -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.limit_type = limit_type
+        self.used = used
+        self.limit = limit
+        self.reserved = reserved
+        self.requested = requested
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_exceeded,
+            (str(self), self.scope, self.limit_type, self.used, self.limit, self.reserved,
+             self.requested),
+        )
+
+
+def _rebuild_exceeded(
+    message: str,
+    scope: str,
+    limit_type: str,
+    used: float,
+    limit: float,
+    reserved: float,
+    requested: float,
+) -> BudgetExceededError:
+    return BudgetExceededError(
+        message, scope, limit_type, used, limit, reserved=reserved, requested=requested
+    )
+
+
+class BudgetWarning(UserWarning):
+    """Emitted (via :mod:`warnings`) for conditions that deserve a look, e.g. unknown models."""
+
+
+class UnknownModelError(BudgetError, ValueError):
+    """A model has no price and the rate table is configured to refuse unknown models."""
+
+
+class StoreError(BudgetError):
+    """A budget store failed; the driver's own exception is chained as ``__cause__``."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store could not be reached and the budget fails closed, so the call is refused."""
+
+
+class StoreConfigError(BudgetError, ValueError):
+    """A store URL or store option is malformed or names an unknown scheme."""

@@ -1,0 +1,272 @@
+"""BudgetManager: many scopes over one store, made on first use from templates, with parents."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .alerts import BudgetAlert
+from .budget import Budget, StoreErrorPolicy
+from .rates import ModelRates, RateTable
+from .records import UsageRecord
+from .reservation import Reservation
+from .scope import BudgetScope
+from .stores import Store, open_store
+from .validate import check_name, check_tokens
+
+__all__ = ["BudgetManager", "ScopeTemplate"]
+
+ParentSpec = str | Callable[[str], "str | None"] | None
+
+
+@dataclass(frozen=True)
+class ScopeTemplate:
+    """Limits applied to every scope whose name starts with ``prefix``."""
+
+    prefix: str
+    scope: BudgetScope
+    parent: ParentSpec = None
+
+
+class BudgetManager:
+    """A registry of budgets over one shared store, for multi-user and multi-tenant apps.
+
+    ``register`` adds a fixed scope; ``add_template`` makes scopes on first use of a name
+    (``mgr.get("user:42")``), each with an optional parent so a call must fit the
+    conversation, its user and the global budget at once. Usage lives in the store, so the
+    manager keeps only ``max_cached`` template-made Budget objects and rebuilds the others on
+    demand without losing anything.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | None = None,
+        *,
+        rates: Mapping[str, ModelRates] | RateTable | None = None,
+        clock: Callable[[], float] = time.time,
+        hold_ttl: float = 600.0,
+        on_store_error: StoreErrorPolicy | None = None,
+        max_cached: int = 10_000,
+        max_records_per_scope: int = 1_000,
+    ) -> None:
+        check_tokens("max_cached", max_cached)
+        self.store = open_store(store)
+        self.rates = rates if isinstance(rates, RateTable) else RateTable(rates)
+        self.clock = clock
+        self.hold_ttl = hold_ttl
+        self.on_store_error = on_store_error
+        self._max_cached = max_cached
+        self._max_records = max_records_per_scope
+        self._lock = threading.RLock()
+        self._registered: dict[str, Budget] = {}
+        self._cached: OrderedDict[str, Budget] = OrderedDict()
+        self._templates: list[ScopeTemplate] = []
+        self._callbacks: list[Callable[[BudgetAlert], None]] = []
+
+    # -- scopes ----------------------------------------------------------------------------
+
+    def register(
+        self,
+        scope: BudgetScope,
+        rates: Mapping[str, ModelRates] | RateTable | None = None,
+        *,
+        parent: str | None = None,
+    ) -> Budget:
+        """Add (or replace) a fixed scope; ``parent`` names an existing or template scope."""
+        if not isinstance(scope, BudgetScope):
+            raise TypeError(f"scope must be a BudgetScope, got {type(scope).__name__}")
+        with self._lock:
+            parent_budget = self._require(parent) if parent is not None else None
+            budget = self._make(scope, parent_budget, rates, save=True)
+            self._registered[scope.name] = budget
+            self._cached.pop(scope.name, None)
+            return budget
+
+    def add_template(self, prefix: str, scope: BudgetScope, *, parent: ParentSpec = None) -> None:
+        """Create scopes named ``prefix...`` on first use, with ``scope``'s limits.
+
+        ``parent`` is a scope name, a function of the new scope's name returning one (or
+        None), or None; ``get(name, parent=...)`` overrides it per call.
+        """
+        check_name("prefix", prefix)
+        if not isinstance(scope, BudgetScope):
+            raise TypeError(f"scope must be a BudgetScope, got {type(scope).__name__}")
+        if parent is not None and not isinstance(parent, str) and not callable(parent):
+            raise TypeError("parent must be a scope name, a callable or None")
+        with self._lock:
+            self._templates = [t for t in self._templates if t.prefix != prefix]
+            self._templates.append(ScopeTemplate(prefix, scope, parent))
+            self._templates.sort(key=lambda t: len(t.prefix), reverse=True)
+
+    def get(self, name: str, *, parent: str | None = None) -> Budget | None:
+        """The budget of ``name``: registered, cached, or made now from a template.
+
+        Returns None when no scope or template matches (the original API).
+        """
+        check_name("name", name)
+        with self._lock:
+            return self._get(name, parent, depth=0)
+
+    def _get(self, name: str, parent: str | None, depth: int) -> Budget | None:
+        if depth > 32:
+            raise ValueError(f"scope parents nest too deeply at {name!r} (a cycle?)")
+        budget = self._registered.get(name) or self._cached.get(name)
+        if budget is not None:
+            if name in self._cached:
+                self._cached.move_to_end(name)
+            if parent is not None and (budget.parent is None or budget.parent.name != parent):
+                current = budget.parent.name if budget.parent else None
+                raise ValueError(f"scope {name!r} has parent {current!r}, not {parent!r}")
+            return budget
+        template = next((t for t in self._templates if name.startswith(t.prefix)), None)
+        if template is None:
+            return None
+        parent_name = parent
+        if parent_name is None:
+            spec = template.parent
+            parent_name = spec(name) if callable(spec) else spec
+        parent_budget = None
+        if parent_name is not None:
+            if parent_name == name:
+                raise ValueError(f"scope {name!r} cannot be its own parent")
+            parent_budget = self._get(parent_name, None, depth + 1)
+            if parent_budget is None:
+                raise KeyError(f"parent scope {parent_name!r} of {name!r} is not registered")
+        budget = self._make(replace(template.scope, name=name), parent_budget, None, save=False)
+        self._cached[name] = budget
+        while len(self._cached) > self._max_cached:
+            self._cached.popitem(last=False)
+        return budget
+
+    def _require(self, name: str) -> Budget:
+        budget = self._get(name, None, 0)
+        if budget is None:
+            raise KeyError(f"No budget registered for scope '{name}'")
+        return budget
+
+    def _make(
+        self,
+        scope: BudgetScope,
+        parent: Budget | None,
+        rates: Mapping[str, ModelRates] | RateTable | None,
+        *,
+        save: bool,
+    ) -> Budget:
+        budget = Budget(
+            scope,
+            rates if rates is not None else self.rates,
+            store=self.store,
+            parent=parent,
+            clock=self.clock,
+            hold_ttl=self.hold_ttl,
+            on_store_error=self.on_store_error,
+            max_records=self._max_records,
+            save_definition=save,
+        )
+        budget.on_alert(self._dispatch)
+        return budget
+
+    def remove(self, name: str) -> bool:
+        """Forget a scope's Budget and definition (its recorded usage stays in the store)."""
+        with self._lock:
+            found = self._registered.pop(name, None) or self._cached.pop(name, None)
+        if found is None:
+            return False
+        self.store.delete_scope(name)
+        return True
+
+    def scopes(self) -> list[str]:
+        """Names of the scopes this manager knows: registered, cached, and saved in the store
+        by other processes."""
+        with self._lock:
+            names = list(self._registered) + [n for n in self._cached if n not in
+                                               self._registered]
+        for name in self.store.load_scopes():
+            if name not in names:
+                names.append(name)
+        return names
+
+    def _budget_for_summary(self, name: str) -> Budget | None:
+        budget = self.get(name)
+        if budget is not None:
+            return budget
+        data = self.store.load_scopes().get(name)
+        if data is None:
+            return None
+        with self._lock:
+            parent = self._budget_for_summary(data["parent"]) if data.get("parent") else None
+            budget = self._make(BudgetScope.from_dict(data), parent, None, save=False)
+            self._cached[name] = budget
+            return budget
+
+    # -- alerts ----------------------------------------------------------------------------
+
+    def on_alert(self, callback: Callable[[BudgetAlert], None]) -> None:
+        """Receive every alert of every scope this manager makes."""
+        if not callable(callback):
+            raise TypeError("on_alert needs a callable")
+        with self._lock:
+            self._callbacks.append(callback)
+
+    def _dispatch(self, alert: BudgetAlert) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(alert)
+            except Exception:
+                import logging
+
+                logging.getLogger("agent_budget").exception("manager alert callback failed")
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def record(
+        self,
+        scope_name: str,
+        session_id: str,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        metadata: Mapping[str, Any] | None = None,
+        **usage: int,
+    ) -> UsageRecord:
+        """Record usage against ``scope_name`` (KeyError if it is unknown)."""
+        budget = self.get(scope_name)
+        if budget is None:
+            raise KeyError(f"No budget registered for scope '{scope_name}'")
+        return budget.record(session_id, model, input_tokens, output_tokens, metadata, **usage)
+
+    def reserve(
+        self,
+        scope_name: str,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int = 0,
+        **kwargs: Any,
+    ) -> Reservation:
+        """Reserve against ``scope_name`` and its ancestors (KeyError if it is unknown)."""
+        budget = self.get(scope_name)
+        if budget is None:
+            raise KeyError(f"No budget registered for scope '{scope_name}'")
+        return budget.reserve(model, input_tokens, max_output_tokens, **kwargs)
+
+    def summary(self, name: str, **kwargs: Any) -> dict[str, Any]:
+        budget = self._budget_for_summary(name)
+        if budget is None:
+            raise KeyError(f"No budget registered for scope '{name}'")
+        return budget.summary(**kwargs)
+
+    def all_summaries(self, **kwargs: Any) -> dict[str, dict[str, Any]]:
+        """Summaries of every known scope, read from the store (so other processes count)."""
+        out = {}
+        for name in self.scopes():
+            budget = self._budget_for_summary(name)
+            if budget is not None:
+                out[name] = budget.summary(**kwargs)
+        return out
+
+    def close(self) -> None:
+        self.store.close()

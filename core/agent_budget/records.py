@@ -1,0 +1,46 @@
+"""UsageRecord: one recorded call."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from .money import nanos_to_decimal
+
+__all__ = ["UsageRecord"]
+
+
+@dataclass
+class UsageRecord:
+    """A single recorded call: who, which model, how many tokens, what it cost.
+
+    ``cost_usd`` is a float for the original API; ``cost_nanos`` (integer nano-USD) and
+    :attr:`cost` (Decimal) are exact. ``estimated`` is True when the provider reported no
+    usage and the pre-call estimate was recorded instead.
+    """
+
+    session_id: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    timestamp: float = field(default_factory=time.time)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_nanos: int = 0
+    estimated: bool = False
+    scope: str = ""
+    reservation_id: str = ""
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def cost(self) -> Decimal:
+        """Exact cost in USD."""
+        return nanos_to_decimal(self.cost_nanos)

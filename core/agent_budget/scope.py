@@ -1,0 +1,162 @@
+"""BudgetScope: the limits of one named budget, validated, and the limit lines they imply."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .money import usd_to_nanos
+from .validate import check_name, check_tokens, to_decimal
+
+__all__ = ["BudgetScope", "Limit", "Metric"]
+
+
+class Metric:
+    """Names of the counters a scope keeps in its store."""
+
+    SESSION_TOKENS = "session:tokens"
+    SESSION_COST = "session:cost"
+    DAY_TOKENS = "day:tokens"
+    DAY_COST = "day:cost"
+
+    @staticmethod
+    def model_tokens(model: str) -> str:
+        return f"model:{model}:tokens"
+
+    @staticmethod
+    def model_cost(model: str) -> str:
+        return f"model:{model}:cost"
+
+    @staticmethod
+    def parse_model(metric: str) -> tuple[str, str] | None:
+        """``("gpt-4o", "tokens")`` for ``"model:gpt-4o:tokens"``, else None."""
+        if not metric.startswith("model:"):
+            return None
+        name, _, kind = metric[len("model:"):].rpartition(":")
+        return (name, kind) if name and kind in ("tokens", "cost") else None
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One cap of a scope: which counter, how much, and in what unit (tokens or nano-USD)."""
+
+    limit_type: str
+    metric: str
+    amount: int
+    unit: Literal["tokens", "usd"]
+
+    @property
+    def windowed(self) -> bool:
+        return self.metric.startswith("day:")
+
+    def to_user(self, value: int) -> float:
+        """``value`` in the unit users see: tokens, or USD as a float."""
+        return float(value) if self.unit == "tokens" else value / 1_000_000_000
+
+
+@dataclass
+class BudgetScope:
+    """Limits for a named scope (a session, user, tenant or global budget).
+
+    Every ``max_*`` is optional: ``None`` means no cap. Costs are USD and may be float, int,
+    str or Decimal; they are held exactly. ``alert_at_pct`` (0..1) fires a WARNING alert
+    when usage reaches that fraction of a limit; ``hard_stop=False`` alerts without refusing.
+    Limits are read when a Budget is made from the scope.
+    """
+
+    name: str
+    max_tokens_per_session: int | None = None
+    max_cost_per_session_usd: float | None = None
+    max_tokens_per_day: int | None = None
+    max_cost_per_day_usd: float | None = None
+    max_tokens_per_model: dict[str, int] = field(default_factory=dict)
+    max_cost_per_model_usd: dict[str, float] = field(default_factory=dict)
+    alert_at_pct: float = 0.8
+    hard_stop: bool = True
+
+    def __post_init__(self) -> None:
+        check_name("name", self.name)
+        for fld in ("max_tokens_per_session", "max_tokens_per_day"):
+            value = getattr(self, fld)
+            if value is not None:
+                check_tokens(fld, value)
+        for fld in ("max_cost_per_session_usd", "max_cost_per_day_usd"):
+            value = getattr(self, fld)
+            if value is not None:
+                to_decimal(fld, value)
+        if not isinstance(self.max_tokens_per_model, Mapping):
+            raise TypeError("max_tokens_per_model must be a dict {model: tokens}")
+        if not isinstance(self.max_cost_per_model_usd, Mapping):
+            raise TypeError("max_cost_per_model_usd must be a dict {model: usd}")
+        for model, tokens in self.max_tokens_per_model.items():
+            check_name("max_tokens_per_model key", model)
+            check_tokens(f"max_tokens_per_model[{model!r}]", tokens)
+        for model, usd in self.max_cost_per_model_usd.items():
+            check_name("max_cost_per_model_usd key", model)
+            to_decimal(f"max_cost_per_model_usd[{model!r}]", usd)
+        pct = to_decimal("alert_at_pct", self.alert_at_pct)
+        if pct > 1:
+            raise ValueError(f"alert_at_pct must be between 0 and 1, got {self.alert_at_pct!r}")
+        if not isinstance(self.hard_stop, bool):
+            raise TypeError(f"hard_stop must be a bool, got {self.hard_stop!r}")
+
+    def limits(self, canonical: Callable[[str], str] = lambda m: m) -> tuple[Limit, ...]:
+        """Every cap of this scope, per-model keys passed through ``canonical``."""
+        out: list[Limit] = []
+        if self.max_tokens_per_session is not None:
+            out.append(Limit("session_tokens", Metric.SESSION_TOKENS,
+                             self.max_tokens_per_session, "tokens"))
+        if self.max_cost_per_session_usd is not None:
+            out.append(Limit("session_cost_usd", Metric.SESSION_COST,
+                             usd_to_nanos(self.max_cost_per_session_usd), "usd"))
+        if self.max_tokens_per_day is not None:
+            out.append(Limit("day_tokens", Metric.DAY_TOKENS, self.max_tokens_per_day, "tokens"))
+        if self.max_cost_per_day_usd is not None:
+            out.append(Limit("day_cost_usd", Metric.DAY_COST,
+                             usd_to_nanos(self.max_cost_per_day_usd), "usd"))
+        for model, tokens in self.max_tokens_per_model.items():
+            name = canonical(model)
+            out.append(Limit(f"model_{name}_tokens", Metric.model_tokens(name), tokens, "tokens"))
+        for model, usd in self.max_cost_per_model_usd.items():
+            name = canonical(model)
+            out.append(Limit(f"model_{name}_cost_usd", Metric.model_cost(name),
+                             usd_to_nanos(usd), "usd"))
+        return tuple(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form, kept in stores so other processes and the CLI can read limits."""
+        def num(v: Any) -> Any:
+            return None if v is None else str(to_decimal("limit", v))
+
+        return {
+            "name": self.name,
+            "max_tokens_per_session": self.max_tokens_per_session,
+            "max_cost_per_session_usd": num(self.max_cost_per_session_usd),
+            "max_tokens_per_day": self.max_tokens_per_day,
+            "max_cost_per_day_usd": num(self.max_cost_per_day_usd),
+            "max_tokens_per_model": dict(self.max_tokens_per_model),
+            "max_cost_per_model_usd": {k: num(v) for k, v in self.max_cost_per_model_usd.items()},
+            "alert_at_pct": float(self.alert_at_pct),
+            "hard_stop": self.hard_stop,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BudgetScope:
+        """Inverse of :meth:`to_dict`; cost limits come back as floats."""
+        def num(v: Any) -> float | None:
+            return None if v is None else float(v)
+
+        return cls(
+            name=data["name"],
+            max_tokens_per_session=data.get("max_tokens_per_session"),
+            max_cost_per_session_usd=num(data.get("max_cost_per_session_usd")),
+            max_tokens_per_day=data.get("max_tokens_per_day"),
+            max_cost_per_day_usd=num(data.get("max_cost_per_day_usd")),
+            max_tokens_per_model=dict(data.get("max_tokens_per_model") or {}),
+            max_cost_per_model_usd={
+                k: float(v) for k, v in (data.get("max_cost_per_model_usd") or {}).items()
+            },
+            alert_at_pct=float(data.get("alert_at_pct", 0.8)),
+            hard_stop=bool(data.get("hard_stop", True)),
+        )

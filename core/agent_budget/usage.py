@@ -1,0 +1,143 @@
+"""What one call consumed, and parsing of the usage shapes providers report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .validate import check_tokens
+
+__all__ = ["Usage", "usage_from_mapping"]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage of one call.
+
+    ``input_tokens`` is the whole prompt, *including* ``cache_read_tokens`` and
+    ``cache_write_tokens`` (LangChain's ``usage_metadata`` convention); ``output_tokens``
+    includes ``reasoning_tokens``, which are billed as output.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "reasoning_tokens",
+        ):
+            check_tokens(name, getattr(self, name))
+        if self.cache_read_tokens + self.cache_write_tokens > self.input_tokens:
+            raise ValueError(
+                "cache_read_tokens + cache_write_tokens must not exceed input_tokens "
+                f"({self.cache_read_tokens} + {self.cache_write_tokens} > {self.input_tokens})"
+            )
+        if self.reasoning_tokens > self.output_tokens:
+            raise ValueError(
+                f"reasoning_tokens must not exceed output_tokens "
+                f"({self.reasoning_tokens} > {self.output_tokens})"
+            )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        return self.input_tokens - self.cache_read_tokens - self.cache_write_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+
+_INPUT_KEYS = ("input_tokens", "prompt_tokens", "prompt_token_count", "input_token_count")
+_OUTPUT_KEYS = (
+    "output_tokens",
+    "completion_tokens",
+    "candidates_token_count",
+    "output_token_count",
+)
+
+
+def _get(obj: Any, key: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _first_int(obj: Any, keys: tuple[str, ...]) -> int | None:
+    for key in keys:
+        value = _get(obj, key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
+
+
+def _nested_int(obj: Any, outer: str, inner: str) -> int:
+    value = _get(obj, outer)
+    if value is None:
+        return 0
+    got = _get(value, inner)
+    return got if isinstance(got, int) and not isinstance(got, bool) and got >= 0 else 0
+
+
+def usage_from_mapping(obj: Any) -> Usage | None:
+    """Read a provider usage payload (dict or object) into a :class:`Usage`, or None.
+
+    Understands the OpenAI shape (``prompt_tokens``, ``prompt_tokens_details.cached_tokens``,
+    ``completion_tokens_details.reasoning_tokens``), Anthropic's (``input_tokens`` excluding
+    ``cache_read_input_tokens`` and ``cache_creation_input_tokens``), Gemini's
+    (``prompt_token_count``, ``candidates_token_count``, ``cached_content_token_count``,
+    ``thoughts_token_count``) and LangChain's ``usage_metadata``.
+    """
+    if obj is None:
+        return None
+    inp = _first_int(obj, _INPUT_KEYS)
+    out = _first_int(obj, _OUTPUT_KEYS)
+    if inp is None and out is None:
+        return None
+    inp = inp or 0
+    out = out or 0
+    cache_read = 0
+    cache_write = 0
+    reasoning = 0
+    # LangChain usage_metadata: input_token_details / output_token_details, input includes cache.
+    if _get(obj, "input_token_details") is not None or _get(obj, "output_token_details"):
+        cache_read = _nested_int(obj, "input_token_details", "cache_read")
+        cache_write = _nested_int(obj, "input_token_details", "cache_creation")
+        reasoning = _nested_int(obj, "output_token_details", "reasoning")
+    # Anthropic: input_tokens excludes cached tokens, which come separately.
+    anth_read = _first_int(obj, ("cache_read_input_tokens",))
+    anth_write = _first_int(obj, ("cache_creation_input_tokens",))
+    if anth_read is not None or anth_write is not None:
+        cache_read = anth_read or 0
+        cache_write = anth_write or 0
+        inp += cache_read + cache_write
+    # OpenAI details.
+    cache_read = cache_read or _nested_int(obj, "prompt_tokens_details", "cached_tokens")
+    reasoning = reasoning or _nested_int(obj, "completion_tokens_details", "reasoning_tokens")
+    # Gemini.
+    cache_read = cache_read or (_first_int(obj, ("cached_content_token_count",)) or 0)
+    thoughts = _first_int(obj, ("thoughts_token_count",))
+    if thoughts:
+        # Gemini reports thinking separately from candidates; both are billed as output.
+        out += thoughts
+        reasoning = reasoning or thoughts
+    cache_read = min(cache_read, inp)
+    cache_write = min(cache_write, inp - cache_read)
+    reasoning = min(reasoning, out)
+    return Usage(inp, out, cache_read, cache_write, reasoning)

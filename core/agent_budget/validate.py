@@ -1,0 +1,57 @@
+"""Input checks shared by every public entry point: they name the field and change nothing."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal, InvalidOperation
+
+__all__ = ["check_name", "check_tokens", "to_decimal"]
+
+
+def check_tokens(field: str, value: object) -> int:
+    """Return ``value`` as a token count, or raise naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field} must be a non-negative int, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"{field} must be a non-negative int, got {value}")
+    return value
+
+
+def to_decimal(field: str, value: object, *, allow_zero: bool = True) -> Decimal:
+    """Parse a non-negative, finite amount (int, float, str or Decimal) into a Decimal.
+
+    Floats go through ``repr`` so ``0.1`` becomes ``Decimal("0.1")``, not its binary expansion.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{field} must be a number, got bool {value!r}")
+    if isinstance(value, Decimal):
+        dec = value
+    elif isinstance(value, int):
+        dec = Decimal(value)
+    elif isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise ValueError(f"{field} must be a finite number, got {value!r}")
+        dec = Decimal(repr(value))
+    elif isinstance(value, str):
+        try:
+            dec = Decimal(value.strip())
+        except InvalidOperation:
+            raise ValueError(f"{field} must be a number, got {value!r}") from None
+    else:
+        raise TypeError(f"{field} must be a number, got {type(value).__name__} {value!r}")
+    if not dec.is_finite():
+        raise ValueError(f"{field} must be a finite number, got {value!r}")
+    if dec < 0:
+        raise ValueError(f"{field} must not be negative, got {value!r}")
+    if not allow_zero and dec == 0:
+        raise ValueError(f"{field} must be positive, got {value!r}")
+    return dec
+
+
+def check_name(field: str, value: object) -> str:
+    """Return ``value`` if it is a non-empty string."""
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be a str, got {type(value).__name__} {value!r}")
+    if not value.strip():
+        raise ValueError(f"{field} must be a non-empty string")
+    return value
