@@ -85,8 +85,13 @@ class ModelRates:
     ) -> ModelRates:
         """Build rates from USD per 1M tokens, the unit providers publish."""
 
-        def conv(name: str, v: object | None) -> Decimal | None:
-            return None if v is None else to_decimal(name, v) / _THOUSAND
+        def conv(name: str, v: object | None) -> float | Decimal | None:
+            if v is None:
+                return None
+            exact = to_decimal(name, v) / _THOUSAND
+            # A float when it round-trips exactly, so rates compare equal to plain literals.
+            as_float = float(exact)
+            return as_float if Decimal(repr(as_float)) == exact else exact
 
         inp = conv("input", input)
         out = conv("output", output)
@@ -327,12 +332,12 @@ class RateTable:
         if model in self._exact:
             return ResolvedModel(family, self._exact[model], True, model)
         builtins = builtin_rates() if self._use_builtins else {}
-        for candidate in candidates:
-            candidate = self._aliases.get(candidate, candidate)
-            if candidate in self._user:
-                return ResolvedModel(family, self._user[candidate], True, candidate)
-            if candidate in builtins:
-                return ResolvedModel(family, builtins[candidate].rates, True, candidate)
+        # User rates win over built-ins, even a user family row over a built-in snapshot row.
+        for table in (self._user, {k: v.rates for k, v in builtins.items()}):
+            for candidate in candidates:
+                candidate = self._aliases.get(candidate, candidate)
+                if candidate in table:
+                    return ResolvedModel(family, table[candidate], True, candidate)
         return ResolvedModel(family, self.fallback, False, "")
 
     def canonical(self, model: str) -> str:
