@@ -100,8 +100,7 @@ def test_commit_prices_the_model_that_answered(clock):
 
 
 def test_hold_expires_on_its_own(clock):
-    b = Budget(BudgetScope(name="b", max_tokens_per_session=100), RATES, clock=clock,
-               hold_ttl=60)
+    b = Budget(BudgetScope(name="b", max_tokens_per_session=100), RATES, clock=clock, hold_ttl=60)
     b.reserve("m", 100, 0)  # never ended: a crashed or timed-out caller
     with pytest.raises(BudgetExceededError):
         b.reserve("m", 1, 0)
@@ -110,8 +109,7 @@ def test_hold_expires_on_its_own(clock):
 
 
 def test_commit_after_hold_expired_still_records(clock):
-    b = Budget(BudgetScope(name="b", max_tokens_per_session=100), RATES, clock=clock,
-               hold_ttl=10)
+    b = Budget(BudgetScope(name="b", max_tokens_per_session=100), RATES, clock=clock, hold_ttl=10)
     r = b.reserve("m", 50, 0)
     clock.advance(11)
     r.commit(Usage(50, 0))
@@ -217,12 +215,13 @@ def test_alert_callback_errors_are_logged_not_raised(clock, caplog):
 
 def test_parent_chain_is_all_or_nothing(clock):
     store = MemoryStore()
-    root = Budget(BudgetScope(name="global", max_tokens_per_day=1000), RATES, store=store,
-                  clock=clock)
-    user = Budget(BudgetScope(name="user", max_tokens_per_day=600), RATES, parent=root,
-                  clock=clock)
-    conv = Budget(BudgetScope(name="conv", max_tokens_per_session=500), RATES, parent=user,
-                  clock=clock)
+    root = Budget(
+        BudgetScope(name="global", max_tokens_per_day=1000), RATES, store=store, clock=clock
+    )
+    user = Budget(BudgetScope(name="user", max_tokens_per_day=600), RATES, parent=root, clock=clock)
+    conv = Budget(
+        BudgetScope(name="conv", max_tokens_per_session=500), RATES, parent=user, clock=clock
+    )
     assert [b.name for b in conv.chain] == ["conv", "user", "global"] and conv.group == "global"
     conv.reserve("m", 400, 0)
     with pytest.raises(BudgetExceededError) as info:
@@ -288,8 +287,13 @@ def test_fail_closed_refuses_when_store_down(clock):
 
 def test_fail_open_admits_and_buffered_commits_replay(clock, caplog):
     store = FlakyStore()
-    b = Budget(BudgetScope(name="b", max_tokens_per_session=100), RATES, store=store, clock=clock,
-               on_store_error="fail_open")
+    b = Budget(
+        BudgetScope(name="b", max_tokens_per_session=100),
+        RATES,
+        store=store,
+        clock=clock,
+        on_store_error="fail_open",
+    )
     store.down = True
     with caplog.at_level(logging.WARNING, logger="agent_budget"):
         r = b.reserve("m", 10, 0)
@@ -385,8 +389,14 @@ def test_foreign_reservation_rejected(clock):
 
 def test_records_ring_and_tombstones_stay_bounded(clock):
     store = MemoryStore(tombstone_ttl=60)
-    b = Budget(BudgetScope(name="r", max_tokens_per_session=10**12), RATES, store=store,
-               clock=clock, max_records=50, hold_ttl=30)
+    b = Budget(
+        BudgetScope(name="r", max_tokens_per_session=10**12),
+        RATES,
+        store=store,
+        clock=clock,
+        max_records=50,
+        hold_ttl=30,
+    )
     for _ in range(2000):
         b.reserve("m", 1, 1).commit(Usage(1, 1))
         clock.advance(1)
@@ -409,11 +419,17 @@ def test_summary_shape(clock):
     b.record("alice", "m", 10, 5)
     b.record("bob", "m", 1, 0)
     s = b.summary(by_session=True)
-    assert s["limits"]["session_cost_usd"] == {"used": 0.021, "reserved": 0.0, "limit": 1.0,
-                                               "pct": 0.021}
+    assert s["limits"]["session_cost_usd"] == {
+        "used": 0.021,
+        "reserved": 0.0,
+        "limit": 1.0,
+        "pct": 0.021,
+    }
     assert s["limits"]["model_m_tokens"]["used"] == 16
-    assert s["sessions"] == {"alice": {"tokens": 15, "cost_usd": 0.02},
-                             "bob": {"tokens": 1, "cost_usd": 0.001}}
+    assert s["sessions"] == {
+        "alice": {"tokens": 15, "cost_usd": 0.02},
+        "bob": {"tokens": 1, "cost_usd": 0.001},
+    }
     assert s["record_count"] == 2
 
 

@@ -55,8 +55,9 @@ def test_readme_manager_verbatim():
     mgr = BudgetManager()
     mgr.register(BudgetScope(name="user-alice", max_cost_per_day_usd=2.00))
     mgr.register(BudgetScope(name="user-bob", max_cost_per_day_usd=5.00))
-    mgr.record("user-alice", session_id="s1", model="gpt-4o-mini", input_tokens=100,
-               output_tokens=50)
+    mgr.record(
+        "user-alice", session_id="s1", model="gpt-4o-mini", input_tokens=100, output_tokens=50
+    )
     summaries = mgr.all_summaries()
     assert set(summaries) == {"user-alice", "user-bob"}
     assert summaries["user-alice"]["day"]["tokens"] == 150
@@ -163,8 +164,10 @@ def test_18_19_day_hard_stop():
     with pytest.raises(BudgetExceededError) as exc_info:
         b.record("s1", "gpt-4o-mini", 20, 0)
     assert "day_tokens" in exc_info.value.limit_type
-    b2 = Budget(BudgetScope(name="t", max_cost_per_day_usd=1.0),
-                {"m": ModelRates(input_per_1k=1.0, output_per_1k=0.0)})
+    b2 = Budget(
+        BudgetScope(name="t", max_cost_per_day_usd=1.0),
+        {"m": ModelRates(input_per_1k=1.0, output_per_1k=0.0)},
+    )
     b2.record("s1", "m", 900, 0)
     with pytest.raises(BudgetExceededError):
         b2.record("s1", "m", 200, 0)

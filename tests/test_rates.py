@@ -116,8 +116,7 @@ def test_unknown_model_warns_once_per_model_with_alert():
 
 
 def test_unknown_model_raise_policy_changes_nothing():
-    b = Budget(BudgetScope(name="u", max_tokens_per_session=10**6),
-               RateTable(on_unknown="raise"))
+    b = Budget(BudgetScope(name="u", max_tokens_per_session=10**6), RateTable(on_unknown="raise"))
     with pytest.raises(UnknownModelError, match="no-such-model"):
         b.reserve("no-such-model", 10, 10)
     with pytest.raises(UnknownModelError):
@@ -139,11 +138,20 @@ def test_user_rates_override_builtins():
 
 def test_cache_and_reasoning_pricing_is_exact():
     rates = builtin_rates()["claude-3-5-sonnet"].rates
-    usage = Usage(input_tokens=10_000, output_tokens=2_000, cache_read_tokens=6_000,
-                  cache_write_tokens=1_000, reasoning_tokens=500)
+    usage = Usage(
+        input_tokens=10_000,
+        output_tokens=2_000,
+        cache_read_tokens=6_000,
+        cache_write_tokens=1_000,
+        reasoning_tokens=500,
+    )
     # 3000 uncached @3 + 6000 read @0.30 + 1000 write @3.75 + 2000 out @15, per 1M
-    expected = (Decimal(3000) * 3 + Decimal(6000) * Decimal("0.30") + Decimal(1000) *
-                Decimal("3.75") + Decimal(2000) * 15) / 1_000_000
+    expected = (
+        Decimal(3000) * 3
+        + Decimal(6000) * Decimal("0.30")
+        + Decimal(1000) * Decimal("3.75")
+        + Decimal(2000) * 15
+    ) / 1_000_000
     assert rates.cost(usage) == expected
     assert rates.cost_nanos(usage) == 44_550_000
 
@@ -152,7 +160,8 @@ def test_long_context_tier_reprices_whole_call():
     rates = builtin_rates()["claude-sonnet-4-5"].rates
     assert rates.cost(Usage(200_000, 0)) == Decimal("0.6")
     assert rates.cost(Usage(200_001, 1000)) == (Decimal(200_001) * 6 + 1000 * Decimal("22.5")) / (
-        10**6)
+        10**6
+    )
 
 
 def test_worst_case_covers_cache_writes():

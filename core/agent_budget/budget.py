@@ -70,12 +70,17 @@ class Budget:
             raise ValueError(
                 f"on_store_error must be 'fail_closed' or 'fail_open', not {on_store_error!r}"
             )
-        for name, value in (("max_records", max_records), ("max_alerts", max_alerts),
-                            ("max_pending", max_pending)):
+        for name, value in (
+            ("max_records", max_records),
+            ("max_alerts", max_alerts),
+            ("max_pending", max_pending),
+        ):
             check_tokens(name, value)
         self._scope = scope
         self.rates = rates if isinstance(rates, RateTable) else RateTable(rates)
-        self.store = open_store(store) if parent is None or store is not None else parent.store
+        self.store: Store = (
+            open_store(store) if parent is None or store is not None else parent.store
+        )
         self.parent = parent
         self._check_chain()
         self.clock = clock
@@ -182,9 +187,7 @@ class Budget:
         if level is AlertLevel.CRITICAL:
             message = f"Budget EXCEEDED: {limit.limit_type} used={_fmt(value)} limit={_fmt(cap)}"
         else:
-            message = (
-                f"Budget WARNING: {limit.limit_type} at {pct:.0%} ({_fmt(value)}/{_fmt(cap)})"
-            )
+            message = f"Budget WARNING: {limit.limit_type} at {pct:.0%} ({_fmt(value)}/{_fmt(cap)})"
         self._fire(
             BudgetAlert(self.name, level, message, value, cap, self.clock(), limit.limit_type)
         )
@@ -205,8 +208,15 @@ class Budget:
                 )
                 warnings.warn(message, BudgetWarning, stacklevel=3)
                 self._fire(
-                    BudgetAlert(self.name, AlertLevel.WARNING, message, 0.0, 0.0, self.clock(),
-                                "unknown_model")
+                    BudgetAlert(
+                        self.name,
+                        AlertLevel.WARNING,
+                        message,
+                        0.0,
+                        0.0,
+                        self.clock(),
+                        "unknown_model",
+                    )
                 )
         return resolved
 
@@ -218,8 +228,9 @@ class Budget:
         """Exact cost in USD of a call of this size, as :meth:`record` would charge it."""
         check_tokens("input_tokens", input_tokens)
         check_tokens("output_tokens", output_tokens)
-        return self.rates.resolve(model, on_unknown="fallback" if self.rates.on_unknown == "warn"
-                                  else None).rates.cost(Usage(input_tokens, output_tokens))
+        return self.rates.resolve(
+            model, on_unknown="fallback" if self.rates.on_unknown == "warn" else None
+        ).rates.cost(Usage(input_tokens, output_tokens))
 
     # -- lines -----------------------------------------------------------------------------
 
@@ -252,9 +263,7 @@ class Budget:
                 return (budget, limit) if limit is not None else None
         return None
 
-    def _exceeded_error(
-        self, line: Line, level: Level, *, refused: bool
-    ) -> BudgetExceededError:
+    def _exceeded_error(self, line: Line, level: Level, *, refused: bool) -> BudgetExceededError:
         found = self._limit_of(line)
         assert found is not None
         budget, limit = found
@@ -275,7 +284,12 @@ class Budget:
                 f"in scope {budget.name!r}"
             )
         return BudgetExceededError(
-            message, budget.name, limit.limit_type, used, cap, reserved=reserved,
+            message,
+            budget.name,
+            limit.limit_type,
+            used,
+            cap,
+            reserved=reserved,
             requested=requested,
         )
 
@@ -286,21 +300,30 @@ class Budget:
         budget, limit = found
         if budget._alert_state.should_fire(limit.limit_type, AlertLevel.CRITICAL):
             budget._fire(
-                BudgetAlert(budget.name, AlertLevel.CRITICAL, str(error), error.used,
-                            error.limit, self.clock(), limit.limit_type)
+                BudgetAlert(
+                    budget.name,
+                    AlertLevel.CRITICAL,
+                    str(error),
+                    error.used,
+                    error.limit,
+                    self.clock(),
+                    limit.limit_type,
+                )
             )
         return error
 
     # -- store access ----------------------------------------------------------------------
 
-    def _store_call(self, fn: Callable[..., Any], *args: Any, quiet: bool = False,
-                    **kwargs: Any) -> Any:
+    def _store_call(
+        self, fn: Callable[..., Any], *args: Any, quiet: bool = False, **kwargs: Any
+    ) -> Any:
         try:
             return fn(*args, **kwargs)
         except StoreError:
             if quiet:
-                log.warning("budget store call %s failed", getattr(fn, "__name__", fn),
-                            exc_info=True)
+                log.warning(
+                    "budget store call %s failed", getattr(fn, "__name__", fn), exc_info=True
+                )
                 return None
             raise
 
@@ -383,9 +406,15 @@ class Budget:
                 ) from exc
             log.warning("budget store unavailable; admitting the call (fail_open): %s", exc)
             self._fire(
-                BudgetAlert(self.name, AlertLevel.WARNING,
-                            f"budget store unavailable, call admitted unchecked: {exc}",
-                            0.0, 0.0, now, "store_unavailable")
+                BudgetAlert(
+                    self.name,
+                    AlertLevel.WARNING,
+                    f"budget store unavailable, call admitted unchecked: {exc}",
+                    0.0,
+                    0.0,
+                    now,
+                    "store_unavailable",
+                )
             )
             return reservation
         if not result.admitted:
@@ -420,8 +449,12 @@ class Budget:
                 usage = Usage(reservation.input_tokens, reservation.max_output_tokens)
             meta = {**reservation.metadata, **(metadata or {})}
             record = self._commit(
-                reservation.id, model or reservation.requested_model, usage,
-                session_id=reservation.session_id, metadata=meta, estimated=estimated,
+                reservation.id,
+                model or reservation.requested_model,
+                usage,
+                session_id=reservation.session_id,
+                metadata=meta,
+                estimated=estimated,
             )
             reservation.record = record
             reservation.held = False
@@ -442,8 +475,9 @@ class Budget:
         try:
             return bool(self.store.release(reservation.id, now=self.clock(), group=self.group))
         except StoreError:
-            log.warning("could not release hold %s; it expires on its own", reservation.id,
-                        exc_info=True)
+            log.warning(
+                "could not release hold %s; it expires on its own", reservation.id, exc_info=True
+            )
             return False
 
     def _commit(
@@ -487,8 +521,12 @@ class Budget:
                     lost = self._pending.popleft()
                     log.error("commit buffer full: dropped buffered usage %s", lost[4])
                 self._pending.append((hold_id, lines, now, self.group, payload))
-            log.error("budget store unavailable: usage of %s buffered for replay (%d pending)",
-                      hold_id, len(self._pending), exc_info=True)
+            log.error(
+                "budget store unavailable: usage of %s buffered for replay (%d pending)",
+                hold_id,
+                len(self._pending),
+                exc_info=True,
+            )
             with self._lock:
                 self._records.append(record)
             return record
@@ -498,7 +536,7 @@ class Budget:
         return record
 
     def _check_alerts(self, lines: Sequence[Line], levels: Sequence[Level]) -> None:
-        for line, level in zip(lines, levels):
+        for line, level in zip(lines, levels, strict=True):
             found = self._limit_of(line)
             if found is not None:
                 budget, limit = found
@@ -520,7 +558,7 @@ class Budget:
             "check", lines, now=self.clock(), ttl=self.hold_ttl, group=self.group, dry_run=True
         )
         error: BudgetExceededError | None = None
-        for line, level in zip(lines, result.levels):
+        for line, level in zip(lines, result.levels, strict=True):
             assert line.limit is not None
             if level.committed + level.reserved + line.amount <= line.limit:
                 continue
@@ -551,11 +589,16 @@ class Budget:
         """
         if not isinstance(session_id, str):
             raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
-        usage = Usage(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-                      reasoning_tokens)
+        usage = Usage(
+            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens
+        )
         record = self._commit(
-            uuid.uuid4().hex, model, usage, session_id=session_id,
-            metadata=dict(metadata or {}), estimated=False,
+            uuid.uuid4().hex,
+            model,
+            usage,
+            session_id=session_id,
+            metadata=dict(metadata or {}),
+            estimated=False,
         )
         self._raise_if_exceeded(record)
         return record
@@ -568,7 +611,7 @@ class Budget:
             levels = self._levels(lines)
         except StoreError:
             return
-        for line, level in zip(lines, levels):
+        for line, level in zip(lines, levels, strict=True):
             assert line.limit is not None
             if level.committed > line.limit:
                 raise self._exceeded_error(line, level, refused=False)

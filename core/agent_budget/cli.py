@@ -31,34 +31,48 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_rates(args: argparse.Namespace) -> int:
     rows = [
-        r for r in builtin_rates().values()
-        if not args.pattern or fnmatch.fnmatch(r.model, args.pattern)
+        r
+        for r in builtin_rates().values()
+        if not args.pattern
+        or fnmatch.fnmatch(r.model, args.pattern)
         or args.pattern.lower() in r.model
     ]
     if args.json:
-        print(json.dumps([
-            {
-                "model": r.model,
-                "input_per_1m": str(r.input_per_1m),
-                "cached_input_per_1m": _opt(r.cached_input_per_1m),
-                "cache_write_per_1m": _opt(r.cache_write_per_1m),
-                "output_per_1m": str(r.output_per_1m),
-                "effective": r.effective,
-                "source": r.source,
-                "note": r.note,
-            }
-            for r in rows
-        ], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "model": r.model,
+                        "input_per_1m": str(r.input_per_1m),
+                        "cached_input_per_1m": _opt(r.cached_input_per_1m),
+                        "cache_write_per_1m": _opt(r.cache_write_per_1m),
+                        "output_per_1m": str(r.output_per_1m),
+                        "effective": r.effective,
+                        "source": r.source,
+                        "note": r.note,
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
         return EXIT_OK
     if not rows:
         print(f"no built-in rates match {args.pattern!r}", file=sys.stderr)
         return EXIT_ERROR
     table = [["model", "input/1M", "cached/1M", "cache write/1M", "output/1M", "effective", "note"]]
     for r in rows:
-        table.append([
-            r.model, f"${r.input_per_1m}", _money(r.cached_input_per_1m),
-            _money(r.cache_write_per_1m), f"${r.output_per_1m}", r.effective, r.note,
-        ])
+        table.append(
+            [
+                r.model,
+                f"${r.input_per_1m}",
+                _money(r.cached_input_per_1m),
+                _money(r.cache_write_per_1m),
+                f"${r.output_per_1m}",
+                r.effective,
+                r.note,
+            ]
+        )
     _print_table(table)
     sources = sorted({r.source for r in rows})
     print("\nsources: " + "; ".join(sources))
@@ -71,12 +85,23 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     usage = Usage(args.input + args.cached, args.output, cache_read_tokens=args.cached)
     cost = resolved.rates.cost(usage)
     if args.json:
-        print(json.dumps({"model": resolved.name, "priced_as": resolved.price_key,
-                          "input_tokens": usage.input_tokens, "cached_tokens": args.cached,
-                          "output_tokens": args.output, "cost_usd": str(cost)}))
+        print(
+            json.dumps(
+                {
+                    "model": resolved.name,
+                    "priced_as": resolved.price_key,
+                    "input_tokens": usage.input_tokens,
+                    "cached_tokens": args.cached,
+                    "output_tokens": args.output,
+                    "cost_usd": str(cost),
+                }
+            )
+        )
     else:
-        print(f"{args.model} (priced as {resolved.price_key}): {usage.input_tokens} input "
-              f"({args.cached} cached) + {args.output} output tokens = ${_plain(cost)}")
+        print(
+            f"{args.model} (priced as {resolved.price_key}): {usage.input_tokens} input "
+            f"({args.cached} cached) + {args.output} output tokens = ${_plain(cost)}"
+        )
     return EXIT_OK
 
 
@@ -86,8 +111,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         names = manager.scopes()
         if args.scope:
             if args.scope not in names:
-                print(f"error: no scope {args.scope!r} in {args.store}"
-                      f" (known: {', '.join(names) or 'none'})", file=sys.stderr)
+                print(
+                    f"error: no scope {args.scope!r} in {args.store}"
+                    f" (known: {', '.join(names) or 'none'})",
+                    file=sys.stderr,
+                )
                 return EXIT_ERROR
             names = [args.scope]
         summaries = {name: manager.summary(name, exact=True) for name in names}
@@ -105,19 +133,35 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if not summary["limits"]:
             table.append([label, "(no limits)", "", "", "", ""])
         for limit_type, row in summary["limits"].items():
-            table.append([label, limit_type, _num(row["used"]), _num(row["reserved"]),
-                          _num(row["limit"]), f"{row['pct'] * 100:.1f}%"])
+            table.append(
+                [
+                    label,
+                    limit_type,
+                    _num(row["used"]),
+                    _num(row["reserved"]),
+                    _num(row["limit"]),
+                    f"{row['pct'] * 100:.1f}%",
+                ]
+            )
             label = ""
     _print_table(table)
     print()
     usage = [["scope", "session tokens", "session $", "day tokens", "day $", "models"]]
     for name, summary in summaries.items():
         models = ", ".join(
-            f"{m}: {v['tokens']} tok ${_plain(v['cost_usd'])}" for m, v in summary["per_model"].items()
+            f"{m}: {v['tokens']} tok ${_plain(v['cost_usd'])}"
+            for m, v in summary["per_model"].items()
         )
-        usage.append([name, str(summary["session"]["tokens"]),
-                      _plain(summary["session"]["cost_usd"]), str(summary["day"]["tokens"]),
-                      _plain(summary["day"]["cost_usd"]), models])
+        usage.append(
+            [
+                name,
+                str(summary["session"]["tokens"]),
+                _plain(summary["session"]["cost_usd"]),
+                str(summary["day"]["tokens"]),
+                _plain(summary["day"]["cost_usd"]),
+                models,
+            ]
+        )
     _print_table(usage)
     return EXIT_OK
 
@@ -150,7 +194,11 @@ def _json_default(value: object) -> Any:
 def _print_table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for index, row in enumerate(rows):
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print(
+            "  ".join(
+                str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
+            ).rstrip()
+        )
         if index == 0:
             print("  ".join("-" * width for width in widths))
 
@@ -173,8 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="simulated calls hitting a session cap and a daily cap")
     demo.set_defaults(func=_cmd_demo)
     report = sub.add_parser("report", help="every scope's usage against its limits")
-    report.add_argument("--store", required=True,
-                        help="store URL, e.g. sqlite:///budget.db or redis://localhost:6379/0")
+    report.add_argument(
+        "--store",
+        required=True,
+        help="store URL, e.g. sqlite:///budget.db or redis://localhost:6379/0",
+    )
     report.add_argument("--scope", help="only this scope")
     report.add_argument("--json", action="store_true", help="machine-readable output")
     report.set_defaults(func=_cmd_report)

@@ -46,6 +46,7 @@ def run(out: TextIO = sys.stdout, seed: int = 7) -> int:
         for alert in fired:
             out.write(f"            ALERT [{alert.level.value}] {alert.message}\n")
         fired.clear()
+
     out.write(
         "agent-budget demo: an agent loop on gpt-4o with a $0.05 session cap, a $0.12 rolling\n"
         "24 h cap, a 60k-token cap on gpt-4o, and alerts at 80%. Calls are simulated.\n\n"
@@ -67,9 +68,12 @@ def run(out: TextIO = sys.stdout, seed: int = 7) -> int:
                 fired.clear()
                 break
             totals = budget.summary()
+            cached_note = (
+                f" (cached {record.cache_read_tokens})" if record.cache_read_tokens else ""
+            )
             out.write(
                 f"   call {step:2d}: {record.input_tokens:5d} in / {record.output_tokens:3d} out"
-                f"{' (cached ' + str(record.cache_read_tokens) + ')' if record.cache_read_tokens else '':16s}"
+                f"{cached_note:16s}"
                 f" ${record.cost_usd:.6f}   session ${totals['session']['cost_usd']:.4f}"
                 f"   day ${totals['day']['cost_usd']:.4f}\n"
             )
@@ -84,8 +88,10 @@ def run(out: TextIO = sys.stdout, seed: int = 7) -> int:
     out.write(f"   call  1: admitted again, ${record.cost_usd:.6f}\n\n")
     summary = budget.summary()
     out.write("-- summary\n")
-    out.write(f"   session: {summary['session']['tokens']} tokens, "
-              f"${summary['session']['cost_usd']:.6f}\n")
+    out.write(
+        f"   session: {summary['session']['tokens']} tokens, "
+        f"${summary['session']['cost_usd']:.6f}\n"
+    )
     out.write(f"   day:     {summary['day']['tokens']} tokens, ${summary['day']['cost_usd']:.6f}\n")
     for model, row in summary["per_model"].items():
         out.write(f"   {model}: {row['tokens']} tokens, ${row['cost_usd']:.6f} since start\n")

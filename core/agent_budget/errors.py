@@ -46,8 +46,15 @@ class BudgetExceededError(BudgetError):
     def __reduce__(self) -> tuple[object, ...]:
         return (
             _rebuild_exceeded,
-            (str(self), self.scope, self.limit_type, self.used, self.limit, self.reserved,
-             self.requested),
+            (
+                str(self),
+                self.scope,
+                self.limit_type,
+                self.used,
+                self.limit,
+                self.reserved,
+                self.requested,
+            ),
         )
 
 

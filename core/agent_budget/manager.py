@@ -183,8 +183,7 @@ class BudgetManager:
         """Names of the scopes this manager knows: registered, cached, and saved in the store
         by other processes."""
         with self._lock:
-            names = list(self._registered) + [n for n in self._cached if n not in
-                                               self._registered]
+            names = list(self._registered) + [n for n in self._cached if n not in self._registered]
         for name in self.store.load_scopes():
             if name not in names:
                 names.append(name)

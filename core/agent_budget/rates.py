@@ -47,9 +47,7 @@ class ModelRates:
     cache_write_per_1k: float | Decimal | str | None = None
     long_context_threshold: int | None = None
     long_context: ModelRates | None = None
-    _exact: tuple[Decimal, Decimal, Decimal, Decimal] = field(
-        init=False, repr=False, compare=False
-    )
+    _exact: tuple[Decimal, Decimal, Decimal, Decimal] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         inp = to_decimal("input_per_1k", self.input_per_1k)
@@ -290,7 +288,9 @@ class RateTable:
         use_builtins: bool = True,
     ) -> None:
         if on_unknown not in ("warn", "raise", "fallback"):
-            raise ValueError(f"on_unknown must be 'warn', 'raise' or 'fallback', not {on_unknown!r}")
+            raise ValueError(
+                f"on_unknown must be 'warn', 'raise' or 'fallback', not {on_unknown!r}"
+            )
         self._exact: dict[str, ModelRates] = {}
         self._user: dict[str, ModelRates] = {}
         for key, value in (rates or {}).items():
@@ -299,8 +299,9 @@ class RateTable:
                 raise TypeError(f"rates[{key!r}] must be a ModelRates, got {type(value).__name__}")
             self._exact[key] = value
             self._user[normalize_model_name(key)] = value
-        self._aliases = {normalize_model_name(k): normalize_model_name(v) for k, v in
-                         (aliases or {}).items()}
+        self._aliases = {
+            normalize_model_name(k): normalize_model_name(v) for k, v in (aliases or {}).items()
+        }
         self.fallback = fallback if fallback is not None else ModelRates()
         self.on_unknown: UnknownPolicy = on_unknown
         self._use_builtins = use_builtins

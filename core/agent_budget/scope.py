@@ -33,7 +33,7 @@ class Metric:
         """``("gpt-4o", "tokens")`` for ``"model:gpt-4o:tokens"``, else None."""
         if not metric.startswith("model:"):
             return None
-        name, _, kind = metric[len("model:"):].rpartition(":")
+        name, _, kind = metric[len("model:") :].rpartition(":")
         return (name, kind) if name and kind in ("tokens", "cost") else None
 
 
@@ -105,27 +105,41 @@ class BudgetScope:
         """Every cap of this scope, per-model keys passed through ``canonical``."""
         out: list[Limit] = []
         if self.max_tokens_per_session is not None:
-            out.append(Limit("session_tokens", Metric.SESSION_TOKENS,
-                             self.max_tokens_per_session, "tokens"))
+            out.append(
+                Limit(
+                    "session_tokens", Metric.SESSION_TOKENS, self.max_tokens_per_session, "tokens"
+                )
+            )
         if self.max_cost_per_session_usd is not None:
-            out.append(Limit("session_cost_usd", Metric.SESSION_COST,
-                             usd_to_nanos(self.max_cost_per_session_usd), "usd"))
+            out.append(
+                Limit(
+                    "session_cost_usd",
+                    Metric.SESSION_COST,
+                    usd_to_nanos(self.max_cost_per_session_usd),
+                    "usd",
+                )
+            )
         if self.max_tokens_per_day is not None:
             out.append(Limit("day_tokens", Metric.DAY_TOKENS, self.max_tokens_per_day, "tokens"))
         if self.max_cost_per_day_usd is not None:
-            out.append(Limit("day_cost_usd", Metric.DAY_COST,
-                             usd_to_nanos(self.max_cost_per_day_usd), "usd"))
+            out.append(
+                Limit(
+                    "day_cost_usd", Metric.DAY_COST, usd_to_nanos(self.max_cost_per_day_usd), "usd"
+                )
+            )
         for model, tokens in self.max_tokens_per_model.items():
             name = canonical(model)
             out.append(Limit(f"model_{name}_tokens", Metric.model_tokens(name), tokens, "tokens"))
         for model, usd in self.max_cost_per_model_usd.items():
             name = canonical(model)
-            out.append(Limit(f"model_{name}_cost_usd", Metric.model_cost(name),
-                             usd_to_nanos(usd), "usd"))
+            out.append(
+                Limit(f"model_{name}_cost_usd", Metric.model_cost(name), usd_to_nanos(usd), "usd")
+            )
         return tuple(out)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form, kept in stores so other processes and the CLI can read limits."""
+
         def num(v: Any) -> Any:
             return None if v is None else str(to_decimal("limit", v))
 
@@ -144,6 +158,7 @@ class BudgetScope:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BudgetScope:
         """Inverse of :meth:`to_dict`; cost limits come back as floats."""
+
         def num(v: Any) -> float | None:
             return None if v is None else float(v)
 

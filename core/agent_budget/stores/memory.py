@@ -131,7 +131,7 @@ class MemoryStore(Store):
         if idle is not None:
             scopes = self._scopes
             while scopes:
-                name, (touched, counters) = next(iter(scopes.items()))
+                _name, (touched, counters) = next(iter(scopes.items()))
                 if touched > now - idle or any(c.reserved for c in counters.values()):
                     break
                 scopes.popitem(last=False)
@@ -163,7 +163,7 @@ class MemoryStore(Store):
             self._reap(now)
             counters = [self._counter(line.scope, line.metric, now) for line in lines]
             levels = tuple(Level(c.committed(now, opts), c.reserved) for c in counters)
-            for index, (line, level) in enumerate(zip(lines, levels)):
+            for index, (line, level) in enumerate(zip(lines, levels, strict=True)):
                 if (
                     line.limit is not None
                     and level.committed + level.reserved + line.amount > line.limit
@@ -173,7 +173,7 @@ class MemoryStore(Store):
                 if hold_id in self._holds or hold_id in self._done:
                     raise ValueError(f"hold id {hold_id!r} is already in use")
                 entries = []
-                for counter, line in zip(counters, lines):
+                for counter, line in zip(counters, lines, strict=True):
                     counter.reserved += line.amount
                     entries.append((counter, line.amount))
                 expires_at = now + ttl
@@ -200,7 +200,7 @@ class MemoryStore(Store):
             applied = done is None or done[0] == "released"
             counters = [self._counter(line.scope, line.metric, now) for line in lines]
             if applied:
-                for counter, line in zip(counters, lines):
+                for counter, line in zip(counters, lines, strict=True):
                     counter.add(line.amount, now, opts)
                 self._finish(hold_id, "committed", now)
             levels = tuple(Level(c.committed(now, opts), c.reserved) for c in counters)
