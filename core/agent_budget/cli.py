@@ -93,7 +93,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
                     "input_tokens": usage.input_tokens,
                     "cached_tokens": args.cached,
                     "output_tokens": args.output,
-                    "cost_usd": str(cost),
+                    "cost_usd": _plain(cost),
                 }
             )
         )
