@@ -90,6 +90,10 @@ class Budget:
         )
         self._limits: tuple[Limit, ...] = scope.limits(self.rates.canonical)
         self._by_metric: dict[str, Limit] = {lim.metric: lim for lim in self._limits}
+        pct = to_decimal("alert_at_pct", scope.alert_at_pct)
+        self._warn_at: dict[str, Decimal] = {
+            lim.limit_type: pct * Decimal(lim.amount) for lim in self._limits
+        }
         self._lock = threading.Lock()
         self._records: deque[UsageRecord] = deque(maxlen=max_records)
         self._alerts: deque[BudgetAlert] = deque(maxlen=max_alerts)
@@ -98,7 +102,6 @@ class Budget:
         self._alert_state = AlertState()
         self._pending: deque[tuple[str, tuple[Line, ...], float, str, dict[str, Any]]] = deque()
         self._max_pending = max_pending
-        self._warned_models: set[str] = set()
         if save_definition:
             definition = scope.to_dict()
             definition["parent"] = parent.name if parent else None
@@ -174,9 +177,7 @@ class Budget:
         cap = limit.to_user(limit.amount)
         if committed > limit.amount:
             level: AlertLevel | None = AlertLevel.CRITICAL
-        elif Decimal(committed) >= to_decimal("alert_at_pct", self._scope.alert_at_pct) * Decimal(
-            limit.amount
-        ):
+        elif committed >= self._warn_at[limit.limit_type]:
             level = AlertLevel.WARNING
         else:
             level = None
@@ -197,10 +198,7 @@ class Budget:
     def _resolve(self, model: str) -> ResolvedModel:
         resolved = self.rates.resolve(model)
         if not resolved.known and self.rates.on_unknown == "warn":
-            with self._lock:
-                first = resolved.name not in self._warned_models
-                if first and len(self._warned_models) < 10_000:
-                    self._warned_models.add(resolved.name)
+            first = self.rates.first_unknown(resolved.name)
             if first:
                 message = (
                     f"model {model!r} has no known price; charging the fallback rates "

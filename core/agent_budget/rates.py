@@ -306,6 +306,7 @@ class RateTable:
         self.on_unknown: UnknownPolicy = on_unknown
         self._use_builtins = use_builtins
         self._cache: dict[str, ResolvedModel] = {}
+        self._warned: set[str] = set()
         self._lock = threading.Lock()
 
     def resolve(self, model: str, *, on_unknown: UnknownPolicy | None = None) -> ResolvedModel:
@@ -340,6 +341,14 @@ class RateTable:
                 if candidate in table:
                     return ResolvedModel(family, table[candidate], True, candidate)
         return ResolvedModel(family, self.fallback, False, "")
+
+    def first_unknown(self, name: str) -> bool:
+        """True the first time ``name`` is reported unknown by this table (bounded memory)."""
+        with self._lock:
+            if name in self._warned or len(self._warned) >= 10_000:
+                return False
+            self._warned.add(name)
+            return True
 
     def canonical(self, model: str) -> str:
         """The canonical name of ``model`` (never raises for unknown models)."""

@@ -90,7 +90,7 @@ class StoreOptions:
 
     window_seconds: int = 86_400
     bucket_seconds: int = 900
-    tombstone_ttl: float = 86_400.0
+    tombstone_ttl: float = 3_600.0
     idle_ttl: float | None = None
 
     def __post_init__(self) -> None:
