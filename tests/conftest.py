@@ -4,6 +4,8 @@ import pytest
 
 from .clock import FakeClock
 
+pytest_plugins = ["tests.store_fixtures"]
+
 
 @pytest.fixture
 def clock() -> FakeClock:

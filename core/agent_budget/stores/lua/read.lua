@@ -1,0 +1,25 @@
+-- read: ARGV[7] scope. Returns {metric1, committed1, reserved1, ...} for every counter of
+-- the scope that is non-zero or held.
+local s
+
+reap()
+s = load(ARGV[7])
+idle_check(s)
+
+local metrics = {}
+for k, _ in pairs(s.f) do
+  local p = string.sub(k, 1, 2)
+  if p == 't:' or p == 'r:' then metrics[string.sub(k, 3)] = true end
+end
+local out = {}
+for metric, _ in pairs(metrics) do
+  local c = committed(s, metric)
+  local r = num(s, 'r:' .. metric)
+  if c ~= 0 or r ~= 0 then
+    out[#out + 1] = metric
+    out[#out + 1] = fmt(c)
+    out[#out + 1] = fmt(r)
+  end
+end
+expire_written(nil)
+return out

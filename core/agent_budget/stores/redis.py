@@ -1,0 +1,480 @@
+"""RedisStore: budget state in Redis (or Redis Cluster), shared by every process and host.
+
+Each operation is one EVALSHA of a Lua script shipped in ``stores/lua/`` (one round trip,
+atomic on the server). Holds sit in a sorted set scored by expiry and are reaped lazily by
+the scripts; amounts are integers (HINCRBY, never INCRBYFLOAT); finished hold ids are
+remembered in tombstone keys with a TTL, so commits are idempotent. Every key of one group
+(the root scope of a budget tree) carries the hash tag ``{group}``, so a script touches one
+Redis Cluster slot. redis-py is imported only when a RedisStore is made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlunsplit
+
+from ..errors import StoreConfigError, StoreError
+from .base import CommitResult, Level, Line, ReserveResult, Store, StoreOptions
+
+__all__ = ["RedisStore"]
+
+_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+_OPERATIONS = ("reserve", "commit", "release", "read", "reset")
+_HOLD_IN_USE = "AB_HOLD_IN_USE"
+
+# redis-py connection options that may appear in a URL's query string (as strings).
+_REDIS_QUERY_OPTIONS = frozenset(
+    {
+        "db",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "retry_on_timeout",
+        "max_connections",
+        "health_check_interval",
+        "ssl_check_hostname",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_password",
+        "ssl_min_version",
+        "ssl_ciphers",
+        "client_name",
+        "protocol",
+        "timeout",
+    }
+)
+
+
+@dataclass(frozen=True)
+class _Script:
+    name: str
+    source: str
+    sha: str
+
+
+@cache
+def _script(name: str) -> _Script:
+    """The Lua source of one operation, the shared prelude first, and its SHA1."""
+    folder = resources.files("agent_budget.stores").joinpath("lua")
+    source = folder.joinpath("_common.lua").read_text("utf-8") + "\n"
+    source += folder.joinpath(f"{name}.lua").read_text("utf-8")
+    return _Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
+
+
+def _redis_module() -> Any:
+    try:
+        import redis
+    except ImportError as exc:
+        raise StoreConfigError(
+            f"the Redis store needs redis-py: pip install 'agent-budget[redis]' ({exc})"
+        ) from None
+    return redis
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    redis = _redis_module()
+    from redis.exceptions import RedisClusterException
+
+    return (redis.exceptions.RedisError, RedisClusterException, OSError)
+
+
+def _bool_option(name: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise StoreConfigError(f"option {name} must be a boolean (1/0, true/false), got {text!r}")
+
+
+def _number_option(name: str, text: str, kind: type, *, allow_none: bool = False) -> Any:
+    if allow_none and text.strip().lower() in ("", "none", "off"):
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        raise StoreConfigError(f"option {name} must be a number, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise StoreConfigError(f"option {name} must be finite, got {text!r}")
+    return value
+
+
+def _parse_store_query(name: str, text: str) -> Any:
+    if name == "key_prefix":
+        return text
+    if name == "server_time":
+        return _bool_option(name, text)
+    if name == "retries":
+        return _number_option(name, text, int)
+    if name in ("window_seconds", "bucket_seconds"):
+        return _number_option(name, text, int)
+    if name == "tombstone_ttl":
+        return _number_option(name, text, float)
+    if name == "idle_ttl":
+        return _number_option(name, text, float, allow_none=True)
+    raise AssertionError(name)
+
+
+_STORE_QUERY_OPTIONS = (
+    "key_prefix",
+    "server_time",
+    "retries",
+    "window_seconds",
+    "bucket_seconds",
+    "tombstone_ttl",
+    "idle_ttl",
+)
+
+
+def _split_hosts(url: str, netloc: str) -> tuple[str, list[tuple[str, int]]]:
+    """``user:pass@`` and the ``host:port`` pairs of a (possibly comma-separated) netloc."""
+    userinfo, at, hosts = netloc.rpartition("@")
+    nodes = []
+    for item in hosts.split(","):
+        item = item.strip()
+        if item.startswith("["):
+            host, sep, rest = item[1:].partition("]")
+            if not sep or (rest and not rest.startswith(":")):
+                raise StoreConfigError(f"malformed host {item!r} in Redis URL {url!r}")
+            port_text = rest[1:]
+        else:
+            host, _, port_text = item.partition(":")
+        if not host:
+            raise StoreConfigError(f"missing host in Redis URL {url!r}")
+        port = 6379
+        if port_text:
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                raise StoreConfigError(f"invalid port {port_text!r} in Redis URL {url!r}")
+            port = int(port_text)
+        nodes.append((unquote(host), port))
+    return (userinfo + at), nodes
+
+
+def _key_tag(group: str) -> str:
+    """The hash-tag text for a group: the name itself, or a digest if it cannot be a tag."""
+    if group and "}" not in group:
+        return group
+    return "~" + hashlib.sha1(group.encode("utf-8")).hexdigest()
+
+
+class RedisStore(Store):
+    """Budget state in Redis: atomic Lua scripts, one round trip per operation.
+
+    ``client`` is a ``redis.Redis`` or ``redis.cluster.RedisCluster`` (or a zero-argument
+    callable making one on first use). ``key_prefix`` starts every key. With
+    ``server_time=True`` (the default) the scripts read the server's clock, one clock for
+    every host; ``False`` uses the ``now`` each caller passes (tests with a fake clock).
+    """
+
+    schemes = _SCHEMES
+
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        key_prefix: str = "ab",
+        server_time: bool = True,
+        options: StoreOptions | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if options is not None and kwargs:
+            raise StoreConfigError("pass either options= or StoreOptions fields, not both")
+        self.options = options or StoreOptions(**kwargs)
+        if (
+            not isinstance(key_prefix, str)
+            or not key_prefix
+            or "{" in key_prefix
+            or ("}" in key_prefix)
+        ):
+            raise StoreConfigError(
+                f"key_prefix must be a non-empty string without braces, got {key_prefix!r}"
+            )
+        if not isinstance(server_time, bool):
+            raise StoreConfigError(f"server_time must be a bool, got {server_time!r}")
+        self.key_prefix = key_prefix
+        self.server_time = server_time
+        self._client_lock = threading.Lock()
+        self._closed = False
+        if client is None:
+            redis = _redis_module()
+            self._client: Any = redis.Redis()
+            self._factory: Callable[[], Any] | None = None
+        elif callable(client) and not hasattr(client, "evalsha"):
+            self._client = None
+            self._factory = client
+        else:
+            self._client = client
+            self._factory = None
+        opts = self.options
+        idle = "" if opts.idle_ttl is None else repr(float(opts.idle_ttl))
+        self._header = (
+            "1" if server_time else "0",
+            str(opts.window_seconds),
+            str(opts.bucket_seconds),
+            idle,
+            repr(float(opts.tombstone_ttl)),
+        )
+        self._errors = _driver_errors()
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def _from_url(cls, url: str, parsed: SplitResult, **options: Any) -> Store:
+        redis = _redis_module()
+        scheme = parsed.scheme.lower()
+        cluster = scheme in _CLUSTER_SCHEMES
+        base_scheme = scheme.split("+")[0]
+        if parsed.fragment:
+            raise StoreConfigError(f"malformed Redis URL {url!r}: unexpected #fragment")
+        userinfo, nodes = _split_hosts(url, parsed.netloc) if parsed.netloc else ("", [])
+        if not cluster and len(nodes) > 1:
+            raise StoreConfigError(
+                f"several hosts in {url!r}: use {base_scheme}+cluster:// for Redis Cluster"
+            )
+        store_opts: dict[str, Any] = {}
+        passthrough: list[tuple[str, str]] = []
+        for name, value in parse_qsl(parsed.query, keep_blank_values=True):
+            if name in store_opts or any(name == n for n, _ in passthrough):
+                raise StoreConfigError(f"option {name!r} given twice in {url!r}")
+            if name in _STORE_QUERY_OPTIONS:
+                store_opts[name] = _parse_store_query(name, value)
+            elif name in _REDIS_QUERY_OPTIONS:
+                passthrough.append((name, value))
+            else:
+                known = ", ".join(sorted({*_STORE_QUERY_OPTIONS, *_REDIS_QUERY_OPTIONS}))
+                raise StoreConfigError(
+                    f"unknown option {name!r} in Redis URL {url!r} (known: {known})"
+                )
+        for name in list(options):
+            if name in _STORE_QUERY_OPTIONS:
+                store_opts[name] = options.pop(name)
+        if "options" in options:
+            store_opts["options"] = options.pop("options")
+        valid = _client_parameters(redis, cluster)
+        unknown = sorted(set(options) - valid)
+        if unknown:
+            raise StoreConfigError(f"unknown Redis store option(s): {', '.join(unknown)}")
+        retries = store_opts.pop("retries", 1)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise StoreConfigError(f"retries must be a non-negative int, got {retries!r}")
+        client_kwargs = _client_defaults(redis, retries)
+        client_kwargs.update(options)
+        host, port = nodes[0] if nodes else ("localhost", 6379)
+        host_text = f"[{host}]" if ":" in host else host
+        first = urlunsplit(
+            (base_scheme, f"{userinfo}{host_text}:{port}", parsed.path, urlencode(passthrough), "")
+        )
+        try:
+            parsed_kwargs = redis.connection.parse_url(first)
+        except ValueError as exc:
+            raise StoreConfigError(f"malformed Redis URL {url!r}: {exc}") from None
+        if cluster:
+            if parsed_kwargs.get("db", 0) != 0:
+                raise StoreConfigError(f"Redis Cluster has only database 0, not in {url!r}")
+            extra_nodes = nodes[1:]
+
+            def make_cluster() -> Any:
+                from redis.cluster import ClusterNode, RedisCluster
+
+                return RedisCluster(
+                    url=first,
+                    startup_nodes=[
+                        ClusterNode(h, p)  # type: ignore[no-untyped-call]
+                        for h, p in extra_nodes
+                    ],
+                    **client_kwargs,
+                )
+
+            return cls(make_cluster, **store_opts)
+        try:
+            client = redis.Redis.from_url(first, **client_kwargs)
+        except (TypeError, ValueError) as exc:
+            raise StoreConfigError(f"malformed Redis URL {url!r}: {exc}") from None
+        return cls(client, **store_opts)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client (made on first use for Redis Cluster URLs)."""
+        if self._closed:
+            raise StoreError("the Redis store is closed")
+        client = self._client
+        if client is None:
+            with self._client_lock:
+                if self._client is None:
+                    assert self._factory is not None
+                    try:
+                        self._client = self._factory()
+                    except self._errors as exc:
+                        raise StoreError(f"cannot reach Redis: {exc}") from exc
+                client = self._client
+        return client
+
+    def _base(self, group: str) -> str:
+        return f"{self.key_prefix}:{{{_key_tag(group)}}}:"
+
+    def _eval(self, name: str, group: str, now: float, args: Sequence[str]) -> Any:
+        script = _script(name)
+        client = self.client
+        keys_and_args = (self._base(group), repr(float(now)), *self._header, *args)
+        from redis.exceptions import NoScriptError, ResponseError
+
+        try:
+            try:
+                return client.evalsha(script.sha, 1, *keys_and_args)
+            except NoScriptError:
+                client.script_load(script.source)
+                return client.evalsha(script.sha, 1, *keys_and_args)
+        except ResponseError as exc:
+            if _HOLD_IN_USE in str(exc):
+                raise ValueError(str(exc).replace(_HOLD_IN_USE, "").strip()) from None
+            raise StoreError(f"Redis store {name} failed: {exc}") from exc
+        except self._errors as exc:
+            raise StoreError(f"Redis store {name} failed: {exc}") from exc
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except self._errors as exc:
+            raise StoreError(f"Redis store call failed: {exc}") from exc
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def reserve(
+        self,
+        hold_id: str,
+        lines: Sequence[Line],
+        *,
+        now: float,
+        ttl: float,
+        group: str,
+        dry_run: bool = False,
+    ) -> ReserveResult:
+        args = [hold_id, repr(float(ttl)), "1" if dry_run else "0"]
+        for line in lines:
+            args += [
+                line.scope,
+                line.metric,
+                _int(line.amount),
+                "" if line.limit is None else _int(line.limit),
+            ]
+        reply = self._eval("reserve", group, now, args)
+        levels = _levels(reply[2:])
+        refused = int(reply[1])
+        return ReserveResult(_text(reply[0]) == "1", levels, None if refused < 0 else refused)
+
+    def commit(
+        self,
+        hold_id: str,
+        lines: Sequence[Line],
+        *,
+        now: float,
+        group: str,
+        record: Mapping[str, Any] | None = None,
+    ) -> CommitResult:
+        args = [hold_id]
+        for line in lines:
+            args += [line.scope, line.metric, _int(line.amount)]
+        reply = self._eval("commit", group, now, args)
+        return CommitResult(_text(reply[0]) == "1", _levels(reply[1:]))
+
+    def release(self, hold_id: str, *, now: float, group: str) -> bool:
+        return bool(int(self._eval("release", group, now, [hold_id])))
+
+    def read(self, scope: str, *, now: float, group: str) -> dict[str, Level]:
+        reply = self._eval("read", group, now, [scope])
+        return {
+            _text(reply[i]): Level(int(reply[i + 1]), int(reply[i + 2]))
+            for i in range(0, len(reply), 3)
+        }
+
+    def reset(self, scope: str, prefix: str, *, now: float, group: str) -> None:
+        self._eval("reset", group, now, [scope, prefix])
+
+    @property
+    def _defs_key(self) -> str:
+        return f"{self.key_prefix}:scopes"
+
+    def save_scope(self, name: str, data: Mapping[str, Any]) -> None:
+        text = json.dumps(dict(data), sort_keys=True)
+        self._call(self.client.hset, self._defs_key, name, text)
+
+    def load_scopes(self) -> dict[str, dict[str, Any]]:
+        raw = self._call(self.client.hgetall, self._defs_key)
+        return {_text(k): json.loads(_text(v)) for k, v in raw.items()}
+
+    def delete_scope(self, name: str) -> None:
+        self._call(self.client.hdel, self._defs_key, name)
+
+    def ping(self) -> bool:
+        """True when the server answers (raises StoreError otherwise)."""
+        return bool(self._call(self.client.ping))
+
+    def close(self) -> None:
+        with self._client_lock:
+            client, self._client = self._client, None
+            self._closed = True
+        if client is not None:
+            try:
+                client.close()
+            except self._errors:
+                pass
+
+    def __repr__(self) -> str:
+        return f"RedisStore(prefix={self.key_prefix!r}, server_time={self.server_time})"
+
+
+def _int(value: int) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"store amounts must be ints, got {value!r}")
+    return str(value)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _levels(flat: Sequence[Any]) -> tuple[Level, ...]:
+    return tuple(Level(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2))
+
+
+def _client_defaults(redis: Any, retries: int) -> dict[str, Any]:
+    """Short timeouts and few retries: a budget check must fail fast when Redis is down."""
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    return {
+        "socket_timeout": 5.0,
+        "socket_connect_timeout": 2.0,
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries),
+    }
+
+
+@cache
+def _client_parameters_cached(cluster: bool) -> frozenset[str]:
+    redis = _redis_module()
+    names = set(inspect.signature(redis.Redis.__init__).parameters)
+    if cluster:
+        from redis.cluster import RedisCluster
+
+        names |= set(inspect.signature(RedisCluster.__init__).parameters)
+    names -= {"self", "kwargs", "args"}
+    return frozenset(names)
+
+
+def _client_parameters(redis: Any, cluster: bool) -> frozenset[str]:
+    return _client_parameters_cached(cluster)

@@ -1,0 +1,678 @@
+"""SQLiteStore: budget state in one SQLite file, shared safely by every process on a host.
+
+Each operation is one ``BEGIN IMMEDIATE ... COMMIT`` transaction (a deferred transaction that
+later writes gets SQLITE_BUSY at once in WAL mode, skipping the busy timeout), retried while
+another writer holds the lock, up to ``busy_timeout`` seconds. The file uses WAL with
+``synchronous=NORMAL``: a committed transaction survives a process crash. Connections are
+per thread and reopened after a fork. Committed usage records go to a ledger table in the
+same transaction, pruned after ``retention_days``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import SplitResult, parse_qsl, unquote
+
+from ..errors import StoreConfigError, StoreError
+from .base import (
+    CommitResult,
+    Level,
+    Line,
+    ReserveResult,
+    Store,
+    StoreOptions,
+    bucket_start,
+    is_windowed,
+)
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ab_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ab_scopes (
+    scope TEXT PRIMARY KEY,
+    touched REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ab_scopes_touched ON ab_scopes (touched);
+CREATE TABLE IF NOT EXISTS ab_counters (
+    scope TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    total INTEGER NOT NULL DEFAULT 0,
+    reserved INTEGER NOT NULL DEFAULT 0,
+    lo INTEGER,
+    hi INTEGER,
+    PRIMARY KEY (scope, metric)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ab_buckets (
+    scope TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    amount INTEGER NOT NULL,
+    PRIMARY KEY (scope, metric, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ab_holds (
+    hold_id TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL,
+    lines TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ab_holds_expiry ON ab_holds (expires_at);
+CREATE TABLE IF NOT EXISTS ab_done (
+    hold_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ab_done_expiry ON ab_done (expires_at);
+CREATE TABLE IF NOT EXISTS ab_ledger (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    hold_id TEXT NOT NULL,
+    scope TEXT,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ab_ledger_ts ON ab_ledger (ts);
+CREATE TABLE IF NOT EXISTS ab_defs (name TEXT PRIMARY KEY, data TEXT NOT NULL);
+"""
+
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_MAINTENANCE_EVERY = 60.0
+_SWEEP_BATCH = 500
+
+
+def _positive_float(name: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise StoreConfigError(f"option {name} must be a number, got {text!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise StoreConfigError(f"option {name} must be a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def _positive_int(name: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise StoreConfigError(f"option {name} must be an integer, got {text!r}") from None
+        if value <= 0:
+            raise StoreConfigError(f"option {name} must be a positive integer, got {text!r}")
+        return value
+
+    return parse
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def wrapped(text: str) -> Any:
+        return None if text.strip().lower() in ("", "none", "off") else parse(text)
+
+    return wrapped
+
+
+_QUERY_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "retention_days": _optional(_positive_float("retention_days")),
+    "busy_timeout": _positive_float("busy_timeout"),
+    "synchronous": str,
+    "window_seconds": _positive_int("window_seconds"),
+    "bucket_seconds": _positive_int("bucket_seconds"),
+    "tombstone_ttl": _positive_float("tombstone_ttl"),
+    "idle_ttl": _optional(_positive_float("idle_ttl")),
+}
+_STORE_OPTION_NAMES = ("window_seconds", "bucket_seconds", "tombstone_ttl", "idle_ttl")
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return True
+    text = str(exc).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+class SQLiteStore(Store):
+    """Budget state in a SQLite file: survives restarts, shared by processes on one host.
+
+    ``path`` is the database file (created with its tables if missing; its directory must
+    exist). ``busy_timeout`` bounds how long an operation waits for other writers;
+    ``retention_days`` (None keeps them forever) bounds the ledger of usage records;
+    ``synchronous`` is ``NORMAL`` (crash-safe for processes) or ``FULL`` (also for power loss).
+    """
+
+    schemes = ("sqlite",)
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        retention_days: float | None = 30.0,
+        busy_timeout: float = 10.0,
+        synchronous: str = "NORMAL",
+        options: StoreOptions | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.options = options or StoreOptions(**kwargs)
+        if options is not None and kwargs:
+            raise StoreConfigError("pass either options= or StoreOptions fields, not both")
+        text = os.fspath(path)
+        if not isinstance(text, str) or not text or text == ":memory:" or "\0" in text:
+            raise StoreConfigError(
+                f"SQLiteStore needs a database file path, got {path!r} (use memory:// for an "
+                "in-process store)"
+            )
+        parent = Path(text).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise StoreConfigError(f"directory {str(parent)!r} of the SQLite store does not exist")
+        if retention_days is not None:
+            _positive_float("retention_days")(str(retention_days))
+        _positive_float("busy_timeout")(str(busy_timeout))
+        sync = str(synchronous).upper()
+        if sync not in ("NORMAL", "FULL", "EXTRA"):
+            raise StoreConfigError(
+                f"synchronous must be NORMAL, FULL or EXTRA, got {synchronous!r}"
+            )
+        self.path = str(Path(text).expanduser())
+        self.retention_days = None if retention_days is None else float(retention_days)
+        self.busy_timeout = float(busy_timeout)
+        self.synchronous = sync
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[tuple[int, sqlite3.Connection]] = []
+        self._schema_ready_pid: int | None = None
+        self._next_maintenance = -math.inf
+        self._closed = False
+        self._transaction(lambda conn: None)
+
+    @classmethod
+    def _from_url(cls, url: str, parsed: SplitResult, **options: Any) -> Store:
+        if parsed.netloc:
+            raise StoreConfigError(
+                f"malformed sqlite URL {url!r}: it takes no host; use sqlite:///relative.db "
+                "or sqlite:////absolute/path.db"
+            )
+        path = unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path)
+        if not path:
+            raise StoreConfigError(
+                f"malformed sqlite URL {url!r}: no database path (sqlite:///budget.db)"
+            )
+        if parsed.fragment:
+            raise StoreConfigError(f"malformed sqlite URL {url!r}: unexpected #fragment")
+        found: dict[str, Any] = {}
+        for name, value in parse_qsl(parsed.query, keep_blank_values=True):
+            parser = _QUERY_OPTIONS.get(name)
+            if parser is None:
+                known = ", ".join(sorted(_QUERY_OPTIONS))
+                raise StoreConfigError(
+                    f"unknown option {name!r} in sqlite URL {url!r} (known: {known})"
+                )
+            if name in found:
+                raise StoreConfigError(f"option {name!r} given twice in {url!r}")
+            found[name] = parser(value)
+        found.update(options)
+        return cls(path, **found)
+
+    # -- connections and transactions ------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+        try:
+            self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError("the SQLite store is closed")
+        pid = os.getpid()
+        entry = getattr(self._local, "entry", None)
+        if entry is not None and entry[0] == pid:
+            conn: sqlite3.Connection = entry[1]
+            return conn
+        conn = self._connect()
+        self._local.entry = (pid, conn)
+        with self._lock:
+            # Connections inherited from a parent process are dropped, never closed here.
+            self._connections = [(p, c) for p, c in self._connections if p == pid]
+            self._connections.append((pid, conn))
+        if self._schema_ready_pid != pid:
+            self._retry(lambda: self._create_schema(conn))
+            self._schema_ready_pid = pid
+        return conn
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT OR IGNORE INTO ab_meta (key, value) VALUES ('schema', ?)",
+                (SCHEMA_VERSION,),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                return fn()
+            except sqlite3.Error as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise StoreError(f"SQLite store {self.path!r} failed: {exc}") from exc
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.05)
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body`` in one BEGIN IMMEDIATE transaction, retried while the file is busy."""
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.001
+        while True:
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise StoreError(f"SQLite store {self.path!r} failed: {exc}") from exc
+            else:
+                try:
+                    result = body(conn)
+                    conn.execute("COMMIT")
+                    return result
+                except BaseException as exc:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                    if not isinstance(exc, sqlite3.Error):
+                        raise
+                    if not _is_busy(exc) or time.monotonic() >= deadline:
+                        raise StoreError(f"SQLite store {self.path!r} failed: {exc}") from exc
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.05)
+
+    # -- helpers inside a transaction ------------------------------------------------------
+
+    def _reap(self, conn: sqlite3.Connection, now: float) -> None:
+        rows = conn.execute(
+            "SELECT hold_id, lines FROM ab_holds WHERE expires_at <= ?", (now,)
+        ).fetchall()
+        for hold_id, lines in rows:
+            self._drop_hold(conn, hold_id, lines)
+
+    def _drop_hold(self, conn: sqlite3.Connection, hold_id: str, lines: str) -> None:
+        entries = json.loads(lines)
+        conn.executemany(
+            "UPDATE ab_counters SET reserved = reserved - ? WHERE scope = ? AND metric = ?",
+            [(amount, scope, metric) for scope, metric, amount in entries],
+        )
+        conn.execute("DELETE FROM ab_holds WHERE hold_id = ?", (hold_id,))
+
+    def _idle_check(self, conn: sqlite3.Connection, scopes: Sequence[str], now: float) -> None:
+        idle = self.options.idle_ttl
+        if idle is None:
+            return
+        for scope in scopes:
+            row = conn.execute("SELECT touched FROM ab_scopes WHERE scope = ?", (scope,)).fetchone()
+            if row is None or row[0] > now - idle:
+                continue
+            held = conn.execute(
+                "SELECT 1 FROM ab_counters WHERE scope = ? AND reserved != 0 LIMIT 1", (scope,)
+            ).fetchone()
+            if held is None:
+                self._drop_scope(conn, scope)
+
+    def _drop_scope(self, conn: sqlite3.Connection, scope: str) -> None:
+        conn.execute("DELETE FROM ab_counters WHERE scope = ?", (scope,))
+        conn.execute("DELETE FROM ab_buckets WHERE scope = ?", (scope,))
+        conn.execute("DELETE FROM ab_scopes WHERE scope = ?", (scope,))
+
+    def _touch(self, conn: sqlite3.Connection, scopes: Sequence[str], now: float) -> None:
+        conn.executemany(
+            "INSERT INTO ab_scopes (scope, touched) VALUES (?, ?) "
+            "ON CONFLICT (scope) DO UPDATE SET touched = excluded.touched",
+            [(scope, now) for scope in scopes],
+        )
+
+    def _level(self, conn: sqlite3.Connection, scope: str, metric: str, now: float) -> Level:
+        row = conn.execute(
+            "SELECT total, reserved, lo, hi FROM ab_counters WHERE scope = ? AND metric = ?",
+            (scope, metric),
+        ).fetchone()
+        if row is None:
+            return Level()
+        total, reserved, lo, hi = row
+        if lo is not None:
+            total = self._prune(conn, scope, metric, now, total, lo, hi)
+        return Level(total, reserved)
+
+    def _prune(
+        self,
+        conn: sqlite3.Connection,
+        scope: str,
+        metric: str,
+        now: float,
+        total: int,
+        lo: int,
+        hi: int,
+    ) -> int:
+        """Drop window buckets that left the window; the counter's new committed total."""
+        opts = self.options
+        horizon = now - opts.window_seconds - opts.bucket_seconds
+        if lo > horizon:
+            return total
+        if hi <= horizon:
+            conn.execute("DELETE FROM ab_buckets WHERE scope = ? AND metric = ?", (scope, metric))
+            conn.execute(
+                "UPDATE ab_counters SET total = 0, lo = NULL, hi = NULL "
+                "WHERE scope = ? AND metric = ?",
+                (scope, metric),
+            )
+            return 0
+        cutoff = math.floor(horizon)
+        (removed,) = conn.execute(
+            "SELECT COALESCE(SUM(amount), 0) FROM ab_buckets "
+            "WHERE scope = ? AND metric = ? AND start <= ?",
+            (scope, metric, cutoff),
+        ).fetchone()
+        conn.execute(
+            "DELETE FROM ab_buckets WHERE scope = ? AND metric = ? AND start <= ?",
+            (scope, metric, cutoff),
+        )
+        (new_lo,) = conn.execute(
+            "SELECT MIN(start) FROM ab_buckets WHERE scope = ? AND metric = ?", (scope, metric)
+        ).fetchone()
+        total -= removed
+        conn.execute(
+            "UPDATE ab_counters SET total = ?, lo = ? WHERE scope = ? AND metric = ?",
+            (total, new_lo if new_lo is not None else hi, scope, metric),
+        )
+        return int(total)
+
+    def _add(self, conn: sqlite3.Connection, line: Line, now: float) -> None:
+        if not is_windowed(line.metric):
+            conn.execute(
+                "INSERT INTO ab_counters (scope, metric, total) VALUES (?, ?, ?) "
+                "ON CONFLICT (scope, metric) DO UPDATE SET total = total + excluded.total",
+                (line.scope, line.metric, line.amount),
+            )
+            return
+        self._level(conn, line.scope, line.metric, now)
+        row = conn.execute(
+            "SELECT hi FROM ab_counters WHERE scope = ? AND metric = ?", (line.scope, line.metric)
+        ).fetchone()
+        start = bucket_start(now, self.options.bucket_seconds)
+        if row is not None and row[0] is not None and row[0] > start:
+            start = row[0]  # a clock that stepped back: merge into the newest bucket
+        conn.execute(
+            "INSERT INTO ab_buckets (scope, metric, start, amount) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (scope, metric, start) DO UPDATE SET amount = amount + excluded.amount",
+            (line.scope, line.metric, start, line.amount),
+        )
+        conn.execute(
+            "INSERT INTO ab_counters (scope, metric, total, lo, hi) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (scope, metric) DO UPDATE SET total = total + excluded.total, "
+            "lo = COALESCE(lo, excluded.lo), hi = MAX(COALESCE(hi, excluded.hi), excluded.hi)",
+            (line.scope, line.metric, line.amount, start, start),
+        )
+
+    def _finished(self, conn: sqlite3.Connection, hold_id: str, now: float) -> str | None:
+        row = conn.execute(
+            "SELECT state FROM ab_done WHERE hold_id = ? AND expires_at > ?", (hold_id, now)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def _finish(self, conn: sqlite3.Connection, hold_id: str, state: str, now: float) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO ab_done (hold_id, state, expires_at) VALUES (?, ?, ?)",
+            (hold_id, state, now + self.options.tombstone_ttl),
+        )
+
+    def _maintenance(self, conn: sqlite3.Connection, now: float) -> None:
+        """Bound the file: forget old tombstones, ledger rows and idle scopes (by ``now``)."""
+        if now < self._next_maintenance:
+            return
+        self._next_maintenance = now + _MAINTENANCE_EVERY
+        conn.execute("DELETE FROM ab_done WHERE expires_at <= ?", (now,))
+        if self.retention_days is not None:
+            conn.execute(
+                "DELETE FROM ab_ledger WHERE ts < ?", (now - self.retention_days * 86_400,)
+            )
+        idle = self.options.idle_ttl
+        if idle is not None:
+            rows = conn.execute(
+                "SELECT scope FROM ab_scopes WHERE touched <= ? LIMIT ?",
+                (now - idle, _SWEEP_BATCH),
+            ).fetchall()
+            self._idle_check(conn, [row[0] for row in rows], now)
+
+    # -- operations ------------------------------------------------------------------------
+
+    def reserve(
+        self,
+        hold_id: str,
+        lines: Sequence[Line],
+        *,
+        now: float,
+        ttl: float,
+        group: str,
+        dry_run: bool = False,
+    ) -> ReserveResult:
+        lines = list(lines)
+        scopes = list(dict.fromkeys(line.scope for line in lines))
+
+        def body(conn: sqlite3.Connection) -> ReserveResult:
+            self._reap(conn, now)
+            self._idle_check(conn, scopes, now)
+            self._touch(conn, scopes, now)
+            cache: dict[tuple[str, str], Level] = {}
+            levels = []
+            for line in lines:
+                key = (line.scope, line.metric)
+                level = cache.get(key)
+                if level is None:
+                    level = cache[key] = self._level(conn, line.scope, line.metric, now)
+                levels.append(level)
+            for index, (line, level) in enumerate(zip(lines, levels, strict=True)):
+                if (
+                    line.limit is not None
+                    and level.committed + level.reserved + line.amount > line.limit
+                ):
+                    return ReserveResult(False, tuple(levels), index)
+            if not dry_run:
+                used = conn.execute(
+                    "SELECT 1 FROM ab_holds WHERE hold_id = ?", (hold_id,)
+                ).fetchone()
+                if used is not None or self._finished(conn, hold_id, now) is not None:
+                    raise ValueError(f"hold id {hold_id!r} is already in use")
+                conn.executemany(
+                    "INSERT INTO ab_counters (scope, metric, reserved) VALUES (?, ?, ?) "
+                    "ON CONFLICT (scope, metric) DO UPDATE "
+                    "SET reserved = reserved + excluded.reserved",
+                    [(line.scope, line.metric, line.amount) for line in lines],
+                )
+                conn.execute(
+                    "INSERT INTO ab_holds (hold_id, expires_at, lines) VALUES (?, ?, ?)",
+                    (
+                        hold_id,
+                        now + ttl,
+                        json.dumps([[line.scope, line.metric, line.amount] for line in lines]),
+                    ),
+                )
+            return ReserveResult(True, tuple(levels))
+
+        return self._transaction(body)
+
+    def commit(
+        self,
+        hold_id: str,
+        lines: Sequence[Line],
+        *,
+        now: float,
+        group: str,
+        record: Mapping[str, Any] | None = None,
+    ) -> CommitResult:
+        lines = list(lines)
+        payload = None if record is None else json.dumps(dict(record), default=str)
+
+        def body(conn: sqlite3.Connection) -> CommitResult:
+            self._reap(conn, now)
+            row = conn.execute(
+                "SELECT lines FROM ab_holds WHERE hold_id = ?", (hold_id,)
+            ).fetchone()
+            held_scopes = [entry[0] for entry in json.loads(row[0])] if row is not None else []
+            scopes = list(dict.fromkeys([*held_scopes, *(line.scope for line in lines)]))
+            self._idle_check(conn, scopes, now)
+            if row is not None:
+                self._drop_hold(conn, hold_id, row[0])
+            state = self._finished(conn, hold_id, now)
+            applied = state is None or state == "released"
+            self._touch(conn, list(dict.fromkeys(line.scope for line in lines)), now)
+            if applied:
+                for line in lines:
+                    self._add(conn, line, now)
+                self._finish(conn, hold_id, "committed", now)
+                if payload is not None:
+                    scope = record.get("scope") if record is not None else None
+                    conn.execute(
+                        "INSERT INTO ab_ledger (ts, hold_id, scope, record) VALUES (?, ?, ?, ?)",
+                        (now, hold_id, scope if isinstance(scope, str) else None, payload),
+                    )
+            levels = tuple(self._level(conn, line.scope, line.metric, now) for line in lines)
+            self._maintenance(conn, now)
+            return CommitResult(applied, levels)
+
+        return self._transaction(body)
+
+    def release(self, hold_id: str, *, now: float, group: str) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            self._reap(conn, now)
+            row = conn.execute(
+                "SELECT lines FROM ab_holds WHERE hold_id = ?", (hold_id,)
+            ).fetchone()
+            if row is None:
+                return False
+            self._idle_check(conn, list(dict.fromkeys(e[0] for e in json.loads(row[0]))), now)
+            self._drop_hold(conn, hold_id, row[0])
+            if self._finished(conn, hold_id, now) is None:
+                self._finish(conn, hold_id, "released", now)
+            return True
+
+        return self._transaction(body)
+
+    def read(self, scope: str, *, now: float, group: str) -> dict[str, Level]:
+        def body(conn: sqlite3.Connection) -> dict[str, Level]:
+            self._reap(conn, now)
+            self._idle_check(conn, [scope], now)
+            metrics = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT metric FROM ab_counters WHERE scope = ?", (scope,)
+                ).fetchall()
+            ]
+            out = {}
+            for metric in metrics:
+                level = self._level(conn, scope, metric, now)
+                if level.committed or level.reserved:
+                    out[metric] = level
+            return out
+
+        return self._transaction(body)
+
+    def reset(self, scope: str, prefix: str, *, now: float, group: str) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            match = "scope = ? AND substr(metric, 1, ?) = ?"
+            args = (scope, len(prefix), prefix)
+            conn.execute(f"DELETE FROM ab_buckets WHERE {match}", args)
+            conn.execute(
+                f"UPDATE ab_counters SET total = 0, lo = NULL, hi = NULL WHERE {match}", args
+            )
+
+        self._transaction(body)
+
+    def save_scope(self, name: str, data: Mapping[str, Any]) -> None:
+        text = json.dumps(dict(data), sort_keys=True)
+        self._transaction(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO ab_defs (name, data) VALUES (?, ?)", (name, text)
+            )
+        )
+
+    def load_scopes(self) -> dict[str, dict[str, Any]]:
+        rows = self._transaction(
+            lambda conn: conn.execute("SELECT name, data FROM ab_defs").fetchall()
+        )
+        return {name: json.loads(data) for name, data in rows}
+
+    def delete_scope(self, name: str) -> None:
+        self._transaction(lambda conn: conn.execute("DELETE FROM ab_defs WHERE name = ?", (name,)))
+
+    # -- extras ----------------------------------------------------------------------------
+
+    def ledger(
+        self,
+        *,
+        scope: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Committed usage records, oldest first: what each commit passed as ``record``."""
+        query = "SELECT record FROM ab_ledger WHERE 1 = 1"
+        args: list[Any] = []
+        if scope is not None:
+            query += " AND scope = ?"
+            args.append(scope)
+        if since is not None:
+            query += " AND ts >= ?"
+            args.append(since)
+        query += " ORDER BY id"
+        if limit is not None:
+            query += " LIMIT ?"
+            args.append(int(limit))
+        rows = self._transaction(lambda conn: conn.execute(query, args).fetchall())
+        return [json.loads(row[0]) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pid = os.getpid()
+            connections, self._connections = self._connections, []
+        for owner, conn in connections:
+            if owner == pid:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"

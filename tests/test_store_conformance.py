@@ -1,0 +1,622 @@
+"""One conformance suite over every store: memory, SQLite, Redis and a 3-master Redis Cluster.
+
+Every case runs identically on each store (``store_factory`` is parametrized in
+``tests/store_fixtures.py``), first against the raw Store contract of ``stores/base.py``,
+then through Budget and BudgetManager, which must behave the same whatever holds the state.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from agent_budget import (
+    Budget,
+    BudgetExceededError,
+    BudgetManager,
+    BudgetScope,
+    ModelRates,
+    Usage,
+)
+from agent_budget.stores import Level, Line, Store
+
+from .clock import FakeClock
+from .store_fixtures import RedisCluster, StoreFactory, redis_client
+
+G = "tenant"
+RATES = {"test-model": ModelRates("0.0015", "0.002")}
+
+
+def L(scope: str, metric: str, amount: int, limit: int | None = None) -> Line:
+    return Line(scope, metric, amount, limit)
+
+
+# -- the store contract ----------------------------------------------------------------------
+
+
+def test_reserve_holds_every_line_and_reports_levels_before_the_hold(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory()
+    lines = [L("conv", "session:tokens", 30, 100), L("user", "session:tokens", 30, 1000)]
+    first = store.reserve("h1", lines, now=clock(), ttl=60, group=G)
+    assert first.admitted and first.refused_at is None
+    assert first.levels == (Level(0, 0), Level(0, 0))
+    second = store.reserve("h2", lines, now=clock(), ttl=60, group=G)
+    assert second.admitted
+    assert second.levels == (Level(0, 30), Level(0, 30))
+    assert store.read("conv", now=clock(), group=G) == {"session:tokens": Level(0, 60)}
+    assert store.read("user", now=clock(), group=G) == {"session:tokens": Level(0, 60)}
+
+
+def test_reserve_is_all_or_nothing_across_scopes(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory()
+    store.commit("spent", [L("global", "session:cost", 950)], now=clock(), group=G)
+    lines = [
+        L("conv", "session:cost", 100, 10_000),
+        L("user", "session:cost", 100, 10_000),
+        L("global", "session:cost", 100, 1_000),
+    ]
+    result = store.reserve("h", lines, now=clock(), ttl=60, group=G)
+    assert not result.admitted
+    assert result.refused_at == 2
+    assert result.levels == (Level(0, 0), Level(0, 0), Level(950, 0))
+    assert store.read("conv", now=clock(), group=G) == {}
+    assert store.read("user", now=clock(), group=G) == {}
+    assert store.read("global", now=clock(), group=G) == {"session:cost": Level(950, 0)}
+    # Nothing was held, so the id is still free and a fitting call is admitted.
+    fits = [
+        line if line.scope != "global" else L("global", "session:cost", 50, 1_000) for line in lines
+    ]
+    assert store.reserve("h", fits, now=clock(), ttl=60, group=G).admitted
+
+
+def test_limit_counts_committed_plus_reserved_plus_amount(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory()
+    store.commit("c", [L("s", "session:tokens", 40)], now=clock(), group=G)
+    assert store.reserve(
+        "a", [L("s", "session:tokens", 30, 100)], now=clock(), ttl=60, group=G
+    ).admitted
+    exact = store.reserve("b", [L("s", "session:tokens", 30, 100)], now=clock(), ttl=60, group=G)
+    assert exact.admitted and exact.levels == (Level(40, 30),)
+    over = store.reserve("c2", [L("s", "session:tokens", 1, 100)], now=clock(), ttl=60, group=G)
+    assert not over.admitted and over.refused_at == 0 and over.levels == (Level(40, 60),)
+    # A line without a limit never refuses.
+    assert store.reserve(
+        "d", [L("s", "session:tokens", 10**12)], now=clock(), ttl=60, group=G
+    ).admitted
+
+
+def test_refused_at_is_the_first_line_over_its_limit(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory()
+    lines = [
+        L("s", "session:tokens", 5, 100),
+        L("s", "session:cost", 50, 10),
+        L("s", "day:cost", 50, 10),
+    ]
+    result = store.reserve("h", lines, now=clock(), ttl=60, group=G)
+    assert (result.admitted, result.refused_at) == (False, 1)
+    assert len(result.levels) == 3
+
+
+def test_dry_run_checks_without_holding(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory()
+    lines = [L("s", "session:tokens", 60, 100)]
+    assert store.reserve("check", lines, now=clock(), ttl=60, group=G, dry_run=True).admitted
+    assert store.read("s", now=clock(), group=G) == {}
+    assert store.reserve("h", lines, now=clock(), ttl=60, group=G).admitted
+    dry = store.reserve("check", lines, now=clock(), ttl=60, group=G, dry_run=True)
+    assert not dry.admitted and dry.levels == (Level(0, 60),)
+    # dry runs may repeat one id; they never hold it
+    assert store.reserve(
+        "check", [L("s", "session:tokens", 40, 100)], now=clock(), ttl=60, group=G, dry_run=True
+    ).admitted
+    assert store.read("s", now=clock(), group=G) == {"session:tokens": Level(0, 60)}
+
+
+def test_commit_frees_the_hold_and_adds_actual_amounts(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory()
+    store.reserve(
+        "h",
+        [L("s", "session:tokens", 80, 100), L("s", "session:cost", 900, 1000)],
+        now=clock(),
+        ttl=60,
+        group=G,
+    )
+    result = store.commit(
+        "h", [L("s", "session:tokens", 55), L("s", "session:cost", 700)], now=clock(), group=G
+    )
+    assert result.applied
+    assert result.levels == (Level(55, 0), Level(700, 0))
+    assert store.read("s", now=clock(), group=G) == {
+        "session:tokens": Level(55, 0),
+        "session:cost": Level(700, 0),
+    }
+
+
+def test_commit_is_idempotent_per_hold_id(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory()
+    lines = [L("s", "session:tokens", 10)]
+    store.reserve("h", [L("s", "session:tokens", 20, 100)], now=clock(), ttl=60, group=G)
+    assert store.commit("h", lines, now=clock(), group=G).applied
+    again = store.commit("h", lines, now=clock(), group=G)
+    assert not again.applied
+    assert again.levels == (Level(10, 0),)
+    # a commit without a prior reserve (Budget.record) is also counted once
+    assert store.commit("r", lines, now=clock(), group=G).applied
+    assert not store.commit("r", lines, now=clock(), group=G).applied
+    assert store.read("s", now=clock(), group=G) == {"session:tokens": Level(20, 0)}
+
+
+def test_commit_records_above_the_limit(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory()
+    store.reserve("h", [L("s", "session:cost", 100, 100)], now=clock(), ttl=60, group=G)
+    result = store.commit("h", [L("s", "session:cost", 250)], now=clock(), group=G)
+    assert result.applied and result.levels == (Level(250, 0),)
+    refused = store.reserve("n", [L("s", "session:cost", 0, 100)], now=clock(), ttl=60, group=G)
+    assert not refused.admitted
+
+
+def test_release_frees_and_is_idempotent(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory()
+    lines = [L("s", "session:tokens", 70, 100)]
+    assert store.reserve("h", lines, now=clock(), ttl=60, group=G).admitted
+    assert not store.reserve("h2", lines, now=clock(), ttl=60, group=G).admitted
+    assert store.release("h", now=clock(), group=G) is True
+    assert store.release("h", now=clock(), group=G) is False
+    assert store.release("never-made", now=clock(), group=G) is False
+    assert store.read("s", now=clock(), group=G) == {}
+    assert store.reserve("h2", lines, now=clock(), ttl=60, group=G).admitted
+
+
+def test_commit_after_release_still_records(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory()
+    store.reserve("h", [L("s", "session:tokens", 50, 100)], now=clock(), ttl=60, group=G)
+    assert store.release("h", now=clock(), group=G)
+    result = store.commit("h", [L("s", "session:tokens", 45)], now=clock(), group=G)
+    assert result.applied and result.levels == (Level(45, 0),)
+    assert not store.commit("h", [L("s", "session:tokens", 45)], now=clock(), group=G).applied
+    assert store.release("h", now=clock(), group=G) is False
+    assert store.read("s", now=clock(), group=G) == {"session:tokens": Level(45, 0)}
+
+
+def test_release_of_a_committed_hold_is_a_noop(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory()
+    store.reserve("h", [L("s", "session:tokens", 50, 100)], now=clock(), ttl=60, group=G)
+    store.commit("h", [L("s", "session:tokens", 20)], now=clock(), group=G)
+    assert store.release("h", now=clock(), group=G) is False
+    assert store.read("s", now=clock(), group=G) == {"session:tokens": Level(20, 0)}
+
+
+def test_hold_expiry_frees_budget(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory()
+    lines = [L("s", "session:tokens", 100, 100)]
+    assert store.reserve("h", lines, now=clock(), ttl=30, group=G).admitted
+    clock.advance(29.5)
+    assert not store.reserve("h2", lines, now=clock(), ttl=30, group=G).admitted
+    clock.advance(0.5)  # expires_at <= now: expired
+    assert store.read("s", now=clock(), group=G) == {}
+    assert store.reserve("h2", lines, now=clock(), ttl=30, group=G).admitted
+    assert store.release("h", now=clock(), group=G) is False
+
+
+def test_commit_after_expiry_still_records(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory()
+    store.reserve("h", [L("s", "session:cost", 500, 1000)], now=clock(), ttl=10, group=G)
+    clock.advance(11)
+    result = store.commit("h", [L("s", "session:cost", 480)], now=clock(), group=G)
+    assert result.applied and result.levels == (Level(480, 0),)
+
+
+def test_hold_id_in_use_is_rejected(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory()
+    store.reserve("h", [L("s", "session:tokens", 5, 100)], now=clock(), ttl=60, group=G)
+    with pytest.raises(ValueError, match="in use"):
+        store.reserve("h", [L("s", "session:tokens", 6, 100)], now=clock(), ttl=60, group=G)
+    store.commit("h", [L("s", "session:tokens", 5)], now=clock(), group=G)
+    with pytest.raises(ValueError, match="in use"):
+        store.reserve("h", [L("s", "session:tokens", 5, 100)], now=clock(), ttl=60, group=G)
+    assert store.read("s", now=clock(), group=G) == {"session:tokens": Level(5, 0)}
+
+
+def test_rolling_window_buckets(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory(window_seconds=3600, bucket_seconds=900)
+    start = (int(clock()) // 900) * 900
+    clock.now = start + 100.0
+    store.commit("a", [L("s", "day:cost", 7), L("s", "session:cost", 7)], now=clock(), group=G)
+    clock.now = start + 1000.0  # next bucket
+    store.commit("b", [L("s", "day:cost", 5), L("s", "session:cost", 5)], now=clock(), group=G)
+
+    def day() -> int:
+        return store.read("s", now=clock(), group=G).get("day:cost", Level()).committed
+
+    assert day() == 12
+    clock.now = start + 3600.0 + 100.0  # a full window after the first add: still counted
+    assert day() == 12
+    clock.now = start + 3600 + 900 - 0.001  # never early: the bucket may stay one bucket late
+    assert day() == 12
+    clock.now = start + 3600 + 900.0  # first bucket (start) leaves
+    assert day() == 5
+    clock.now = start + 900 + 3600 + 900.0  # second bucket leaves
+    assert day() == 0
+    assert store.read("s", now=clock(), group=G) == {"session:cost": Level(12, 0)}
+    # a limit on the window sees only what is inside it
+    assert store.reserve("c", [L("s", "day:cost", 10, 10)], now=clock(), ttl=60, group=G).admitted
+
+
+def test_window_limits_use_the_window_total(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory(window_seconds=3600, bucket_seconds=900)
+    store.commit("a", [L("s", "day:tokens", 90)], now=clock(), group=G)
+    refused = store.reserve("h", [L("s", "day:tokens", 20, 100)], now=clock(), ttl=60, group=G)
+    assert not refused.admitted and refused.levels == (Level(90, 0),)
+    clock.advance(3600 + 900)
+    admitted = store.reserve("h", [L("s", "day:tokens", 20, 100)], now=clock(), ttl=60, group=G)
+    assert admitted.admitted and admitted.levels == (Level(0, 0),)
+
+
+def test_window_merges_a_clock_step_back_into_the_newest_bucket(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory(window_seconds=3600, bucket_seconds=900)
+    start = (int(clock()) // 900) * 900
+    clock.now = start + 2000.0
+    store.commit("a", [L("s", "day:cost", 3)], now=clock(), group=G)
+    clock.now = start + 100.0  # an earlier bucket: lands in the newest one, never lost
+    store.commit("b", [L("s", "day:cost", 4)], now=clock(), group=G)
+    clock.now = start + 1800 + 3600 + 900 - 1.0
+    assert store.read("s", now=clock(), group=G) == {"day:cost": Level(7, 0)}
+    clock.now = start + 1800 + 3600 + 900.0
+    assert store.read("s", now=clock(), group=G) == {}
+
+
+def test_reset_by_prefix_keeps_holds(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory()
+    metrics = ["session:tokens", "session:cost", "day:tokens", "model:m:tokens"]
+    store.commit("c", [L("s", m, 10) for m in metrics], now=clock(), group=G)
+    store.reserve("h", [L("s", m, 3, 1000) for m in metrics], now=clock(), ttl=60, group=G)
+    store.reset("s", "session:", now=clock(), group=G)
+    assert store.read("s", now=clock(), group=G) == {
+        "session:tokens": Level(0, 3),
+        "session:cost": Level(0, 3),
+        "day:tokens": Level(10, 3),
+        "model:m:tokens": Level(10, 3),
+    }
+    store.reset("s", "", now=clock(), group=G)
+    assert store.read("s", now=clock(), group=G) == {m: Level(0, 3) for m in metrics}
+    store.commit("h", [L("s", m, 2) for m in metrics], now=clock(), group=G)
+    assert store.read("s", now=clock(), group=G) == {m: Level(2, 0) for m in metrics}
+    store.reset("nobody", "", now=clock(), group=G)  # unknown scope: nothing to do
+    assert store.read("nobody", now=clock(), group=G) == {}
+
+
+def test_read_lists_only_non_zero_or_held_counters(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory()
+    assert store.read("s", now=clock(), group=G) == {}
+    store.commit(
+        "z", [L("s", "session:tokens", 0), L("s", "session:cost", 4)], now=clock(), group=G
+    )
+    assert store.read("s", now=clock(), group=G) == {"session:cost": Level(4, 0)}
+
+
+def test_scope_definitions_round_trip(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    data = BudgetScope("user:1", max_cost_per_day_usd="2.5").to_dict()
+    data["parent"] = "global"
+    store.save_scope("user:1", data)
+    store.save_scope("global", {"name": "global", "parent": None})
+    other = store_factory()
+    assert other.load_scopes() == {"user:1": data, "global": {"name": "global", "parent": None}}
+    other.delete_scope("user:1")
+    other.delete_scope("missing")
+    assert list(store.load_scopes()) == ["global"]
+    loaded = store.load_scopes()
+    loaded["global"]["name"] = "changed"  # a copy, not the stored value
+    assert store.load_scopes()["global"]["name"] == "global"
+
+
+def test_idle_scopes_expire(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory(idle_ttl=100)
+    store.commit("a", [L("s", "session:tokens", 9)], now=clock(), group=G)
+    clock.advance(99)
+    assert store.read("s", now=clock(), group=G) == {"session:tokens": Level(9, 0)}
+    clock.advance(1)
+    assert store.read("s", now=clock(), group=G) == {}
+
+
+def test_idle_expiry_counts_refused_and_dry_run_reserves_as_use(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory(idle_ttl=100)
+    store.commit("a", [L("s", "session:tokens", 9)], now=clock(), group=G)
+    clock.advance(60)
+    store.reserve("x", [L("s", "session:tokens", 1, 5)], now=clock(), ttl=10, group=G)
+    clock.advance(60)
+    store.reserve(
+        "y", [L("s", "session:tokens", 1, 50)], now=clock(), ttl=10, group=G, dry_run=True
+    )
+    clock.advance(60)
+    assert store.read("s", now=clock(), group=G) == {"session:tokens": Level(9, 0)}
+
+
+def test_idle_expiry_spares_a_scope_with_a_live_hold(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory(idle_ttl=100)
+    store.commit("a", [L("s", "session:cost", 9)], now=clock(), group=G)
+    store.reserve("h", [L("s", "session:cost", 5, 100)], now=clock(), ttl=1000, group=G)
+    clock.advance(500)
+    assert store.read("s", now=clock(), group=G) == {"session:cost": Level(9, 5)}
+    clock.advance(500)  # hold expired, then the idle scope goes with it
+    assert store.read("s", now=clock(), group=G) == {}
+
+
+def test_commit_of_a_hold_on_an_idle_scope_keeps_its_history(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory(idle_ttl=100)
+    store.commit("a", [L("s", "session:cost", 9)], now=clock(), group=G)
+    store.reserve("h", [L("s", "session:cost", 5, 100)], now=clock(), ttl=1000, group=G)
+    clock.advance(500)
+    result = store.commit("h", [L("s", "session:cost", 4)], now=clock(), group=G)
+    assert result.levels == (Level(13, 0),)
+
+
+def test_exact_integers_up_to_two_to_the_53(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory()
+    big = 2**52 + 1
+    store.commit("a", [L("s", "session:cost", big)], now=clock(), group=G)
+    store.commit("b", [L("s", "session:cost", 2**52 - 3)], now=clock(), group=G)
+    assert store.read("s", now=clock(), group=G) == {"session:cost": Level(2**53 - 2, 0)}
+    result = store.reserve(
+        "c", [L("s", "session:cost", 1, 2**53 - 1)], now=clock(), ttl=60, group=G
+    )
+    assert result.admitted
+    assert not store.reserve(
+        "d", [L("s", "session:cost", 1, 2**53 - 1)], now=clock(), ttl=60, group=G
+    ).admitted
+
+
+def test_a_second_handle_sees_every_hold_and_commit(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    one, two = store_factory(), store_factory()
+    one.reserve("h", [L("s", "session:tokens", 60, 100)], now=clock(), ttl=60, group=G)
+    assert not two.reserve(
+        "h2", [L("s", "session:tokens", 60, 100)], now=clock(), ttl=60, group=G
+    ).admitted
+    two.commit("h", [L("s", "session:tokens", 30)], now=clock(), group=G)
+    assert one.read("s", now=clock(), group=G) == {"session:tokens": Level(30, 0)}
+    assert not one.commit("h", [L("s", "session:tokens", 30)], now=clock(), group=G).applied
+
+
+@pytest.mark.parametrize(
+    ("group", "scopes"),
+    [
+        ("tenant:{acme}", ["tenant:{acme}", "user:{42}:x", "conv:ü/1 2"]),
+        ("odd}group{", ["odd}group{", "a}b", "{}"]),
+    ],
+)
+def test_any_scope_and_group_names(
+    store_factory: StoreFactory, clock: FakeClock, group: str, scopes: list[str]
+) -> None:
+    store = store_factory()
+    lines = [L(scope, "model:gpt-4o:tokens", 10, 100) for scope in scopes]
+    assert store.reserve("h", lines, now=clock(), ttl=60, group=group).admitted
+    store.commit("h", [L(s, "model:gpt-4o:tokens", 7) for s in scopes], now=clock(), group=group)
+    for scope in scopes:
+        assert store.read(scope, now=clock(), group=group) == {"model:gpt-4o:tokens": Level(7, 0)}
+
+
+def test_empty_line_lists(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory()
+    assert store.reserve("h", [], now=clock(), ttl=60, group=G) == (
+        store.reserve("h2", [], now=clock(), ttl=60, group=G)
+    )
+    result = store.commit("c", [], now=clock(), group=G)
+    assert result.applied and result.levels == ()
+
+
+# -- Budget and BudgetManager over each store -------------------------------------------------
+
+
+class FakeProvider:
+    """Counts calls: a refused budget must leave it at zero."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, input_tokens: int, output_tokens: int) -> Usage:
+        self.calls += 1
+        return Usage(input_tokens, output_tokens)
+
+
+def _guarded_call(budget: Budget, provider: FakeProvider, inp: int, out: int) -> None:
+    reservation = budget.reserve("test-model", inp, out)
+    usage = provider(inp, out)
+    reservation.commit(usage)
+
+
+def test_budget_refuses_before_the_provider_runs(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory()
+    budget = Budget(BudgetScope("s", max_tokens_per_session=1000), RATES, store=store, clock=clock)
+    provider = FakeProvider()
+    _guarded_call(budget, provider, 400, 200)
+    held = budget.reserve("test-model", 300, 100)
+    with pytest.raises(BudgetExceededError) as info:
+        _guarded_call(budget, provider, 1, 1)
+    assert provider.calls == 1
+    assert info.value.scope == "s" and info.value.limit_type == "session_tokens"
+    assert info.value.used == 600 and info.value.reserved == 400
+    held.release()
+    _guarded_call(budget, provider, 1, 1)
+    assert provider.calls == 2
+    assert budget.summary()["session"]["tokens"] == 602
+
+
+def test_parent_chain_is_all_or_nothing(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory()
+    glob = Budget(
+        BudgetScope("global", max_tokens_per_session=1_000), RATES, store=store, clock=clock
+    )
+    user = Budget(
+        BudgetScope("user:1", max_tokens_per_session=5_000), parent=glob, clock=clock, rates=RATES
+    )
+    conv = Budget(
+        BudgetScope("conv:1", max_tokens_per_session=5_000), parent=user, clock=clock, rates=RATES
+    )
+    assert conv.store is store and conv.group == "global"
+    held = conv.reserve("test-model", 600, 300)
+    assert [b.usage()["session:tokens"] for b in (conv, user, glob)] == [Level(0, 900)] * 3
+    provider = FakeProvider()
+    with pytest.raises(BudgetExceededError) as info:
+        _guarded_call(conv, provider, 100, 50)
+    assert info.value.scope == "global" and provider.calls == 0
+    assert [b.usage()["session:tokens"] for b in (conv, user, glob)] == [Level(0, 900)] * 3
+    held.commit(Usage(500, 100))
+    assert [b.usage()["session:tokens"] for b in (conv, user, glob)] == [Level(600, 0)] * 3
+    # the user's own limit refuses too, leaving the conversation and global untouched
+    small = Budget(
+        BudgetScope("user:2", max_tokens_per_session=10), parent=glob, clock=clock, rates=RATES
+    )
+    with pytest.raises(BudgetExceededError) as info:
+        small.reserve("test-model", 20)
+    assert info.value.scope == "user:2"
+    assert glob.usage()["session:tokens"] == Level(600, 0)
+
+
+def test_a_second_budget_object_sees_the_usage(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    scope = BudgetScope(
+        "shared",
+        max_tokens_per_session=10**6,
+        max_cost_per_session_usd="1.00",
+        max_tokens_per_day=10**6,
+    )
+    first = Budget(scope, RATES, store=store_factory(), clock=clock)
+    second = Budget(scope, RATES, store=store_factory(), clock=clock)
+    first.record("sess", "test-model", 1000, 500)
+    held = first.reserve("test-model", 100, 100)
+    summary = second.summary(exact=True)
+    assert summary["session"]["tokens"] == 1500
+    assert summary["session"]["cost_usd"] == Decimal("0.0025")
+    assert summary["session"]["reserved_tokens"] == 200
+    assert summary["day"]["tokens"] == 1500
+    assert summary["per_model"]["test-model"]["tokens"] == 1500
+    held.release()
+    assert second.summary()["session"]["reserved_tokens"] == 0
+
+
+def test_manager_summaries_read_from_the_store(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    def manager() -> BudgetManager:
+        mgr = BudgetManager(store=store_factory(), rates=RATES, clock=clock)
+        mgr.register(BudgetScope("global", max_cost_per_day_usd="100"))
+        mgr.add_template(
+            "user:", BudgetScope("user:", max_cost_per_session_usd="5"), parent="global"
+        )
+        return mgr
+
+    writer, reader = manager(), manager()
+    writer.record("user:1", "s", "test-model", 2000, 1000)
+    writer.record("user:2", "s", "test-model", 1000, 0)
+    summaries = reader.all_summaries(exact=True)
+    assert set(summaries) >= {"global"}
+    assert summaries["global"]["day"]["cost_usd"] == Decimal("0.0065")
+    assert reader.summary("user:1", exact=True)["session"]["cost_usd"] == Decimal("0.005")
+    assert reader.summary("user:2", exact=True)["session"]["cost_usd"] == Decimal("0.0015")
+
+
+def test_manager_sees_scopes_registered_by_another_manager(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    writer = BudgetManager(store=store_factory(), rates=RATES, clock=clock)
+    writer.register(BudgetScope("team:a", max_tokens_per_session=100))
+    writer.record("team:a", "s", "test-model", 10, 5)
+    reader = BudgetManager(store=store_factory(), rates=RATES, clock=clock)
+    assert "team:a" in reader.scopes()
+    summary = reader.all_summaries()["team:a"]
+    assert summary["session"]["tokens"] == 15
+    assert summary["limits"]["session_tokens"]["limit"] == 100
+
+
+def test_exact_nano_dollar_totals(store_factory: StoreFactory, clock: FakeClock) -> None:
+    rates = {"test-model": ModelRates("0.0000013", "0.0000017")}  # sub-nano per token
+    budget = Budget(
+        BudgetScope("s", max_cost_per_day_usd="1000"), rates, store=store_factory(), clock=clock
+    )
+    expected = 0
+    for i in range(1, 60):
+        record = budget.record("sess", "test-model", 7 * i + 3, 11 * i + 1)
+        expected += record.cost_nanos
+        clock.advance(97)
+    assert sum(r.cost_nanos for r in budget.records) == expected
+    summary = budget.summary(exact=True)
+    assert summary["day"]["cost_usd"] == Decimal(expected) / Decimal(10**9)
+    assert budget.usage()["day:cost"].committed == expected
+    assert budget.usage()["session:cost"].committed == expected
+
+
+def test_budget_reserve_window_and_reset(store_factory: StoreFactory, clock: FakeClock) -> None:
+    budget = Budget(
+        BudgetScope("s", max_tokens_per_day=1000, max_tokens_per_session=5000),
+        RATES,
+        store=store_factory(),
+        clock=clock,
+    )
+    budget.record("a", "test-model", 900, 0)
+    with pytest.raises(BudgetExceededError) as info:
+        budget.reserve("test-model", 200)
+    assert info.value.limit_type == "day_tokens"
+    clock.advance(86_400 + 900)
+    budget.reserve("test-model", 200).commit(Usage(150, 0))
+    budget.reset_session()
+    summary = budget.summary()
+    assert summary["session"]["tokens"] == 0
+    assert summary["day"]["tokens"] == 150
+
+
+# -- Redis Cluster specifics ---------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_cluster_keys_of_one_group_share_a_slot(
+    redis_cluster: RedisCluster, clock: FakeClock
+) -> None:
+    redis_cluster.flush()
+    store = Store.from_url(redis_cluster.url + "?server_time=0&idle_ttl=3600")
+    groups = [f"tenant-{i}" for i in range(12)]
+    for group in groups:
+        lines = [L(group, "day:cost", 5, 100), L(f"user:{group}", "session:tokens", 5, 100)]
+        store.reserve(f"h-{group}", lines, now=clock(), ttl=60, group=group)
+        store.reserve(f"k-{group}", lines, now=clock(), ttl=60, group=group)
+        store.commit(f"h-{group}", lines, now=clock(), group=group)
+    store.close()
+    slots: dict[str, set[int]] = {}
+    nodes_used: set[int] = set()
+    for node in redis_cluster.nodes:
+        with redis_client(node.port) as client:
+            for key in client.keys("ab:{*"):
+                text = key.decode()
+                tag = text[text.index("{") + 1 : text.index("}")]
+                slots.setdefault(tag, set()).add(int(client.cluster("KEYSLOT", key)))
+                nodes_used.add(node.port)
+    assert set(slots) == set(groups)
+    assert all(len(found) == 1 for found in slots.values())
+    assert len(nodes_used) > 1  # tenants spread over the masters
