@@ -1,0 +1,33 @@
+"""LlamaIndex adapter: refuse LLM calls that would cross a budget, before the provider runs.
+
+Quick start::
+
+    from agent_budget import Budget, BudgetScope
+    from agent_budget_callbacks.llamaindex import install
+
+    install(Budget(BudgetScope("app", max_cost_per_day_usd=5)))
+
+``install`` adds a :class:`BudgetCallbackHandler` to ``Settings.callback_manager`` and to
+every LLM a call starts on (LLMs made earlier, LLMs whose manager a query engine replaced).
+With a :class:`~agent_budget.BudgetManager`, choose the tenant per request with
+``with budget_scope("user:42", session="conv-1"): engine.query(...)``. A refusal raises
+:class:`~agent_budget.BudgetExceededError` from ``complete`` / ``chat`` / ``query``; from a
+streaming query engine it surfaces while ``response_gen`` is iterated. Needs
+``agent-budget[llamaindex]``.
+"""
+
+from __future__ import annotations
+
+from ._llamaindex_handler import BudgetCallbackHandler
+from ._llamaindex_install import install, installed_handlers, uninstall
+from ._llamaindex_scope import ScopeSelection, budget_scope, current_scope
+
+__all__ = [
+    "BudgetCallbackHandler",
+    "ScopeSelection",
+    "budget_scope",
+    "current_scope",
+    "install",
+    "installed_handlers",
+    "uninstall",
+]
