@@ -17,6 +17,7 @@ only reads LangChain's events.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import threading
 import time
@@ -359,8 +360,13 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         return batch
 
     def _abort_batch(self, batch: _Batch, exc: BaseException) -> None:
+        try:
+            # A copy without the traceback: the original's frames must not stay alive here.
+            refusal = copy.copy(exc).with_traceback(None)
+        except Exception:
+            refusal = exc
         with self._lock:
-            batch.refusal = exc
+            batch.refusal = refusal
             members, batch.members = batch.members, []
         for run_id, reservation in members:
             if self._runs.pop(run_id) is not None:
@@ -428,7 +434,12 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         reported = read_outcome(result) if result is not None else None
         usage = reported.usage if reported is not None else None
         text = partial_text(result)
-        abandoned = text is not None and isinstance(error, (GeneratorExit, asyncio.CancelledError))
+        # GeneratorExit reaches a stream only at a yield, so a chunk had arrived (BaseLLM
+        # records a chunk after yielding it, so its partial can be one chunk short). A
+        # cancelled astream counts only when a chunk had arrived.
+        abandoned = isinstance(error, GeneratorExit) or (
+            text is not None and isinstance(error, asyncio.CancelledError)
+        )
         if usage is None and not abandoned:
             reservation.release()
             return

@@ -117,6 +117,8 @@ class _FakeChat(BaseChatModel):
     calls: CallCounter = Field(default_factory=CallCounter, exclude=True)
     hang: bool = False
     """ainvoke / astream wait forever (until cancelled) after reaching the provider."""
+    hang_after_chunks: int | None = None
+    """astream yields this many chunks, then waits forever (until cancelled)."""
     error: Any = None
     """An exception raised by the provider after the call is counted."""
     before_call: Callable[[], None] | None = Field(default=None, exclude=True)
@@ -271,8 +273,8 @@ class _FakeChat(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         self._provider_call()
-        for chunk in self._chunks(kwargs):
-            if self.hang:
+        for index, chunk in enumerate(self._chunks(kwargs)):
+            if self.hang or index == self.hang_after_chunks:
                 await asyncio.Event().wait()
             await asyncio.sleep(0)
             yield chunk
