@@ -1,18 +1,29 @@
 """The benchmark harness: interleaved rounds, medians, and ratios against a baseline.
 
 A case module is ``benchmarks/bench_<name>.py`` exposing ``run(quick: bool) -> list[Table]``.
-Timings are never asserted; they are printed and written to BENCHMARKS.md.
+Every case times its baseline and ours in the same process, in rotating order, for several
+rounds, so drift (CPU frequency, other processes on a shared machine) hits both alike; the
+median of the rounds is reported. Timings are never asserted; they are printed and written
+to BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import gc
 import statistics
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Table", "interleaved", "ratio_table"]
+__all__ = [
+    "Table",
+    "fmt_bytes",
+    "interleaved",
+    "interleaved_samples",
+    "ratio_table",
+    "run_threads",
+]
 
 
 @dataclass
@@ -25,35 +36,93 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
-        out = [f"### {self.title}", "", "| " + " | ".join(self.columns) + " |",
-               "|" + "---|" * len(self.columns)]
+        """The table as a GitHub-flavoured markdown section (### title, table, notes)."""
+        out = [
+            f"### {self.title}",
+            "",
+            "| " + " | ".join(self.columns) + " |",
+            "|" + "---|" * len(self.columns),
+        ]
         out += ["| " + " | ".join(row) + " |" for row in self.rows]
         if self.notes:
             out += [""] + [f"- {note}" for note in self.notes]
         return "\n".join(out) + "\n"
 
     def text(self) -> str:
-        widths = [max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c)
-                  for i, c in enumerate(self.columns)]
-        line = "  ".join(c.ljust(w) for c, w in zip(self.columns, widths))
-        body = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in self.rows]
+        """The table as aligned plain text, for the terminal."""
+        widths = [
+            max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c)
+            for i, c in enumerate(self.columns)
+        ]
+        line = "  ".join(c.ljust(w) for c, w in zip(self.columns, widths, strict=True))
+        body = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+            for row in self.rows
+        ]
         return "\n".join([f"== {self.title}", line, *body, *(f"  * {n}" for n in self.notes)])
+
+
+def interleaved_samples(
+    cases: dict[str, Callable[[int], None]], n: int, rounds: int = 5
+) -> dict[str, list[float]]:
+    """Run every case ``fn(n)`` once per round, in rotation; microseconds per op per round.
+
+    The order rotates each round so no case always runs first (cold) or last. A full
+    garbage collection runs before every timed call so one case's garbage is not collected
+    on another's clock.
+    """
+    if n <= 0 or rounds <= 0:
+        raise ValueError("n and rounds must be positive")
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    names = list(cases)
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            gc.collect()
+            start = time.perf_counter()
+            cases[name](n)
+            samples[name].append((time.perf_counter() - start) / n * 1e6)
+    return samples
 
 
 def interleaved(
     cases: dict[str, Callable[[int], None]], n: int, rounds: int = 5
 ) -> dict[str, float]:
     """Run every case ``fn(n)`` once per round, in rotation; median microseconds per op."""
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    names = list(cases)
-    for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
-            gc.collect()
-            start = time.perf_counter()
-            cases[name](n)
-            samples[name].append((time.perf_counter() - start) / n * 1e6)
+    samples = interleaved_samples(cases, n, rounds)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def run_threads(op: Callable[[int], None], n: int, threads: int) -> None:
+    """Run ``op(k)`` in ``threads`` threads that start together, ``n`` ops in all.
+
+    ``op(k)`` must perform ``k`` operations; thread start-up happens before the barrier, so
+    timing the call measures mostly the operations themselves.
+    """
+    if threads <= 1:
+        op(n)
+        return
+    share, extra = divmod(n, threads)
+    barrier = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        barrier.wait()
+        try:
+            op(k)
+        except BaseException as exc:  # surfaced below, in the caller's thread
+            errors.append(exc)
+
+    workers = [
+        threading.Thread(target=work, args=(share + (1 if i < extra else 0),))
+        for i in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if errors:
+        raise errors[0]
 
 
 def ratio_table(
@@ -65,12 +134,33 @@ def ratio_table(
     notes: Sequence[str] = (),
     extra_baselines: Sequence[str] = (),
 ) -> Table:
-    """A table of medians with the ratio of each to ``baseline`` (and to extra baselines)."""
+    """A table of medians with the ratio of each to ``baseline`` (and to extra baselines).
+
+    A ratio above 1 means slower (or bigger) than the baseline it is divided by.
+    """
     base = results[baseline]
     columns = ["case", unit, f"x {baseline}"] + [f"x {b}" for b in extra_baselines]
     rows = []
     for name, value in results.items():
-        row = [name, f"{value:.2f}", f"{value / base:.2f}"]
-        row += [f"{value / results[b]:.2f}" for b in extra_baselines]
+        row = [name, _num(value), _ratio(value, base)]
+        row += [_ratio(value, results[b]) for b in extra_baselines]
         rows.append(row)
     return Table(title, columns, rows, list(notes))
+
+
+def fmt_bytes(n: float) -> str:
+    """Bytes in a short human form: ``512 B``, ``3.2 KiB``, ``41.0 MiB``."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if abs(value) < 1024 or unit == "MiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _num(value: float) -> str:
+    return f"{value:.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def _ratio(value: float, base: float) -> str:
+    return f"{value / base:.2f}" if base else "n/a"
