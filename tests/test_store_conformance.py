@@ -620,3 +620,61 @@ def test_cluster_keys_of_one_group_share_a_slot(
     assert set(slots) == set(groups)
     assert all(len(found) == 1 for found in slots.values())
     assert len(nodes_used) > 1  # tenants spread over the masters
+
+
+def test_budget_context_manager_soft_scope_and_alerts(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory()
+    budget = Budget(
+        BudgetScope("b", max_tokens_per_day=1000, alert_at_pct=0.8), RATES, store=store, clock=clock
+    )
+    with pytest.raises(RuntimeError), budget.reserve("test-model", 10, 10):
+        raise RuntimeError("provider down")
+    assert budget.usage() == {}
+    with budget.reserve("test-model", 10, 10):
+        pass
+    assert budget.usage()["day:tokens"].committed == 20
+    for _ in range(8):
+        budget.record("s", "test-model", 100, 0)
+    assert [a.level.name for a in budget.alerts] == ["WARNING"]
+    for _ in range(3):
+        with pytest.raises(BudgetExceededError):
+            budget.reserve("test-model", 200, 0)
+    assert [a.level.name for a in budget.alerts] == ["WARNING", "CRITICAL"]
+    soft = Budget(
+        BudgetScope("soft", max_tokens_per_session=100, hard_stop=False),
+        RATES,
+        store=store,
+        clock=clock,
+    )
+    soft.reserve("test-model", 500, 0).commit(Usage(500, 0))
+    soft.reserve("test-model", 500, 0).release()
+    assert soft.usage()["session:tokens"].committed == 500
+
+
+def _stored_buckets(store_factory: StoreFactory, store: Store) -> int:
+    """How many window buckets the store keeps, looked up in its own storage."""
+    if store_factory.kind == "memory":
+        return int(store.stats()["buckets"])  # type: ignore[attr-defined]
+    if store_factory.kind == "sqlite":
+        conn = store._conn()  # type: ignore[attr-defined]
+        return int(conn.execute("SELECT COUNT(*) FROM ab_buckets").fetchone()[0])
+    client = store.client  # type: ignore[attr-defined]
+    total = 0
+    nodes = client.get_primaries() if hasattr(client, "get_primaries") else [None]
+    for node in nodes:
+        keys = client.keys("ab:*:w:*", target_nodes=node) if node else client.keys("ab:*:w:*")
+        total += sum(int(client.hlen(key)) for key in keys)
+    return total
+
+
+def test_window_storage_stays_bounded(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory()
+    budget = Budget(BudgetScope("w", max_tokens_per_day=10**12), RATES, store=store, clock=clock)
+    for _ in range(3 * 96):  # three days of calls every 15 minutes
+        budget.record("s", "test-model", 1, 0)
+        clock.advance(900)
+    # two windowed metrics (day:tokens, day:cost), each at most window/bucket + 2 buckets
+    assert _stored_buckets(store_factory, store) <= 2 * (86400 // 900 + 2)
+    assert budget.summary()["day"]["tokens"] == 96

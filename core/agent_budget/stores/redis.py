@@ -239,6 +239,12 @@ class RedisStore(Store):
         base_scheme = scheme.split("+")[0]
         if parsed.fragment:
             raise StoreConfigError(f"malformed Redis URL {url!r}: unexpected #fragment")
+        db_text = parsed.path.strip("/")
+        if db_text and not db_text.isdigit():
+            raise StoreConfigError(
+                f"malformed Redis URL {url!r}: the path must be a database number, "
+                f"got {parsed.path!r}"
+            )
         userinfo, nodes = _split_hosts(url, parsed.netloc) if parsed.netloc else ("", [])
         if not cluster and len(nodes) > 1:
             raise StoreConfigError(
