@@ -12,6 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from llama_index.core.base.llms.types import ChatResponse, CompletionResponse
+
 from agent_budget import TokenCounter, Usage, count_messages, usage_from_mapping
 
 __all__ = [
@@ -111,28 +113,27 @@ def usage_from_response(response: Any) -> Usage | None:
     """
     if response is None:
         return None
-    raw = _get(response, "raw")
+    raw = getattr(response, "raw", None)
     if raw is not None:
         for key in ("usage", "usage_metadata"):
             found = usage_from_mapping(_get(raw, key))
             if found is not None:
                 return found
-    extra = _get(response, "additional_kwargs")
-    if isinstance(extra, Mapping):
+    extra = getattr(response, "additional_kwargs", None)
+    if extra and isinstance(extra, Mapping):
         found = usage_from_mapping(extra) or usage_from_mapping(extra.get("usage"))
         if found is not None:
             return found
-    message = _get(response, "message")
-    if message is not None:
-        extra = _get(message, "additional_kwargs")
-        if isinstance(extra, Mapping):
+    if isinstance(response, ChatResponse):
+        extra = response.message.additional_kwargs
+        if extra and isinstance(extra, Mapping):
             return usage_from_mapping(extra.get("usage"))
     return None
 
 
 def response_model(response: Any) -> str | None:
     """The model that answered, when the raw response names one (``raw["model"]``)."""
-    raw = _get(response, "raw") if response is not None else None
+    raw = getattr(response, "raw", None)
     value = _get(raw, "model") if raw is not None else None
     if isinstance(value, str) and value.strip().lower() not in _NO_MODEL:
         return value
@@ -141,11 +142,9 @@ def response_model(response: Any) -> str | None:
 
 def response_text(response: Any) -> str:
     """The text of a response (streams carry the text so far in their last chunk)."""
-    if response is None:
-        return ""
-    text = _get(response, "text")
-    if isinstance(text, str):
-        return text
-    message = _get(response, "message")
-    content = _get(message, "content") if message is not None else None
-    return content if isinstance(content, str) else ""
+    if isinstance(response, CompletionResponse):
+        return response.text or ""
+    if isinstance(response, ChatResponse):
+        content = response.message.content
+        return content if isinstance(content, str) else ""
+    return ""

