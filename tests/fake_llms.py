@@ -179,6 +179,7 @@ class _Provider:
         gate: threading.Event | None
         async_gate: asyncio.Event | None
         fail: BaseException | None
+        fail_mid: BaseException | None
         reply: str
         model: str
         style: str
@@ -226,6 +227,11 @@ class _Provider:
             additional_kwargs=extra,
         )
 
+    def _check_mid(self, index: int) -> None:
+        """Fail a stream after its first chunk, when the test asks for it."""
+        if index == 1 and self.fail_mid is not None:
+            raise self.fail_mid
+
     def _pieces(self) -> list[str]:
         words = self.reply.split(" ")
         return [w if i == 0 else " " + w for i, w in enumerate(words)]
@@ -244,6 +250,7 @@ class FakeUsageLLM(_Provider, CustomLLM):
     gate: Any = None
     async_gate: Any = None
     fail: Any = None
+    fail_mid: Any = None
     on_enter: Any = None
 
     def __init__(self, **data: Any) -> None:
@@ -268,6 +275,7 @@ class FakeUsageLLM(_Provider, CustomLLM):
             text = ""
             pieces = self._pieces()
             for i, piece in enumerate(pieces):
+                self._check_mid(i)
                 text += piece
                 yield self._completion(text, piece, i == len(pieces) - 1)
 
@@ -288,6 +296,7 @@ class FakeChatLLM(_Provider, LLM):
     gate: Any = None
     async_gate: Any = None
     fail: Any = None
+    fail_mid: Any = None
     on_enter: Any = None
 
     def __init__(self, **data: Any) -> None:
@@ -315,6 +324,7 @@ class FakeChatLLM(_Provider, LLM):
             text = ""
             pieces = self._pieces()
             for i, piece in enumerate(pieces):
+                self._check_mid(i)
                 text += piece
                 yield self._chat(text, piece, i == len(pieces) - 1)
 
@@ -329,6 +339,7 @@ class FakeChatLLM(_Provider, LLM):
             text = ""
             pieces = self._pieces()
             for i, piece in enumerate(pieces):
+                self._check_mid(i)
                 text += piece
                 yield self._completion(text, piece, i == len(pieces) - 1)
 
@@ -355,6 +366,7 @@ class FakeChatLLM(_Provider, LLM):
             text = ""
             pieces = self._pieces()
             for i, piece in enumerate(pieces):
+                self._check_mid(i)
                 text += piece
                 yield self._chat(text, piece, i == len(pieces) - 1)
 
@@ -369,6 +381,7 @@ class FakeChatLLM(_Provider, LLM):
             text = ""
             pieces = self._pieces()
             for i, piece in enumerate(pieces):
+                self._check_mid(i)
                 text += piece
                 yield self._completion(text, piece, i == len(pieces) - 1)
 

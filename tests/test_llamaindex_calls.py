@@ -445,6 +445,19 @@ def test_an_async_stream_dropped_half_way_is_charged(clock: Any) -> None:
     assert reserved(b) == 0
 
 
+@pytest.mark.parametrize("method", ["stream_chat", "astream_chat", "stream_complete"])
+def test_a_stream_that_fails_after_some_chunks_is_charged(clock: Any, method: str) -> None:
+    b = budget(clock)
+    llm = FakeChatLLM(fail_mid=ConnectionError("reset by peer"))
+    install(b)
+    with pytest.raises(ConnectionError):
+        call(llm, method)
+    [record] = b.records
+    assert record.metadata["stream"] == "incomplete"
+    assert record.output_tokens == default_counter().count_text("the")
+    assert reserved(b) == 0
+
+
 def test_without_install_a_dropped_stream_is_charged_its_whole_hold(clock: Any) -> None:
     b = budget(clock)
     llm = FakeChatLLM(num_output=400)

@@ -455,6 +455,23 @@ def test_scopes_follow_asyncio_tasks(clock: Any) -> None:
         assert record.session_id == f"s{user}"
 
 
+def test_the_scope_reaches_the_chat_engines_history_thread(
+    clock: Any, index: VectorStoreIndex
+) -> None:
+    """ContextChatEngine.stream_chat runs the LLM stream in a thread LlamaIndex starts."""
+    manager = _manager(clock, per_user=10_000)
+    llm = FakeChatLLM(reported=Reported(60, 6))
+    engine = index.as_chat_engine(chat_mode="context", llm=llm)
+    install(manager)
+    with budget_scope("user:7", session="thread-s"):
+        response = engine.stream_chat("hello")
+        assert "".join(response.response_gen) == llm.reply
+    user = manager.get("user:7")
+    assert user is not None
+    [record] = user.records
+    assert record.session_id == "thread-s"
+
+
 def test_a_stream_must_be_read_inside_its_scope(clock: Any, index: VectorStoreIndex) -> None:
     manager = _manager(clock, per_user=10_000)
     llm = FakeChatLLM()
