@@ -46,7 +46,7 @@ __all__ = ["BudgetCallbackHandler"]
 
 log = logging.getLogger("agent_budget.llamaindex")
 
-_OTHER_EVENTS = [t for t in CBEventType if t is not CBEventType.LLM]
+_OTHER_EVENTS: list[CBEventType] = [t for t in CBEventType if t is not CBEventType.LLM]
 
 
 @dataclass
@@ -104,7 +104,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             or default_max_output_tokens < 0
         ):
             raise ValueError("default_max_output_tokens must be a non-negative int")
-        super().__init__(event_starts_to_ignore=_OTHER_EVENTS, event_ends_to_ignore=_OTHER_EVENTS)
+        super().__init__(
+            event_starts_to_ignore=list(_OTHER_EVENTS), event_ends_to_ignore=list(_OTHER_EVENTS)
+        )
         self.budget = budget
         self.scope = scope
         self.session_id = session_id

@@ -19,7 +19,6 @@ from typing import Any
 
 from llama_index.core.base.llms.base import BaseLLM
 from llama_index.core.callbacks import CallbackManager
-from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events.llm import (
     LLMChatInProgressEvent,
@@ -28,6 +27,7 @@ from llama_index.core.instrumentation.events.llm import (
 from llama_index.core.instrumentation.span import BaseSpan
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from llama_index.core.settings import Settings
+from llama_index_instrumentation import get_dispatcher
 from pydantic import PrivateAttr
 
 from agent_budget import Budget, BudgetManager

@@ -65,7 +65,7 @@ def enclosing_event_ids(frame: FrameType | None = None) -> Iterator[str]:
     A wrapper whose own ``on_event_start`` is running has not bound ``event_id`` yet, so the
     event being started is never reported as enclosing itself.
     """
-    f = frame if frame is not None else sys._getframe(1)
+    f: FrameType | None = frame if frame is not None else sys._getframe(1)
     codes = _WRAPPER_CODES
     while f is not None:
         if f.f_code in codes:
