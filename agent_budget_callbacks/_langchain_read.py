@@ -16,8 +16,13 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResult
 
-from agent_budget import TokenCounter, Usage, count_messages, usage_from_mapping
-from agent_budget.tokens import HeuristicCounter
+from agent_budget import (
+    HeuristicCounter,
+    TokenCounter,
+    Usage,
+    count_messages,
+    usage_from_mapping,
+)
 
 __all__ = [
     "Outcome",
