@@ -16,7 +16,6 @@ import itertools
 import pstats
 import threading
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 from agent_budget import Budget, BudgetScope, MemoryStore, RateTable, Usage
@@ -155,16 +154,14 @@ class LockDictFloor:
             buckets[bucket] = buckets.get(bucket, 0) + amount
 
 
-def _nanos_per_token(rate_per_1k: Decimal) -> int:
-    return int(rate_per_1k * 1_000_000)  # USD per 1k tokens -> nano-USD per token
-
-
 def _cases(threads: int) -> dict[str, dict[str, Callable[[int], None]]]:
     """Per operation: the floor, the store alone, and Budget over MemoryStore."""
     clock = _Clock()
     rates = RateTable().resolve(MODEL).rates
-    inp, out, _cached, _write = rates._exact
-    floor = LockDictFloor(_nanos_per_token(inp), _nanos_per_token(out), clock)
+    million = 1_000_000
+    in_nanos = rates.cost_nanos(Usage(million, 0)) // million
+    out_nanos = rates.cost_nanos(Usage(0, million)) // million
+    floor = LockDictFloor(in_nanos, out_nanos, clock)
     budget = make_budget(clock=clock)
     store = MemoryStore()
     ids = itertools.count()

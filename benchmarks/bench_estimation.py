@@ -21,7 +21,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from agent_budget import Budget, BudgetExceededError, BudgetScope, MemoryStore, Usage
+from agent_budget import (
+    Budget,
+    BudgetExceededError,
+    BudgetScope,
+    MemoryStore,
+    Reservation,
+    Usage,
+)
 from agent_budget.tokens import HeuristicCounter, TiktokenCounter, default_counter
 
 from .bench_core import _Clock
@@ -81,7 +88,7 @@ def simulate_cap(
         clock=_Clock(),
         save_definition=False,
     )
-    in_flight: list[tuple[object, int]] = []
+    in_flight: list[tuple[Reservation, int]] = []
     true_committed = 0
     true_in_flight = 0
     past = 0
@@ -99,11 +106,11 @@ def simulate_cap(
         true_in_flight += true
         if len(in_flight) >= concurrency:
             done, size = in_flight.pop(0)
-            budget.commit(done, Usage(size, 0))  # type: ignore[arg-type]
+            budget.commit(done, Usage(size, 0))
             true_committed += size
             true_in_flight -= size
     for done, size in in_flight:
-        budget.commit(done, Usage(size, 0))  # type: ignore[arg-type]
+        budget.commit(done, Usage(size, 0))
         true_committed += size
     used = budget.summary()["session"]["tokens"]
     assert used == true_committed
@@ -198,14 +205,19 @@ def run(quick: bool = False) -> list[Table]:
     )
 
     speed_text = "\n".join(texts)
+    heuristic_counter = HeuristicCounter()
+
+    def counting(counter: TiktokenCounter | HeuristicCounter) -> Callable[[int], None]:
+        def op(n: int) -> None:
+            for _ in range(n):
+                counter.count_text(speed_text)
+
+        return op
+
     speed = interleaved(
         {
-            "tiktoken cl100k": lambda n: (
-                [truth_counter.count_text(speed_text) for _ in range(n)] and None
-            ),
-            "HeuristicCounter": lambda n: (
-                [HeuristicCounter().count_text(speed_text) for _ in range(n)] and None
-            ),
+            "tiktoken cl100k": counting(truth_counter),
+            "HeuristicCounter": counting(heuristic_counter),
         },
         3 if quick else 30,
         rounds=2 if quick else 5,

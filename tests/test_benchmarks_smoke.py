@@ -154,9 +154,9 @@ def test_command_line_lists_and_runs_one_case(
     assert main(["--list"]) == 0
     assert "core" in capsys.readouterr().out.split()
     out_file = tmp_path / "B.md"
-    assert main(["--only", "core", "--quick", "--output", str(out_file)]) == 0
+    assert main(["--only", "estimation", "--quick", "--output", str(out_file)]) == 0
     printed = capsys.readouterr().out
-    assert "reserve+commit" in printed and "# total:" in printed
+    assert "cl100k" in printed and "# total:" in printed
     assert not out_file.exists()  # quick runs never write the report
 
 
