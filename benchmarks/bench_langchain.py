@@ -15,7 +15,7 @@ from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler, UsageMetadataCallbackHandler
 from langchain_core.language_models import BaseChatModel, LangSmithParams
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatResult, LLMResult
 
 from agent_budget import Budget, BudgetScope, Usage, default_counter
@@ -37,7 +37,7 @@ PROMPT = (
     "to next sprint; Raj asked whether the staging cluster can be shut down at night."
 )
 BIG = 10**15
-USAGE = {
+USAGE: UsageMetadata = {
     "input_tokens": 60,
     "output_tokens": 40,
     "total_tokens": 100,
@@ -68,7 +68,7 @@ class InstantChat(BaseChatModel):
     def _result(self) -> ChatResult:
         message = AIMessage(
             content="Done.",
-            usage_metadata=USAGE,  # type: ignore[arg-type]
+            usage_metadata=USAGE,
             response_metadata={"model_name": "gpt-4o-mini-2024-07-18"},
         )
         return ChatResult(generations=[ChatGeneration(message=message)])

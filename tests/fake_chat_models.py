@@ -28,6 +28,7 @@ from langchain_core.callbacks import (
 )
 from langchain_core.language_models import BaseChatModel, BaseLLM, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import (
     ChatGeneration,
     ChatGenerationChunk,
@@ -235,12 +236,12 @@ class _FakeChat(BaseChatModel):
                 message=AIMessageChunk(
                     content="",
                     tool_call_chunks=[
-                        {
-                            "name": call["name"],
-                            "args": json.dumps(call["args"]),
-                            "id": call["id"],
-                            "index": index,
-                        }
+                        tool_call_chunk(
+                            name=call["name"],
+                            args=json.dumps(call["args"]),
+                            id=call["id"],
+                            index=index,
+                        )
                     ],
                 )
             )

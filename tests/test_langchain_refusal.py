@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypedDict
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseLanguageModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
@@ -17,7 +18,17 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
 from langgraph.graph import END, START, StateGraph
 
-from agent_budget import Budget, BudgetExceededError, BudgetScope, ModelRates
+from agent_budget import (
+    Budget,
+    BudgetExceededError,
+    BudgetScope,
+    MemoryStore,
+    ModelRates,
+    RateTable,
+    StoreError,
+    StoreUnavailableError,
+    UnknownModelError,
+)
 from agent_budget_callbacks.langchain import BudgetCallbackHandler
 
 from .fake_chat_models import (
@@ -183,7 +194,11 @@ def _react_agent(model: Any, tools: list[Any]) -> Any:
         return create_react_agent(model, tools)
 
 
-def _agent_fixture() -> tuple[FakeChatOpenAI, Any, list[int]]:
+def _agent_fixture(
+    build: Callable[[Any, list[Any]], Any] | None = None,
+) -> tuple[FakeChatOpenAI, Any, list[int]]:
+    """A fake model scripted to call ``add`` once then answer, the agent built over it
+    (``create_react_agent`` unless ``build`` is given), and the list of tool results."""
     ran: list[int] = []
 
     @tool
@@ -197,7 +212,7 @@ def _agent_fixture() -> tuple[FakeChatOpenAI, Any, list[int]]:
         bill=Bill(100, 20),
         replies=[tool_call_reply("add", {"a": 2, "b": 3}), "The sum is 5."],
     )
-    return model, _react_agent(model, [add]), ran
+    return model, (build or _react_agent)(model, [add]), ran
 
 
 def test_react_agent_runs_tools_and_records_every_model_call(clock: Any) -> None:
@@ -234,18 +249,10 @@ def test_react_agent_is_stopped_before_its_second_model_call(clock: Any, use_asy
 
 
 def test_langchain_agents_create_agent_when_installed(clock: Any) -> None:
+    """langgraph's recommended replacement for create_react_agent (package `langchain`)."""
     agents = pytest.importorskip("langchain.agents")
     budget = Budget(BudgetScope(name="agent", max_tokens_per_session=200), clock=clock)
-    model, _agent, ran = _agent_fixture()
-    del _agent
-
-    @tool
-    def add(a: int, b: int) -> int:
-        """Add two integers."""
-        ran.append(a + b)
-        return a + b
-
-    agent = agents.create_agent(model, [add])
+    model, agent, ran = _agent_fixture(agents.create_agent)
     with pytest.raises(BudgetExceededError):
         agent.invoke(
             {"messages": [("human", "2 + 3?")]},
@@ -274,3 +281,44 @@ def test_refusal_message_names_scope_limit_and_amounts(clock: Any) -> None:
     err = info.value
     assert "'tiny' refused the call: session_tokens" in str(err)
     assert err.limit == 100 and err.used == 0 and err.requested > 500
+
+
+class _DownStore(MemoryStore):
+    """A store whose reserve fails, as an unreachable Redis would."""
+
+    def reserve(self, *args: Any, **kwargs: Any) -> Any:
+        raise StoreError("connection refused")
+
+
+def test_store_outage_refuses_when_the_budget_fails_closed(clock: Any) -> None:
+    budget = Budget(
+        BudgetScope(name="s", max_tokens_per_session=10**6), store=_DownStore(), clock=clock
+    )
+    model = FakeChatOpenAI()
+    with pytest.raises(StoreUnavailableError):
+        model.invoke("hi", config={"callbacks": [BudgetCallbackHandler(budget)]})
+    assert model.calls.value == 0
+
+
+def test_unpriced_model_refuses_when_the_rate_table_says_raise(clock: Any) -> None:
+    budget = Budget(
+        BudgetScope(name="s", max_tokens_per_session=10**6),
+        RateTable(on_unknown="raise"),
+        clock=clock,
+    )
+    model = FakeChatOpenAI(model="my-private-model")
+    with pytest.raises(UnknownModelError):
+        model.invoke("hi", config={"callbacks": [BudgetCallbackHandler(budget)]})
+    assert model.calls.value == 0
+
+
+def test_records_carry_the_run_id(clock: Any) -> None:
+    budget = Budget(BudgetScope(name="s", max_tokens_per_session=10**6), clock=clock)
+    seen: list[str] = []
+
+    class RunIds(BaseCallbackHandler):
+        def on_llm_end(self, *args: Any, run_id: Any, **kwargs: Any) -> None:
+            seen.append(str(run_id))
+
+    FakeChatOpenAI().invoke("hi", config={"callbacks": [BudgetCallbackHandler(budget), RunIds()]})
+    assert budget.records[0].metadata == {"framework": "langchain", "run_id": seen[0]}
