@@ -68,11 +68,12 @@ ANTHROPIC_SNAPSHOTS: dict[str, str] = {
 
 
 def _cut_off_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [httpx.RemoteProtocolError]
+    # An incomplete chunked body reads as RemoteProtocolError; ReadError covers a reset.
+    errors: list[type[BaseException]] = [httpx.RemoteProtocolError, httpx.ReadError]
     try:  # anthropic >= 2 talks HTTP through httpx2, whose errors are its own classes
         import httpx2
 
-        errors.append(httpx2.RemoteProtocolError)
+        errors += [httpx2.RemoteProtocolError, httpx2.ReadError]
     except ImportError:
         pass
     return tuple(errors)
@@ -569,7 +570,9 @@ class AnthropicServer(MockProvider):
 
     snapshots = ANTHROPIC_SNAPSHOTS
 
-    def __init__(self, default: Reply | None = None, *, cumulative_delta_usage: bool = True):
+    def __init__(
+        self, default: Reply | None = None, *, cumulative_delta_usage: bool = True
+    ) -> None:
         super().__init__(default)
         self.cumulative_delta_usage = cumulative_delta_usage
 
