@@ -17,7 +17,7 @@ import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlunsplit
@@ -220,14 +220,20 @@ class RedisStore(Store):
             self._factory = None
         opts = self.options
         idle = "" if opts.idle_ttl is None else repr(float(opts.idle_ttl))
-        self._header = (
-            "1" if server_time else "0",
-            str(opts.window_seconds),
-            str(opts.bucket_seconds),
-            idle,
-            repr(float(opts.tombstone_ttl)),
+        self._settings = " ".join(
+            (
+                "1" if server_time else "0",
+                str(opts.window_seconds),
+                str(opts.bucket_seconds),
+                idle,
+                repr(float(opts.tombstone_ttl)),
+            )
         )
         self._errors = _driver_errors()
+        from redis.exceptions import NoScriptError, ResponseError
+
+        self._no_script: type[BaseException] = NoScriptError
+        self._response_error: type[BaseException] = ResponseError
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -333,19 +339,18 @@ class RedisStore(Store):
     def _base(self, group: str) -> str:
         return f"{self.key_prefix}:{{{_key_tag(group)}}}:"
 
-    def _eval(self, name: str, group: str, now: float, args: Sequence[str]) -> Any:
+    def _eval(self, name: str, group: str, now: float, *args: str) -> Any:
+        """Run one operation's script: one EVALSHA (plus a SCRIPT LOAD after a restart)."""
         script = _script(name)
         client = self.client
-        keys_and_args = (self._base(group), repr(float(now)), *self._header, *args)
-        from redis.exceptions import NoScriptError, ResponseError
-
+        keys_and_args = (self._base(group), repr(float(now)), self._settings, *args)
         try:
             try:
                 return client.evalsha(script.sha, 1, *keys_and_args)
-            except NoScriptError:
+            except self._no_script:
                 client.script_load(script.source)
                 return client.evalsha(script.sha, 1, *keys_and_args)
-        except ResponseError as exc:
+        except self._response_error as exc:
             if _HOLD_IN_USE in str(exc):
                 raise ValueError(str(exc).replace(_HOLD_IN_USE, "").strip()) from None
             raise StoreError(f"Redis store {name} failed: {exc}") from exc
@@ -370,18 +375,21 @@ class RedisStore(Store):
         group: str,
         dry_run: bool = False,
     ) -> ReserveResult:
-        args = [hold_id, repr(float(ttl)), "1" if dry_run else "0"]
-        for line in lines:
-            args += [
-                line.scope,
-                line.metric,
-                _int(line.amount),
-                "" if line.limit is None else _int(line.limit),
+        blob = "".join(
+            [
+                f"{_name(line.scope, line.metric)}{_int(line.amount)}"
+                f"{'' if line.limit is None else ',' + _int(line.limit)};"
+                for line in lines
             ]
-        reply = self._eval("reserve", group, now, args)
-        levels = _levels(reply[2:])
-        refused = int(reply[1])
-        return ReserveResult(_text(reply[0]) == "1", levels, None if refused < 0 else refused)
+        )
+        reply = self._eval(
+            "reserve", group, now, hold_id, repr(float(ttl)), "1" if dry_run else "0", blob
+        )
+        fields = reply.split()
+        refused = int(fields[1])
+        return ReserveResult(
+            fields[0] in (b"1", "1"), _levels(fields[2:]), None if refused < 0 else refused
+        )
 
     def commit(
         self,
@@ -392,24 +400,22 @@ class RedisStore(Store):
         group: str,
         record: Mapping[str, Any] | None = None,
     ) -> CommitResult:
-        args = [hold_id]
-        for line in lines:
-            args += [line.scope, line.metric, _int(line.amount)]
-        reply = self._eval("commit", group, now, args)
-        return CommitResult(_text(reply[0]) == "1", _levels(reply[1:]))
+        blob = "".join([f"{_name(line.scope, line.metric)}{_int(line.amount)};" for line in lines])
+        fields = self._eval("commit", group, now, hold_id, blob).split()
+        return CommitResult(fields[0] in (b"1", "1"), _levels(fields[1:]))
 
     def release(self, hold_id: str, *, now: float, group: str) -> bool:
-        return bool(int(self._eval("release", group, now, [hold_id])))
+        return bool(int(self._eval("release", group, now, hold_id)))
 
     def read(self, scope: str, *, now: float, group: str) -> dict[str, Level]:
-        reply = self._eval("read", group, now, [scope])
+        reply = self._eval("read", group, now, scope)
         return {
             _text(reply[i]): Level(int(reply[i + 1]), int(reply[i + 2]))
             for i in range(0, len(reply), 3)
         }
 
     def reset(self, scope: str, prefix: str, *, now: float, group: str) -> None:
-        self._eval("reset", group, now, [scope, prefix])
+        self._eval("reset", group, now, scope, prefix)
 
     @property
     def _defs_key(self) -> str:
@@ -448,6 +454,12 @@ def _int(value: int) -> str:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"store amounts must be ints, got {value!r}")
     return str(value)
+
+
+@lru_cache(maxsize=4096)
+def _name(scope: str, metric: str) -> str:
+    """The length-prefixed (in UTF-8 bytes) scope and metric of one encoded line."""
+    return f"{len(scope.encode())}:{scope}{len(metric.encode())}:{metric}"
 
 
 def _text(value: Any) -> str:

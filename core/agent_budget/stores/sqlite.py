@@ -46,7 +46,6 @@ CREATE TABLE IF NOT EXISTS ab_scopes (
     scope TEXT PRIMARY KEY,
     touched REAL NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS ab_scopes_touched ON ab_scopes (touched);
 CREATE TABLE IF NOT EXISTS ab_counters (
     scope TEXT NOT NULL,
     metric TEXT NOT NULL,
@@ -67,13 +66,13 @@ CREATE TABLE IF NOT EXISTS ab_holds (
     hold_id TEXT PRIMARY KEY,
     expires_at REAL NOT NULL,
     lines TEXT NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ab_holds_expiry ON ab_holds (expires_at);
 CREATE TABLE IF NOT EXISTS ab_done (
     hold_id TEXT PRIMARY KEY,
     state TEXT NOT NULL,
     expires_at REAL NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ab_done_expiry ON ab_done (expires_at);
 CREATE TABLE IF NOT EXISTS ab_ledger (
     id INTEGER PRIMARY KEY,
@@ -321,161 +320,6 @@ class SQLiteStore(Store):
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.05)
 
-    # -- helpers inside a transaction ------------------------------------------------------
-
-    def _reap(self, conn: sqlite3.Connection, now: float) -> None:
-        rows = conn.execute(
-            "SELECT hold_id, lines FROM ab_holds WHERE expires_at <= ?", (now,)
-        ).fetchall()
-        for hold_id, lines in rows:
-            self._drop_hold(conn, hold_id, lines)
-
-    def _drop_hold(self, conn: sqlite3.Connection, hold_id: str, lines: str) -> None:
-        entries = json.loads(lines)
-        conn.executemany(
-            "UPDATE ab_counters SET reserved = reserved - ? WHERE scope = ? AND metric = ?",
-            [(amount, scope, metric) for scope, metric, amount in entries],
-        )
-        conn.execute("DELETE FROM ab_holds WHERE hold_id = ?", (hold_id,))
-
-    def _idle_check(self, conn: sqlite3.Connection, scopes: Sequence[str], now: float) -> None:
-        idle = self.options.idle_ttl
-        if idle is None:
-            return
-        for scope in scopes:
-            row = conn.execute("SELECT touched FROM ab_scopes WHERE scope = ?", (scope,)).fetchone()
-            if row is None or row[0] > now - idle:
-                continue
-            held = conn.execute(
-                "SELECT 1 FROM ab_counters WHERE scope = ? AND reserved != 0 LIMIT 1", (scope,)
-            ).fetchone()
-            if held is None:
-                self._drop_scope(conn, scope)
-
-    def _drop_scope(self, conn: sqlite3.Connection, scope: str) -> None:
-        conn.execute("DELETE FROM ab_counters WHERE scope = ?", (scope,))
-        conn.execute("DELETE FROM ab_buckets WHERE scope = ?", (scope,))
-        conn.execute("DELETE FROM ab_scopes WHERE scope = ?", (scope,))
-
-    def _touch(self, conn: sqlite3.Connection, scopes: Sequence[str], now: float) -> None:
-        conn.executemany(
-            "INSERT INTO ab_scopes (scope, touched) VALUES (?, ?) "
-            "ON CONFLICT (scope) DO UPDATE SET touched = excluded.touched",
-            [(scope, now) for scope in scopes],
-        )
-
-    def _level(self, conn: sqlite3.Connection, scope: str, metric: str, now: float) -> Level:
-        row = conn.execute(
-            "SELECT total, reserved, lo, hi FROM ab_counters WHERE scope = ? AND metric = ?",
-            (scope, metric),
-        ).fetchone()
-        if row is None:
-            return Level()
-        total, reserved, lo, hi = row
-        if lo is not None:
-            total = self._prune(conn, scope, metric, now, total, lo, hi)
-        return Level(total, reserved)
-
-    def _prune(
-        self,
-        conn: sqlite3.Connection,
-        scope: str,
-        metric: str,
-        now: float,
-        total: int,
-        lo: int,
-        hi: int,
-    ) -> int:
-        """Drop window buckets that left the window; the counter's new committed total."""
-        opts = self.options
-        horizon = now - opts.window_seconds - opts.bucket_seconds
-        if lo > horizon:
-            return total
-        if hi <= horizon:
-            conn.execute("DELETE FROM ab_buckets WHERE scope = ? AND metric = ?", (scope, metric))
-            conn.execute(
-                "UPDATE ab_counters SET total = 0, lo = NULL, hi = NULL "
-                "WHERE scope = ? AND metric = ?",
-                (scope, metric),
-            )
-            return 0
-        cutoff = math.floor(horizon)
-        (removed,) = conn.execute(
-            "SELECT COALESCE(SUM(amount), 0) FROM ab_buckets "
-            "WHERE scope = ? AND metric = ? AND start <= ?",
-            (scope, metric, cutoff),
-        ).fetchone()
-        conn.execute(
-            "DELETE FROM ab_buckets WHERE scope = ? AND metric = ? AND start <= ?",
-            (scope, metric, cutoff),
-        )
-        (new_lo,) = conn.execute(
-            "SELECT MIN(start) FROM ab_buckets WHERE scope = ? AND metric = ?", (scope, metric)
-        ).fetchone()
-        total -= removed
-        conn.execute(
-            "UPDATE ab_counters SET total = ?, lo = ? WHERE scope = ? AND metric = ?",
-            (total, new_lo if new_lo is not None else hi, scope, metric),
-        )
-        return int(total)
-
-    def _add(self, conn: sqlite3.Connection, line: Line, now: float) -> None:
-        if not is_windowed(line.metric):
-            conn.execute(
-                "INSERT INTO ab_counters (scope, metric, total) VALUES (?, ?, ?) "
-                "ON CONFLICT (scope, metric) DO UPDATE SET total = total + excluded.total",
-                (line.scope, line.metric, line.amount),
-            )
-            return
-        self._level(conn, line.scope, line.metric, now)
-        row = conn.execute(
-            "SELECT hi FROM ab_counters WHERE scope = ? AND metric = ?", (line.scope, line.metric)
-        ).fetchone()
-        start = bucket_start(now, self.options.bucket_seconds)
-        if row is not None and row[0] is not None and row[0] > start:
-            start = row[0]  # a clock that stepped back: merge into the newest bucket
-        conn.execute(
-            "INSERT INTO ab_buckets (scope, metric, start, amount) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (scope, metric, start) DO UPDATE SET amount = amount + excluded.amount",
-            (line.scope, line.metric, start, line.amount),
-        )
-        conn.execute(
-            "INSERT INTO ab_counters (scope, metric, total, lo, hi) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (scope, metric) DO UPDATE SET total = total + excluded.total, "
-            "lo = COALESCE(lo, excluded.lo), hi = MAX(COALESCE(hi, excluded.hi), excluded.hi)",
-            (line.scope, line.metric, line.amount, start, start),
-        )
-
-    def _finished(self, conn: sqlite3.Connection, hold_id: str, now: float) -> str | None:
-        row = conn.execute(
-            "SELECT state FROM ab_done WHERE hold_id = ? AND expires_at > ?", (hold_id, now)
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def _finish(self, conn: sqlite3.Connection, hold_id: str, state: str, now: float) -> None:
-        conn.execute(
-            "INSERT OR REPLACE INTO ab_done (hold_id, state, expires_at) VALUES (?, ?, ?)",
-            (hold_id, state, now + self.options.tombstone_ttl),
-        )
-
-    def _maintenance(self, conn: sqlite3.Connection, now: float) -> None:
-        """Bound the file: forget old tombstones, ledger rows and idle scopes (by ``now``)."""
-        if now < self._next_maintenance:
-            return
-        self._next_maintenance = now + _MAINTENANCE_EVERY
-        conn.execute("DELETE FROM ab_done WHERE expires_at <= ?", (now,))
-        if self.retention_days is not None:
-            conn.execute(
-                "DELETE FROM ab_ledger WHERE ts < ?", (now - self.retention_days * 86_400,)
-            )
-        idle = self.options.idle_ttl
-        if idle is not None:
-            rows = conn.execute(
-                "SELECT scope FROM ab_scopes WHERE touched <= ? LIMIT ?",
-                (now - idle, _SWEEP_BATCH),
-            ).fetchall()
-            self._idle_check(conn, [row[0] for row in rows], now)
-
     # -- operations ------------------------------------------------------------------------
 
     def reserve(
@@ -490,46 +334,37 @@ class SQLiteStore(Store):
     ) -> ReserveResult:
         lines = list(lines)
         scopes = list(dict.fromkeys(line.scope for line in lines))
+        encoded = None if dry_run else _encode_lines(lines)
 
         def body(conn: sqlite3.Connection) -> ReserveResult:
-            self._reap(conn, now)
-            self._idle_check(conn, scopes, now)
-            self._touch(conn, scopes, now)
-            cache: dict[tuple[str, str], Level] = {}
-            levels = []
-            for line in lines:
-                key = (line.scope, line.metric)
-                level = cache.get(key)
-                if level is None:
-                    level = cache[key] = self._level(conn, line.scope, line.metric, now)
-                levels.append(level)
+            tx = _Tx(self, conn, now)
+            tx.reap()
+            tx.idle_check(scopes)
+            tx.touch(scopes)
+            levels = tuple(
+                Level(tx.committed(line.scope, line.metric), tx.row(line.scope, line.metric)[1])
+                for line in lines
+            )
             for index, (line, level) in enumerate(zip(lines, levels, strict=True)):
                 if (
                     line.limit is not None
                     and level.committed + level.reserved + line.amount > line.limit
                 ):
-                    return ReserveResult(False, tuple(levels), index)
-            if not dry_run:
-                used = conn.execute(
-                    "SELECT 1 FROM ab_holds WHERE hold_id = ?", (hold_id,)
-                ).fetchone()
-                if used is not None or self._finished(conn, hold_id, now) is not None:
+                    tx.flush()
+                    return ReserveResult(False, levels, index)
+            if encoded is not None:
+                held, state = tx.hold_state(hold_id)
+                if held is not None or state is not None:
                     raise ValueError(f"hold id {hold_id!r} is already in use")
-                conn.executemany(
-                    "INSERT INTO ab_counters (scope, metric, reserved) VALUES (?, ?, ?) "
-                    "ON CONFLICT (scope, metric) DO UPDATE "
-                    "SET reserved = reserved + excluded.reserved",
-                    [(line.scope, line.metric, line.amount) for line in lines],
-                )
+                for line in lines:
+                    tx.row(line.scope, line.metric)[1] += line.amount
+                    tx.dirty.add((line.scope, line.metric))
                 conn.execute(
                     "INSERT INTO ab_holds (hold_id, expires_at, lines) VALUES (?, ?, ?)",
-                    (
-                        hold_id,
-                        now + ttl,
-                        json.dumps([[line.scope, line.metric, line.amount] for line in lines]),
-                    ),
+                    (hold_id, now + ttl, encoded),
                 )
-            return ReserveResult(True, tuple(levels))
+            tx.flush()
+            return ReserveResult(True, levels)
 
         return self._transaction(body)
 
@@ -544,67 +379,72 @@ class SQLiteStore(Store):
     ) -> CommitResult:
         lines = list(lines)
         payload = None if record is None else json.dumps(dict(record), default=str)
+        ledger_scope = record.get("scope") if record is not None else None
 
         def body(conn: sqlite3.Connection) -> CommitResult:
-            self._reap(conn, now)
-            row = conn.execute(
-                "SELECT lines FROM ab_holds WHERE hold_id = ?", (hold_id,)
-            ).fetchone()
-            held_scopes = [entry[0] for entry in json.loads(row[0])] if row is not None else []
-            scopes = list(dict.fromkeys([*held_scopes, *(line.scope for line in lines)]))
-            self._idle_check(conn, scopes, now)
-            if row is not None:
-                self._drop_hold(conn, hold_id, row[0])
-            state = self._finished(conn, hold_id, now)
+            tx = _Tx(self, conn, now)
+            tx.reap()
+            held, state = tx.hold_state(hold_id)
+            entries = _decode_lines(held) if held is not None else []
+            line_scopes = list(dict.fromkeys(line.scope for line in lines))
+            tx.idle_check(list(dict.fromkeys([*(e[0] for e in entries), *line_scopes])))
+            if held is not None:
+                tx.drop_hold(hold_id, entries)
             applied = state is None or state == "released"
-            self._touch(conn, list(dict.fromkeys(line.scope for line in lines)), now)
+            tx.touch(line_scopes)
             if applied:
                 for line in lines:
-                    self._add(conn, line, now)
-                self._finish(conn, hold_id, "committed", now)
+                    tx.add(line.scope, line.metric, line.amount)
+                tx.finish(hold_id, "committed")
                 if payload is not None:
-                    scope = record.get("scope") if record is not None else None
                     conn.execute(
                         "INSERT INTO ab_ledger (ts, hold_id, scope, record) VALUES (?, ?, ?, ?)",
-                        (now, hold_id, scope if isinstance(scope, str) else None, payload),
+                        (
+                            now,
+                            hold_id,
+                            ledger_scope if isinstance(ledger_scope, str) else None,
+                            payload,
+                        ),
                     )
-            levels = tuple(self._level(conn, line.scope, line.metric, now) for line in lines)
-            self._maintenance(conn, now)
+            levels = tuple(
+                Level(tx.committed(line.scope, line.metric), tx.row(line.scope, line.metric)[1])
+                for line in lines
+            )
+            tx.flush()
+            self._maintenance(tx)
             return CommitResult(applied, levels)
 
         return self._transaction(body)
 
     def release(self, hold_id: str, *, now: float, group: str) -> bool:
         def body(conn: sqlite3.Connection) -> bool:
-            self._reap(conn, now)
-            row = conn.execute(
-                "SELECT lines FROM ab_holds WHERE hold_id = ?", (hold_id,)
-            ).fetchone()
-            if row is None:
+            tx = _Tx(self, conn, now)
+            tx.reap()
+            held, state = tx.hold_state(hold_id)
+            if held is None:
+                tx.flush()
                 return False
-            self._idle_check(conn, list(dict.fromkeys(e[0] for e in json.loads(row[0]))), now)
-            self._drop_hold(conn, hold_id, row[0])
-            if self._finished(conn, hold_id, now) is None:
-                self._finish(conn, hold_id, "released", now)
+            entries = _decode_lines(held)
+            tx.idle_check(list(dict.fromkeys(e[0] for e in entries)))
+            tx.drop_hold(hold_id, entries)
+            if state is None:
+                tx.finish(hold_id, "released")
+            tx.flush()
             return True
 
         return self._transaction(body)
 
     def read(self, scope: str, *, now: float, group: str) -> dict[str, Level]:
         def body(conn: sqlite3.Connection) -> dict[str, Level]:
-            self._reap(conn, now)
-            self._idle_check(conn, [scope], now)
-            metrics = [
-                row[0]
-                for row in conn.execute(
-                    "SELECT metric FROM ab_counters WHERE scope = ?", (scope,)
-                ).fetchall()
-            ]
+            tx = _Tx(self, conn, now)
+            tx.reap()
+            tx.idle_check([scope])
             out = {}
-            for metric in metrics:
-                level = self._level(conn, scope, metric, now)
+            for metric in list(tx.scope_rows(scope)):
+                level = Level(tx.committed(scope, metric), tx.row(scope, metric)[1])
                 if level.committed or level.reserved:
                     out[metric] = level
+            tx.flush()
             return out
 
         return self._transaction(body)
@@ -636,6 +476,27 @@ class SQLiteStore(Store):
 
     def delete_scope(self, name: str) -> None:
         self._transaction(lambda conn: conn.execute("DELETE FROM ab_defs WHERE name = ?", (name,)))
+
+    def _maintenance(self, tx: _Tx) -> None:
+        """Bound the file: forget old tombstones, ledger rows and idle scopes (by ``now``)."""
+        now = tx.now
+        if now < self._next_maintenance:
+            return
+        self._next_maintenance = now + _MAINTENANCE_EVERY
+        conn = tx.conn
+        conn.execute("DELETE FROM ab_done WHERE expires_at <= ?", (now,))
+        if self.retention_days is not None:
+            conn.execute(
+                "DELETE FROM ab_ledger WHERE ts < ?", (now - self.retention_days * 86_400,)
+            )
+        idle = self.options.idle_ttl
+        if idle is not None:
+            rows = conn.execute(
+                "SELECT scope FROM ab_scopes WHERE touched <= ? LIMIT ?",
+                (now - idle, _SWEEP_BATCH),
+            ).fetchall()
+            tx.idle_check([row[0] for row in rows])
+            tx.flush()
 
     # -- extras ----------------------------------------------------------------------------
 
@@ -676,3 +537,175 @@ class SQLiteStore(Store):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
+
+
+def _encode_lines(lines: Sequence[Line]) -> str:
+    return json.dumps([[line.scope, line.metric, line.amount] for line in lines])
+
+
+def _decode_lines(text: str) -> list[tuple[str, str, int]]:
+    return [(scope, metric, int(amount)) for scope, metric, amount in json.loads(text)]
+
+
+class _Tx:
+    """One transaction's view of the counters: read once per scope, written back in one go.
+
+    Inside BEGIN IMMEDIATE no other writer runs, so rows are loaded per scope on first use,
+    changed in memory, and upserted with absolute values by :meth:`flush`.
+    """
+
+    __slots__ = ("conn", "dirty", "now", "opts", "rows", "store")
+
+    def __init__(self, store: SQLiteStore, conn: sqlite3.Connection, now: float) -> None:
+        self.store = store
+        self.conn = conn
+        self.now = now
+        self.opts = store.options
+        self.rows: dict[str, dict[str, list[Any]]] = {}
+        self.dirty: set[tuple[str, str]] = set()
+
+    def scope_rows(self, scope: str) -> dict[str, list[Any]]:
+        rows = self.rows.get(scope)
+        if rows is None:
+            rows = self.rows[scope] = {
+                metric: [total, reserved, lo, hi]
+                for metric, total, reserved, lo, hi in self.conn.execute(
+                    "SELECT metric, total, reserved, lo, hi FROM ab_counters WHERE scope = ?",
+                    (scope,),
+                )
+            }
+        return rows
+
+    def row(self, scope: str, metric: str) -> list[Any]:
+        """[total, reserved, lo, hi] of a counter (a zero row if it is new)."""
+        rows = self.scope_rows(scope)
+        row = rows.get(metric)
+        if row is None:
+            row = rows[metric] = [0, 0, None, None]
+        return row
+
+    def committed(self, scope: str, metric: str) -> int:
+        """The counter's committed value, after dropping buckets that left the window."""
+        row = self.row(scope, metric)
+        lo = row[2]
+        if lo is None:
+            return int(row[0])
+        horizon = self.now - self.opts.window_seconds - self.opts.bucket_seconds
+        if lo > horizon:
+            return int(row[0])
+        conn = self.conn
+        if row[3] <= horizon:
+            conn.execute("DELETE FROM ab_buckets WHERE scope = ? AND metric = ?", (scope, metric))
+            row[0], row[2], row[3] = 0, None, None
+        else:
+            cutoff = math.floor(horizon)
+            (removed,) = conn.execute(
+                "SELECT COALESCE(SUM(amount), 0) FROM ab_buckets "
+                "WHERE scope = ? AND metric = ? AND start <= ?",
+                (scope, metric, cutoff),
+            ).fetchone()
+            conn.execute(
+                "DELETE FROM ab_buckets WHERE scope = ? AND metric = ? AND start <= ?",
+                (scope, metric, cutoff),
+            )
+            (new_lo,) = conn.execute(
+                "SELECT MIN(start) FROM ab_buckets WHERE scope = ? AND metric = ?",
+                (scope, metric),
+            ).fetchone()
+            row[0] -= removed
+            row[2] = new_lo if new_lo is not None else row[3]
+        self.dirty.add((scope, metric))
+        return int(row[0])
+
+    def add(self, scope: str, metric: str, amount: int) -> None:
+        """Add committed usage; a day metric into the bucket of now (or the newest one)."""
+        row = self.row(scope, metric)
+        if is_windowed(metric):
+            self.committed(scope, metric)
+            start = bucket_start(self.now, self.opts.bucket_seconds)
+            if row[3] is not None and row[3] > start:
+                start = row[3]  # a clock that stepped back: merge into the newest bucket
+            self.conn.execute(
+                "INSERT INTO ab_buckets (scope, metric, start, amount) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (scope, metric, start) DO UPDATE SET amount = amount + "
+                "excluded.amount",
+                (scope, metric, start, amount),
+            )
+            if row[2] is None:
+                row[2] = start
+            if row[3] is None or row[3] < start:
+                row[3] = start
+        row[0] += amount
+        self.dirty.add((scope, metric))
+
+    def flush(self) -> None:
+        if not self.dirty:
+            return
+        self.conn.executemany(
+            "INSERT INTO ab_counters (scope, metric, total, reserved, lo, hi) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, metric) DO UPDATE SET "
+            "total = excluded.total, reserved = excluded.reserved, lo = excluded.lo, "
+            "hi = excluded.hi",
+            [(s, m, *self.rows[s][m]) for s, m in self.dirty],
+        )
+        self.dirty.clear()
+
+    def reap(self) -> None:
+        """Free every hold whose expiry has passed."""
+        expired = self.conn.execute(
+            "SELECT hold_id, lines FROM ab_holds WHERE expires_at <= ?", (self.now,)
+        ).fetchall()
+        for hold_id, lines in expired:
+            self.drop_hold(hold_id, _decode_lines(lines))
+
+    def drop_hold(self, hold_id: str, entries: list[tuple[str, str, int]]) -> None:
+        for scope, metric, amount in entries:
+            row = self.scope_rows(scope).get(metric)
+            if row is not None:
+                row[1] -= amount
+                self.dirty.add((scope, metric))
+        self.conn.execute("DELETE FROM ab_holds WHERE hold_id = ?", (hold_id,))
+
+    def hold_state(self, hold_id: str) -> tuple[str | None, str | None]:
+        """(encoded lines of the live hold or None, finished state within the ttl or None)."""
+        row = self.conn.execute(
+            "SELECT (SELECT lines FROM ab_holds WHERE hold_id = ?), "
+            "(SELECT state FROM ab_done WHERE hold_id = ? AND expires_at > ?)",
+            (hold_id, hold_id, self.now),
+        ).fetchall()[0]
+        return row[0], row[1]
+
+    def finish(self, hold_id: str, state: str) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO ab_done (hold_id, state, expires_at) VALUES (?, ?, ?)",
+            (hold_id, state, self.now + self.opts.tombstone_ttl),
+        )
+
+    def touch(self, scopes: Sequence[str]) -> None:
+        """Record use of the scopes, for idle expiry (skipped when there is none)."""
+        if self.opts.idle_ttl is None:
+            return
+        self.conn.executemany(
+            "INSERT INTO ab_scopes (scope, touched) VALUES (?, ?) "
+            "ON CONFLICT (scope) DO UPDATE SET touched = excluded.touched",
+            [(scope, self.now) for scope in scopes],
+        )
+
+    def idle_check(self, scopes: Sequence[str]) -> None:
+        """Drop scopes unused for ``idle_ttl`` that hold nothing, as MemoryStore does."""
+        idle = self.opts.idle_ttl
+        if idle is None:
+            return
+        conn = self.conn
+        for scope in scopes:
+            found = conn.execute("SELECT touched FROM ab_scopes WHERE scope = ?", (scope,))
+            row = found.fetchone()
+            if row is None or row[0] > self.now - idle:
+                continue
+            if any(r[1] for r in self.scope_rows(scope).values()):
+                continue
+            conn.execute("DELETE FROM ab_counters WHERE scope = ?", (scope,))
+            conn.execute("DELETE FROM ab_buckets WHERE scope = ?", (scope,))
+            conn.execute("DELETE FROM ab_scopes WHERE scope = ?", (scope,))
+            self.rows[scope] = {}
+            self.dirty = {key for key in self.dirty if key[0] != scope}

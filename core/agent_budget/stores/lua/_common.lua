@@ -1,31 +1,35 @@
 -- Shared prelude of every agent-budget script; RedisStore prepends it to each operation.
 --
 -- KEYS[1] is the group's key base, "<prefix>:{<group>}:", so every key a script builds
--- shares one hash tag (one Redis Cluster slot). ARGV[1..6] are: caller's now (seconds),
--- "1" to use the server clock instead, window seconds, bucket seconds, idle ttl seconds
--- ("" for none), tombstone ttl seconds. Operation arguments start at ARGV[7].
+-- shares one hash tag (one Redis Cluster slot). ARGV[1] is the caller's now (seconds);
+-- ARGV[2] the store's settings, "<server clock 1|0> <window> <bucket> <idle ttl or empty>
+-- <tombstone ttl>". Operation arguments start at ARGV[3]. Lines travel as one string, each
+-- "<#scope>:<scope><#metric>:<metric><amount>[,<limit>];" (lengths in bytes), so any scope
+-- or metric name is safe and a call costs a handful of arguments.
 --
 -- Keys under the base:
 --   s:<scope>                    HASH  u (last use), t:<metric> committed, r:<metric> held,
 --                                      lo:/hi:<metric> oldest/newest bucket of a window
 --   w:<#scope>:<scope><metric>   HASH  bucket start -> amount, for "day:" metrics
---   holds                        HASH  hold id -> msgpack {scope, metric, amount, ...}
+--   holds                        HASH  hold id -> the reserve's encoded lines
 --   expiry                       ZSET  hold id scored by its expiry time
 --   d:<hold id>                  STRING "c:<expires>" or "r:<expires>" (committed/released)
--- Amounts are integers kept exact by HINCRBY; Lua compares them as doubles (exact < 2^53).
+-- Amounts are integers; Lua holds them as doubles, exact below 2^53 (about $9e6 in nano-USD
+-- per counter). Counter fields are written back once per script by flush().
 
 local BASE = KEYS[1]
+local CLOCK, WINDOW, BUCKET, IDLE, TOMB = string.match(ARGV[2], '^(%S+) (%S+) (%S+) (%S*) (%S+)$')
 local NOW
-if ARGV[2] == '1' then
+if CLOCK == '1' then
   local t = redis.call('TIME')
   NOW = tonumber(t[1]) + tonumber(t[2]) / 1000000
 else
   NOW = tonumber(ARGV[1])
 end
-local WINDOW = tonumber(ARGV[3])
-local BUCKET = tonumber(ARGV[4])
-local IDLE = tonumber(ARGV[5])
-local TOMB = tonumber(ARGV[6])
+WINDOW = tonumber(WINDOW)
+BUCKET = tonumber(BUCKET)
+IDLE = tonumber(IDLE)
+TOMB = tonumber(TOMB)
 local HOLDS = BASE .. 'holds'
 local EXPIRY = BASE .. 'expiry'
 local MARGIN = 60
@@ -39,8 +43,21 @@ local function ftime(t)
   return string.format('%.17g', t)
 end
 
-local function is_day(metric)
-  return string.sub(metric, 1, 4) == 'day:'
+-- Field names of a metric, made once per script: t: committed, r: held, lo:/hi: window.
+local META = {}
+local function meta(metric)
+  local m = META[metric]
+  if m == nil then
+    m = {
+      t = 't:' .. metric,
+      r = 'r:' .. metric,
+      lo = 'lo:' .. metric,
+      hi = 'hi:' .. metric,
+      day = string.sub(metric, 1, 4) == 'day:',
+    }
+    META[metric] = m
+  end
+  return m
 end
 
 local function window_key(scope, metric)
@@ -56,7 +73,7 @@ local function load(scope)
     local raw = redis.call('HGETALL', key)
     local f = {}
     for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
-    s = { name = scope, key = key, f = f, checked = false, dirty = false }
+    s = { name = scope, key = key, f = f, w = {}, checked = false, dirty = false }
     SCOPES[scope] = s
   end
   return s
@@ -68,28 +85,44 @@ local function num(s, field)
   return tonumber(v)
 end
 
+-- Field writes are buffered per scope and sent in one HSET (and one HDEL) by flush().
 local function hset(s, field, value)
-  redis.call('HSET', s.key, field, value)
   s.f[field] = value
+  s.w[field] = true
   s.dirty = true
 end
 
 local function hdel(s, field)
   if s.f[field] ~= nil then
-    redis.call('HDEL', s.key, field)
     s.f[field] = nil
+    s.w[field] = true
+    s.dirty = true
   end
 end
 
 local function incr(s, field, delta)
-  if delta == 0 then
-    if s.f[field] == nil then hset(s, field, '0') end
-    return num(s, field)
-  end
-  local v = redis.call('HINCRBY', s.key, field, fmt(delta))
-  s.f[field] = v
-  s.dirty = true
+  local v = num(s, field) + delta
+  hset(s, field, v)
   return v
+end
+
+local function flush()
+  for _, s in pairs(SCOPES) do
+    local sets, dels = {}, {}
+    for field, _ in pairs(s.w) do
+      local v = s.f[field]
+      if v == nil then
+        dels[#dels + 1] = field
+      else
+        sets[#sets + 1] = field
+        if type(v) == 'number' then v = fmt(v) end
+        sets[#sets + 1] = v
+      end
+    end
+    if #dels > 0 then redis.call('HDEL', s.key, unpack(dels)) end
+    if #sets > 0 then redis.call('HSET', s.key, unpack(sets)) end
+    s.w = {}
+  end
 end
 
 local function has_reserved(s)
@@ -112,27 +145,24 @@ local function idle_check(s)
   end
   redis.call('DEL', s.key)
   s.f = {}
-end
-
-local function touch(s)
-  hset(s, 'u', ftime(NOW))
+  s.w = {}
 end
 
 -- Committed value of a counter, after dropping window buckets that left the window.
 local function committed(s, metric)
-  local tf = 't:' .. metric
-  if not is_day(metric) then return num(s, tf) end
-  local lo = s.f['lo:' .. metric]
-  if lo == nil then return num(s, tf) end
+  local m = meta(metric)
+  if not m.day then return num(s, m.t) end
+  local lo = s.f[m.lo]
+  if lo == nil then return num(s, m.t) end
   lo = tonumber(lo)
   local horizon = NOW - WINDOW - BUCKET
-  if lo > horizon then return num(s, tf) end
+  if lo > horizon then return num(s, m.t) end
   local wkey = window_key(s.name, metric)
-  if tonumber(s.f['hi:' .. metric]) <= horizon then
+  if tonumber(s.f[m.hi]) <= horizon then
     redis.call('DEL', wkey)
-    hdel(s, 'lo:' .. metric)
-    hdel(s, 'hi:' .. metric)
-    hset(s, tf, '0')
+    hdel(s, m.lo)
+    hdel(s, m.hi)
+    hset(s, m.t, 0)
     return 0
   end
   local removed = 0
@@ -146,31 +176,54 @@ local function committed(s, metric)
     end
     b = b + BUCKET
   end
-  hset(s, 'lo:' .. metric, fmt(b))
-  return incr(s, tf, -removed)
+  hset(s, m.lo, b)
+  return incr(s, m.t, -removed)
 end
 
 -- Add a committed amount; a "day:" amount lands in the bucket of NOW (or the newest one,
 -- if the clock stepped back).
 local function add(s, metric, amount)
-  if is_day(metric) then
+  local m = meta(metric)
+  if m.day then
     committed(s, metric)
     local start = math.floor(NOW / BUCKET) * BUCKET
-    local hi = s.f['hi:' .. metric]
-    if hi ~= nil and tonumber(hi) > start then start = tonumber(hi) end
+    local hi = s.f[m.hi]
+    if hi ~= nil then
+      hi = tonumber(hi)
+      if hi > start then start = hi end
+    end
     redis.call('HINCRBY', window_key(s.name, metric), fmt(start), fmt(amount))
-    if s.f['lo:' .. metric] == nil then hset(s, 'lo:' .. metric, fmt(start)) end
-    if hi == nil or tonumber(hi) < start then hset(s, 'hi:' .. metric, fmt(start)) end
+    if s.f[m.lo] == nil then hset(s, m.lo, start) end
+    if hi == nil or hi < start then hset(s, m.hi, start) end
   end
-  incr(s, 't:' .. metric, amount)
+  incr(s, m.t, amount)
+end
+
+-- Decode encoded lines into {scope, metric, amount, limit (nil for none)} tables.
+local function parse_lines(blob)
+  local out = {}
+  local pos = 1
+  local len = #blob
+  while pos <= len do
+    local colon = string.find(blob, ':', pos, true)
+    local stop = colon + tonumber(string.sub(blob, pos, colon - 1))
+    local scope = string.sub(blob, colon + 1, stop)
+    colon = string.find(blob, ':', stop + 1, true)
+    local mstop = colon + tonumber(string.sub(blob, stop + 1, colon - 1))
+    local metric = string.sub(blob, colon + 1, mstop)
+    local semi = string.find(blob, ';', mstop + 1, true)
+    local amount, limit = string.match(string.sub(blob, mstop + 1, semi - 1), '^([^,]+),?(.*)$')
+    out[#out + 1] = { scope, metric, tonumber(amount), tonumber(limit) }
+    pos = semi + 1
+  end
+  return out
 end
 
 local function drop_hold(id, packed)
-  local e = cmsgpack.unpack(packed)
-  for i = 1, #e, 3 do
-    local s = load(e[i])
-    local field = 'r:' .. e[i + 1]
-    if s.f[field] ~= nil then incr(s, field, -tonumber(e[i + 2])) end
+  for _, e in ipairs(parse_lines(packed)) do
+    local s = load(e[1])
+    local field = meta(e[2]).r
+    if s.f[field] ~= nil then incr(s, field, -e[3]) end
   end
   redis.call('HDEL', HOLDS, id)
   redis.call('ZREM', EXPIRY, id)
@@ -190,9 +243,8 @@ local function reap()
 end
 
 local function hold_scopes(packed)
-  local e = cmsgpack.unpack(packed)
   local out = {}
-  for i = 1, #e, 3 do out[#out + 1] = e[i] end
+  for _, e in ipairs(parse_lines(packed)) do out[#out + 1] = e[1] end
   return out
 end
 
@@ -218,7 +270,8 @@ local function extend(key, ms, keep_longer)
   redis.call('PEXPIRE', key, fmt(ms))
 end
 
--- With an idle ttl, give every key written a real TTL too, so abandoned scopes leave Redis.
+-- With an idle ttl, give every key written a real TTL too, so abandoned scopes leave Redis
+-- (call after flush).
 -- A key that holds budget never gets a TTL shorter than the one it has; the holds keys
 -- always outlive the counters they refer to.
 local function expire_written(hold_ttl)

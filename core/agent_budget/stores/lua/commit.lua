@@ -1,9 +1,8 @@
--- commit: ARGV[7] hold id, then three values per line: scope, metric, amount.
--- Frees the hold (if live) and adds the amounts once per hold id, even above a limit.
--- Returns {applied, committed1, reserved1, ...} as strings, the levels after it.
-local id = ARGV[7]
-local first = 8
-local n = (#ARGV - first + 1) / 3
+-- commit: ARGV[3] hold id, ARGV[4] the encoded lines (no limits). Frees the hold (if live)
+-- and adds the amounts once per hold id, even above a limit. Returns "<applied 1|0>
+-- <committed1> <reserved1> ...", the levels after it.
+local id = ARGV[3]
+local lines = parse_lines(ARGV[4])
 
 reap()
 
@@ -11,29 +10,27 @@ local packed = redis.call('HGET', HOLDS, id)
 if packed then
   for _, scope in ipairs(hold_scopes(packed)) do idle_check(load(scope)) end
 end
-for i = 0, n - 1 do idle_check(load(ARGV[first + i * 3])) end
+for _, e in ipairs(lines) do idle_check(load(e[1])) end
 if packed then drop_hold(id, packed) end
 
 local state = tombstone(id)
 local applied = state == nil or state == 'r'
-for i = 0, n - 1 do
-  local s = load(ARGV[first + i * 3])
-  if s.f['u'] ~= ftime(NOW) then touch(s) end
+local stamp = ftime(NOW)
+for _, e in ipairs(lines) do
+  local s = load(e[1])
+  if s.f['u'] ~= stamp then hset(s, 'u', stamp) end
 end
 if applied then
-  for i = 0, n - 1 do
-    local j = first + i * 3
-    add(load(ARGV[j]), ARGV[j + 1], tonumber(ARGV[j + 2]))
-  end
+  for _, e in ipairs(lines) do add(load(e[1]), e[2], e[3]) end
   finish(id, 'c')
 end
 
 local out = { applied and '1' or '0' }
-for i = 0, n - 1 do
-  local j = first + i * 3
-  local s = load(ARGV[j])
-  out[#out + 1] = fmt(committed(s, ARGV[j + 1]))
-  out[#out + 1] = fmt(num(s, 'r:' .. ARGV[j + 1]))
+for _, e in ipairs(lines) do
+  local s = load(e[1])
+  out[#out + 1] = fmt(committed(s, e[2]))
+  out[#out + 1] = fmt(num(s, meta(e[2]).r))
 end
+flush()
 expire_written(nil)
-return out
+return table.concat(out, ' ')

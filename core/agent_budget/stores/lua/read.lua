@@ -1,9 +1,9 @@
--- read: ARGV[7] scope. Returns {metric1, committed1, reserved1, ...} for every counter of
+-- read: ARGV[3] scope. Returns {metric1, committed1, reserved1, ...} for every counter of
 -- the scope that is non-zero or held.
 local s
 
 reap()
-s = load(ARGV[7])
+s = load(ARGV[3])
 idle_check(s)
 
 local metrics = {}
@@ -14,12 +14,13 @@ end
 local out = {}
 for metric, _ in pairs(metrics) do
   local c = committed(s, metric)
-  local r = num(s, 'r:' .. metric)
+  local r = num(s, meta(metric).r)
   if c ~= 0 or r ~= 0 then
     out[#out + 1] = metric
     out[#out + 1] = fmt(c)
     out[#out + 1] = fmt(r)
   end
 end
+flush()
 expire_written(nil)
 return out

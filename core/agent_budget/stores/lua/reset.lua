@@ -1,7 +1,7 @@
--- reset: ARGV[7] scope, ARGV[8] metric prefix. Zeroes the committed value of the scope's
+-- reset: ARGV[3] scope, ARGV[4] metric prefix. Zeroes the committed value of the scope's
 -- counters whose metric starts with the prefix; holds stay.
-local s = load(ARGV[7])
-local prefix = ARGV[8]
+local s = load(ARGV[3])
+local prefix = ARGV[4]
 local metrics = {}
 for k, _ in pairs(s.f) do
   if string.sub(k, 1, 2) == 't:' then
@@ -10,11 +10,13 @@ for k, _ in pairs(s.f) do
   end
 end
 for _, metric in ipairs(metrics) do
-  hset(s, 't:' .. metric, '0')
-  if s.f['lo:' .. metric] ~= nil then
+  local m = meta(metric)
+  hset(s, m.t, 0)
+  if s.f[m.lo] ~= nil then
     redis.call('DEL', window_key(s.name, metric))
-    hdel(s, 'lo:' .. metric)
-    hdel(s, 'hi:' .. metric)
+    hdel(s, m.lo)
+    hdel(s, m.hi)
   end
 end
+flush()
 return 1

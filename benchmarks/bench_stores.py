@@ -1,0 +1,434 @@
+"""Stores: reserve+commit pairs per second on memory, SQLite and Redis, 1 and 8 processes.
+
+Each store runs the same Budget (four caps: session and day, tokens and USD; one reserve
+then one commit per pair) and, below it, the bare store calls with prebuilt lines. Next to
+them, the raw ceiling measured in the same run: for SQLite a bare ``BEGIN IMMEDIATE;
+INSERT ... ON CONFLICT DO UPDATE; COMMIT`` transaction on a file with the same pragmas, for
+Redis a bare ``EVALSHA`` of ``return 1`` (one round trip). A pair is two operations, so the
+ceiling for a pair is two bare transactions or round trips. Redis runs one EVALSHA per
+operation; the target is Redis at least half its bare round-trip rate. The case starts its
+own redis-server on a free loopback port (the Redis rows are left out, with a note, when no
+redis-server binary exists). Memory cannot be shared between processes, so its "8" rows
+are 8 threads on one MemoryStore.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent_budget import Budget, BudgetScope, MemoryStore, Usage
+from agent_budget.rates import RateTable
+from agent_budget.scope import Metric
+from agent_budget.stores import Line, Store
+
+from .harness import Table, interleaved
+
+__all__ = ["run"]
+
+MODEL = "gpt-4o-mini"
+BIG = 10**15
+IN_TOKENS, MAX_OUT, OUT_TOKENS = 1200, 400, 350
+PROCESSES = 8
+TARGET = 0.5
+START = 1_800_000_000.0
+
+
+# -- what one pair is, at each level -------------------------------------------------------------
+
+
+def _scope() -> BudgetScope:
+    return BudgetScope(
+        "bench",
+        max_tokens_per_session=BIG,
+        max_cost_per_session_usd=10**6,
+        max_tokens_per_day=BIG,
+        max_cost_per_day_usd=10**6,
+    )
+
+
+def _lines() -> tuple[list[Line], list[Line]]:
+    """The lines Budget sends for one call: four capped on reserve, six on commit."""
+    rates = RateTable().resolve(MODEL).rates
+    worst = rates.worst_case_nanos(IN_TOKENS, MAX_OUT)
+    cost = rates.cost_nanos(Usage(IN_TOKENS, OUT_TOKENS))
+    tokens = IN_TOKENS + MAX_OUT
+    used = IN_TOKENS + OUT_TOKENS
+    reserve = [
+        Line("bench", Metric.SESSION_TOKENS, tokens, BIG),
+        Line("bench", Metric.SESSION_COST, worst, BIG),
+        Line("bench", Metric.DAY_TOKENS, tokens, BIG),
+        Line("bench", Metric.DAY_COST, worst, BIG),
+    ]
+    commit = [
+        Line("bench", Metric.SESSION_TOKENS, used),
+        Line("bench", Metric.SESSION_COST, cost),
+        Line("bench", Metric.DAY_TOKENS, used),
+        Line("bench", Metric.DAY_COST, cost),
+        Line("bench", Metric.model_tokens(MODEL), used),
+        Line("bench", Metric.model_cost(MODEL), cost),
+    ]
+    return reserve, commit
+
+
+def budget_pairs(store: Store) -> Callable[[int], None]:
+    """``op(k)``: k reserve+commit pairs through a Budget on ``store``."""
+    budget = Budget(_scope(), store=store, hold_ttl=600)
+    usage = Usage(IN_TOKENS, OUT_TOKENS)
+
+    def op(k: int) -> None:
+        for _ in range(k):
+            budget.commit(budget.reserve(MODEL, IN_TOKENS, MAX_OUT), usage)
+
+    return op
+
+
+def store_pairs(store: Store) -> Callable[[int], None]:
+    """``op(k)``: k reserve+commit pairs straight on the store, prebuilt lines."""
+    reserve, commit = _lines()
+
+    def op(k: int) -> None:
+        for _ in range(k):
+            hold = uuid.uuid4().hex
+            now = time.time()
+            store.reserve(hold, reserve, now=now, ttl=600, group="bench")
+            store.commit(hold, commit, now=now, group="bench")
+
+    return op
+
+
+def sqlite_bare(path: str) -> Callable[[int], None]:
+    """``op(k)``: 2k bare upsert transactions (the SQLite ceiling for k pairs)."""
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS bare (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    sql = "INSERT INTO bare (k, v) VALUES ('x', 1) ON CONFLICT (k) DO UPDATE SET v = v + 1"
+
+    def op(k: int) -> None:
+        for _ in range(2 * k):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(sql)
+            conn.execute("COMMIT")
+
+    return op
+
+
+def redis_bare(url: str) -> Callable[[int], None]:
+    """``op(k)``: 2k bare EVALSHA round trips (the Redis ceiling for k pairs)."""
+    import redis
+
+    client = redis.Redis.from_url(url.split("?")[0])
+    sha = client.script_load("return 1")
+
+    def op(k: int) -> None:
+        for _ in range(2 * k):
+            client.evalsha(sha, 1, "ab:{bench}:bare")
+
+    return op
+
+
+def _make(kind: str, target: str) -> Callable[[int], None]:
+    """Build one measured operation by name (also in spawned worker processes)."""
+    if kind == "sqlite bare":
+        return sqlite_bare(target)
+    if kind == "redis bare":
+        return redis_bare(target)
+    store = Store.from_url(target)
+    return budget_pairs(store) if kind.endswith("Budget") else store_pairs(store)
+
+
+# -- 8 processes ------------------------------------------------------------------------------
+
+
+def _worker(commands: Any, results: Any, barrier: Any) -> None:
+    """A persistent worker: build the op a command names, wait for all, run it, report."""
+    while True:
+        command = commands.get()
+        if command is None:
+            return
+        kind, target, k = command
+        try:
+            op = _make(kind, target)
+            op(1)  # connect and warm up outside the timed part
+            barrier.wait(timeout=120)
+            start = time.monotonic()
+            op(k)
+            results.put((start, time.monotonic(), None))
+        except Exception as exc:
+            barrier.abort()
+            results.put((0.0, 0.0, repr(exc)))
+
+
+class _Pool:
+    """PROCESSES spawned workers reused for every multi-process measurement."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.commands = ctx.Queue()
+        self.results = ctx.Queue()
+        self.barrier = ctx.Barrier(PROCESSES)
+        self.procs = [
+            ctx.Process(target=_worker, args=(self.commands, self.results, self.barrier))
+            for _ in range(PROCESSES)
+        ]
+        for proc in self.procs:
+            proc.start()
+
+    def pairs_per_second(self, kind: str, target: str, k: int) -> float:
+        """All workers run k pairs at once; total pairs over the wall time of the run."""
+        self.barrier.reset()
+        for _ in self.procs:
+            self.commands.put((kind, target, k))
+        spans = [self.results.get(timeout=600) for _ in self.procs]
+        errors = [s[2] for s in spans if s[2]]
+        if errors:
+            raise RuntimeError(f"{kind}: {errors[0]}")
+        wall = max(s[1] for s in spans) - min(s[0] for s in spans)
+        return PROCESSES * k / wall
+
+    def close(self) -> None:
+        for _ in self.procs:
+            self.commands.put(None)
+        for proc in self.procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+def _threads_pairs_per_second(op: Callable[[int], None], k: int) -> float:
+    barrier = threading.Barrier(PROCESSES)
+    spans: list[tuple[float, float]] = []
+
+    def work() -> None:
+        barrier.wait()
+        start = time.monotonic()
+        op(k)
+        spans.append((start, time.monotonic()))
+
+    threads = [threading.Thread(target=work) for _ in range(PROCESSES)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = max(s[1] for s in spans) - min(s[0] for s in spans)
+    return PROCESSES * k / wall
+
+
+# -- a private redis-server -----------------------------------------------------------------------
+
+
+class _RedisServer:
+    """redis-server on a free loopback port in a temporary directory, no persistence."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if redis.Redis(port=self.port, socket_connect_timeout=1).ping():
+                    break
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise
+                time.sleep(0.02)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def _redis_binary() -> str | None:
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        return None
+    return shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None
+    )
+
+
+def _server_side_note(port: int, single: dict[str, Callable[[int], None]], n: int) -> str:
+    """Server CPU per EVALSHA (INFO commandstats): our scripts against ``return 1``."""
+    import redis
+
+    client = redis.Redis(port=port)
+    per_call = {}
+    for name in ("redis store", "redis bare"):
+        client.config_resetstat()
+        single[name](n)
+        per_call[name] = client.info("commandstats")["cmdstat_evalsha"]["usec_per_call"]
+    client.close()
+    return (
+        f"Server-side time per EVALSHA (INFO commandstats): {per_call['redis store']:.1f} us "
+        f"for our reserve/commit scripts (average), {per_call['redis bare']:.1f} us for the "
+        "bare script; the rest of a round trip is the client and the network stack."
+    )
+
+
+# -- the case -----------------------------------------------------------------------------------
+
+
+def _rate(us_per_pair: float) -> str:
+    return f"{1e6 / us_per_pair:,.0f}"
+
+
+def run(quick: bool = False) -> list[Table]:
+    """Measure every store at 1 and 8 processes next to its raw ceiling."""
+    n, rounds, k_multi = (150, 3, 150) if quick else (2000, 5, 1500)
+    with tempfile.TemporaryDirectory(prefix="ab-bench-stores-") as tmp:
+        work = Path(tmp)
+        db = str(work / "budget.db")
+        bare_db = str(work / "bare.db")
+        sqlite_url = f"sqlite:///{db}?busy_timeout=60"
+        binary = _redis_binary()
+        server = _RedisServer(binary, work) if binary else None
+        notes: list[str] = []
+        try:
+            redis_url = f"{server.url}?key_prefix=bench" if server else None
+            single: dict[str, Callable[[int], None]] = {
+                "memory Budget": budget_pairs(MemoryStore()),
+                "memory store": store_pairs(MemoryStore()),
+                "sqlite Budget": _make("sqlite Budget", sqlite_url),
+                "sqlite store": _make("sqlite store", sqlite_url),
+                "sqlite bare": sqlite_bare(bare_db),
+            }
+            if redis_url:
+                single.update(
+                    {
+                        "redis Budget": _make("redis Budget", redis_url),
+                        "redis store": _make("redis store", redis_url),
+                        "redis bare": redis_bare(redis_url),
+                    }
+                )
+            else:
+                notes.append("Redis rows left out: no redis-server binary or redis-py.")
+            for op in single.values():
+                op(5)  # connect, load scripts, create tables
+            one = interleaved(single, n, rounds)
+            if server:
+                notes.append(_server_side_note(server.port, single, n))
+
+            multi: dict[str, float] = {}
+            shared = MemoryStore()
+            multi["memory Budget"] = _threads_pairs_per_second(budget_pairs(shared), k_multi)
+            multi["memory store"] = _threads_pairs_per_second(store_pairs(shared), k_multi)
+            pool = _Pool()
+            try:
+                kinds = [
+                    ("sqlite Budget", sqlite_url),
+                    ("sqlite store", sqlite_url),
+                    ("sqlite bare", bare_db),
+                ]
+                if redis_url:
+                    kinds += [
+                        ("redis Budget", redis_url),
+                        ("redis store", redis_url),
+                        ("redis bare", redis_url),
+                    ]
+                for kind, target in kinds:
+                    multi[kind] = pool.pairs_per_second(kind, target, k_multi)
+            finally:
+                pool.close()
+        finally:
+            if server:
+                server.stop()
+
+    ceilings = {"memory": None, "sqlite": "sqlite bare", "redis": "redis bare"}
+    rows = []
+    for name, us in one.items():
+        family = name.split()[0]
+        ceiling = ceilings[family]
+        ratio_one = f"{one[ceiling] / us:.2f}" if ceiling and name != ceiling else ""
+        rate_multi = multi.get(name)
+        ratio_multi = (
+            f"{rate_multi / multi[ceiling]:.2f}"
+            if ceiling and name != ceiling and rate_multi and ceiling in multi
+            else ""
+        )
+        rows.append(
+            [
+                name,
+                f"{us:.1f}",
+                _rate(us),
+                ratio_one,
+                f"{rate_multi:,.0f}" if rate_multi else "",
+                ratio_multi,
+            ]
+        )
+    if "redis store" in one:
+        reached = one["redis bare"] / one["redis store"]
+        verdict = "met" if reached >= TARGET else "NOT met"
+        notes.append(
+            f"Target: Redis at least {TARGET:.1f}x its bare EVALSHA round-trip rate, one round "
+            f"trip per operation: store {reached:.2f}x at 1 process ({verdict})."
+        )
+    notes += [
+        f"1 process: {n} pairs per round, {rounds} rounds, median, interleaved. 8 processes: "
+        f"{k_multi} pairs each, started together (spawned workers, connected and warm); "
+        "pairs/s is the total over the wall time of the run.",
+        "x ceiling = this row's pairs/s divided by the bare ceiling's (1.00 = as fast as a "
+        "bare transaction or round trip per operation). bare rows count two transactions or "
+        "round trips as one pair.",
+        f"Machine: {os.cpu_count()} CPUs shared by {PROCESSES} processes; "
+        f"python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}.",
+    ]
+    table = Table(
+        "Stores: reserve+commit pairs per second, next to each backend's raw ceiling",
+        ["case", "1 proc us/pair", "1 proc pairs/s", "x ceiling", "8 procs pairs/s", "x ceiling"],
+        rows,
+        notes,
+    )
+    return [table]
+
+
+def main() -> None:
+    """``python -m benchmarks.bench_stores [--quick]``: print the table."""
+    for table in run(quick="--quick" in sys.argv):
+        print(table.text())
+
+
+if __name__ == "__main__":
+    main()
