@@ -2,16 +2,14 @@
 no-op legacy handler and LlamaIndex's own ``TokenCountingHandler``, all timed interleaved in
 one process. "agent-budget" is our legacy handler alone (reserve before, commit after, on
 the in-memory store); "agent-budget install()" adds the instrumentation span and event
-handlers that ``install()`` registers on the root dispatcher. The second table times calls
-at the start and again after many calls through the same handler: ours stays flat (its
-state is O(1) per call), while ``TokenCountingHandler(token_budget=...)`` re-sums every
-event it has seen on each call.
+handlers that ``install()`` registers on the root dispatcher. The second table times a
+fresh handler against one that has already handled many calls: ours stays flat (it keeps
+no state per finished call), while ``TokenCountingHandler(token_budget=...)`` re-sums
+every event it has seen on each call.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -129,21 +127,15 @@ def _installed_loop() -> Callable[[int], None]:
     return run
 
 
-def _per_call(llm: MockLLM, block: int) -> float:
-    """Median microseconds per call over three blocks of ``block`` calls."""
-    samples = []
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(block):
-            llm.complete(PROMPT)
-        samples.append((time.perf_counter() - start) / block * 1e6)
-    return statistics.median(samples)
-
-
-def _growth_row(name: str, llm: MockLLM, calls: int, block: int) -> list[str]:
-    before = _per_call(llm, block)
-    _loop(llm)(calls)
-    after = _per_call(llm, block)
+def _growth_row(
+    name: str, make: Callable[[], MockLLM], calls: int, n: int, rounds: int
+) -> list[str]:
+    """Time a fresh handler and one that has already seen ``calls`` calls, interleaved (so
+    machine noise hits both alike); their ratio is the growth."""
+    fresh, aged = make(), make()
+    _loop(aged)(calls)
+    timed = interleaved({"fresh": _loop(fresh), "aged": _loop(aged)}, n, rounds)
+    before, after = timed["fresh"], timed["aged"]
     return [name, f"{calls:,}", f"{before:.2f}", f"{after:.2f}", f"{after / before:.2f}"]
 
 
@@ -175,21 +167,22 @@ def run(quick: bool) -> list[Table]:
         theirs_calls = 500 if quick else 5_000
         block = 200 if quick else 2_000
         rows = [
-            _growth_row("agent-budget", _llm(_handler()), ours_calls, block),
+            _growth_row("agent-budget", lambda: _llm(_handler()), ours_calls, block, rounds),
             _growth_row(
                 "TokenCountingHandler(token_budget)",
-                _llm(TokenCountingHandler(tokenizer=tokenizer, token_budget=BIG)),
+                lambda: _llm(TokenCountingHandler(tokenizer=tokenizer, token_budget=BIG)),
                 theirs_calls,
                 block,
+                rounds,
             ),
         ]
         growth = Table(
-            "Per-call cost at the start and after many calls",
-            ["case", "calls in between", "us/call at start", "us/call after", "x start"],
+            "Per-call cost of a fresh handler and of one after many calls",
+            ["case", "calls before", "us/call fresh", "us/call after", "x fresh"],
             rows,
             [
-                f"Each us/call is the median of three blocks of {block:,} calls through the "
-                "same handler and budget.",
+                f"A fresh handler and an aged one (same budget set-up) are timed interleaved, "
+                f"{block:,} calls per round, {rounds} rounds, median.",
                 "TokenCountingHandler with token_budget sums every recorded event on each "
                 "start and end; it is shown after fewer calls because its cost grows "
                 "linearly with them.",
