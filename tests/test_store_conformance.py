@@ -7,7 +7,9 @@ then through Budget and BudgetManager, which must behave the same whatever holds
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -678,3 +680,132 @@ def test_window_storage_stays_bounded(store_factory: StoreFactory, clock: FakeCl
     # two windowed metrics (day:tokens, day:cost), each at most window/bucket + 2 buckets
     assert _stored_buckets(store_factory, store) <= 2 * (86400 // 900 + 2)
     assert budget.summary()["day"]["tokens"] == 96
+
+
+def test_threads_share_one_store_handle(store_factory: StoreFactory, clock: FakeClock) -> None:
+    import threading
+
+    store = store_factory()
+    admitted: list[int] = []
+    lock = threading.Lock()
+
+    def work(index: int) -> None:
+        for i in range(25):
+            hold = f"t{index}-{i}"
+            if store.reserve(
+                hold, [L("s", "session:tokens", 7, 500)], now=clock(), ttl=60, group=G
+            ).admitted:
+                store.commit(hold, [L("s", "session:tokens", 7)], now=clock(), group=G)
+                with lock:
+                    admitted.append(7)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(admitted) == 497  # 71 calls of 7 fit under 500
+    assert store.read("s", now=clock(), group=G) == {"session:tokens": Level(497, 0)}
+
+
+# -- Redis specifics ---------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_redis_idle_keys_get_a_ttl_and_holds_outlive_their_counters(
+    redis_url: str, clock: FakeClock
+) -> None:
+    import redis
+
+    store = Store.from_url(redis_url + "?server_time=0&idle_ttl=100&tombstone_ttl=30")
+    client = redis.Redis.from_url(redis_url)
+    store.commit("c", [L("s", "day:cost", 5), L("s", "session:cost", 5)], now=clock(), group=G)
+    keys = {k.decode(): client.pttl(k) for k in client.keys("ab:{tenant}:*")}
+    assert keys["ab:{tenant}:d:c"] <= 30_000  # tombstone
+    scope_ttl = keys["ab:{tenant}:s:s"]
+    window = [k for k in keys if ":w:" in k]
+    assert len(window) == 1 and 0 < keys[window[0]] <= 160_000
+    assert 0 < scope_ttl <= 160_000  # idle_ttl plus a 60 s margin
+    store.reserve("h", [L("s", "session:cost", 1, 100)], now=clock(), ttl=1000, group=G)
+    held = client.pttl("ab:{tenant}:s:s")
+    assert held > 1_000_000  # a scope holding budget lives at least as long as its hold
+    assert client.pttl("ab:{tenant}:holds") >= held - 5_000  # set by the same script
+    assert client.pttl("ab:{tenant}:expiry") >= held - 5_000
+    store.commit("c2", [L("s", "session:cost", 1)], now=clock(), group=G)
+    assert client.pttl("ab:{tenant}:s:s") >= held - 5_000  # never shortened while held
+    store.close()
+    client.close()
+
+
+@pytest.mark.redis
+def test_redis_uses_the_server_clock_by_default(redis_url: str) -> None:
+    store = Store.from_url(redis_url)  # server_time on: callers' clocks are ignored
+    lines = [L("s", "session:tokens", 10, 10)]
+    assert store.reserve("h", lines, now=0.0, ttl=60, group=G).admitted
+    far = 4_000_000_000.0  # a caller whose clock is far ahead expires nothing
+    assert not store.reserve("h2", lines, now=far, ttl=60, group=G).admitted
+    assert store.read("s", now=far, group=G) == {"session:tokens": Level(0, 10)}
+    store.close()
+
+
+@pytest.mark.redis
+def test_redis_answers_a_replayed_reserve_without_holding_twice(
+    redis_url: str, clock: FakeClock
+) -> None:
+    store = Store.from_url(redis_url + "?server_time=0")
+    lines = [L("s", "session:tokens", 40, 100)]
+    first = store.reserve("h", lines, now=clock(), ttl=60, group=G)
+    replay = store.reserve("h", lines, now=clock(), ttl=60, group=G)  # a client retry
+    assert first == replay
+    assert store.read("s", now=clock(), group=G) == {"session:tokens": Level(0, 40)}
+    store.close()
+
+
+# -- SQLite specifics --------------------------------------------------------------------------
+
+
+def test_sqlite_ledger_keeps_records_for_the_retention(tmp_path: Path, clock: FakeClock) -> None:
+    from agent_budget.stores.sqlite import SQLiteStore
+
+    store = Store.from_url(f"sqlite:///{tmp_path / 'l.db'}?retention_days=1")
+    assert isinstance(store, SQLiteStore)
+    budget = Budget(BudgetScope("s"), RATES, store=store, clock=clock)
+    first = budget.record("sess", "test-model", 10, 5, {"ticket": "T-1"})
+    rows = store.ledger(scope="s")
+    assert len(rows) == 1
+    assert rows[0]["cost_nanos"] == first.cost_nanos and rows[0]["metadata"] == {"ticket": "T-1"}
+    clock.advance(86_400 + 120)
+    budget.record("sess", "test-model", 1, 0)
+    assert [row["input_tokens"] for row in store.ledger()] == [1]
+    assert budget.summary()["session"]["tokens"] == 16  # counters keep what the ledger drops
+    store.close()
+
+
+def _fork_child_commit(path: str) -> None:
+    from agent_budget.stores.sqlite import SQLiteStore
+
+    store = _FORK_STORE.get("store")
+    assert isinstance(store, SQLiteStore)
+    store.commit("child", [L("s", "session:tokens", 5)], now=1.0, group=G)
+
+
+_FORK_STORE: dict[str, Store] = {}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_sqlite_store_survives_a_fork(tmp_path: Path) -> None:
+    import multiprocessing
+
+    store = Store.from_url(f"sqlite:///{tmp_path / 'f.db'}")
+    store.commit("parent", [L("s", "session:tokens", 3)], now=1.0, group=G)
+    _FORK_STORE["store"] = store  # the child inherits this very object, connection included
+    child = multiprocessing.get_context("fork").Process(
+        target=_fork_child_commit, args=(str(tmp_path / "f.db"),)
+    )
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    store.commit("parent2", [L("s", "session:tokens", 2)], now=1.0, group=G)
+    assert store.read("s", now=1.0, group=G) == {"session:tokens": Level(10, 0)}
+    _FORK_STORE.clear()
+    store.close()

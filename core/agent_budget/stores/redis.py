@@ -275,14 +275,14 @@ class RedisStore(Store):
                 store_opts[name] = options.pop(name)
         if "options" in options:
             store_opts["options"] = options.pop("options")
-        valid = _client_parameters(redis, cluster)
+        valid = _client_parameters(cluster)
         unknown = sorted(set(options) - valid)
         if unknown:
             raise StoreConfigError(f"unknown Redis store option(s): {', '.join(unknown)}")
         retries = store_opts.pop("retries", 1)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise StoreConfigError(f"retries must be a non-negative int, got {retries!r}")
-        client_kwargs = _client_defaults(redis, retries)
+        client_kwargs = _client_defaults(retries)
         client_kwargs.update(options)
         host, port = nodes[0] if nodes else ("localhost", 6379)
         host_text = f"[{host}]" if ":" in host else host
@@ -470,7 +470,7 @@ def _levels(flat: Sequence[Any]) -> tuple[Level, ...]:
     return tuple(Level(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2))
 
 
-def _client_defaults(redis: Any, retries: int) -> dict[str, Any]:
+def _client_defaults(retries: int) -> dict[str, Any]:
     """Short timeouts and few retries: a budget check must fail fast when Redis is down."""
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
@@ -483,7 +483,8 @@ def _client_defaults(redis: Any, retries: int) -> dict[str, Any]:
 
 
 @cache
-def _client_parameters_cached(cluster: bool) -> frozenset[str]:
+def _client_parameters(cluster: bool) -> frozenset[str]:
+    """Keyword options redis-py's client accepts, to reject unknown ones up front."""
     redis = _redis_module()
     names = set(inspect.signature(redis.Redis.__init__).parameters)
     if cluster:
@@ -492,7 +493,3 @@ def _client_parameters_cached(cluster: bool) -> frozenset[str]:
         names |= set(inspect.signature(RedisCluster.__init__).parameters)
     names -= {"self", "kwargs", "args"}
     return frozenset(names)
-
-
-def _client_parameters(redis: Any, cluster: bool) -> frozenset[str]:
-    return _client_parameters_cached(cluster)
