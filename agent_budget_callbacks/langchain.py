@@ -36,11 +36,11 @@ from langchain_core.tracers.context import register_configure_hook
 
 from agent_budget import (
     Budget,
-    BudgetError,
     BudgetManager,
     Reservation,
     RunTracker,
     TokenCounter,
+    UnknownScopeError,
     Usage,
     default_counter,
 )
@@ -321,14 +321,14 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         assert self._manager is not None
         scope = metadata.get(self._scope_key) or self._scope
         if not scope:
-            raise BudgetError(
+            raise UnknownScopeError(
                 f"no budget scope for this call: set config={{'metadata': "
                 f"{{{self._scope_key!r}: ...}}}} or BudgetCallbackHandler(scope=...)"
             )
         parent = metadata.get(self._parent_key) or self._parent
         budget = self._manager.get(str(scope), parent=str(parent) if parent else None)
         if budget is None:
-            raise BudgetError(
+            raise UnknownScopeError(
                 f"no budget scope named {str(scope)!r}: register it or add a template whose "
                 f"prefix matches it"
             )
@@ -446,11 +446,12 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         # The provider billed what it produced before the stream stopped. Chunks rarely
         # carry usage until the last one, so count the text received when that is more.
         produced = self._counter.count_text(text) if text else 0
-        usage = _partial_usage(usage, reservation.input_tokens, produced)
+        counted = _partial_usage(usage, reservation.input_tokens, produced)
         reservation.commit(
-            usage,
+            counted,
             model=reported.model if reported is not None else None,
             metadata={"partial": True, "error": type(error).__name__},
+            estimated=counted != usage,
         )
 
 

@@ -184,14 +184,6 @@ def test_per_model_totals_across_providers(clock: Any) -> None:
     assert per_model["claude-sonnet-4-5"]["tokens"] == 1500
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core usage_from_mapping ignores ChatAnthropic's ephemeral_5m/1h_input_tokens: when the "
-        "API reports its cache_creation breakdown, LangChain sets cache_creation to 0 and the "
-        "cache write is priced as plain input (reported to the lead)"
-    ),
-)
 def test_anthropic_cache_write_with_ttl_breakdown() -> None:
     meta = {
         "input_tokens": 2000,

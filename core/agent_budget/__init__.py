@@ -12,6 +12,7 @@ from .errors import (
     StoreError,
     StoreUnavailableError,
     UnknownModelError,
+    UnknownScopeError,
 )
 from .manager import BudgetManager, ScopeTemplate
 from .rates import ModelRates, RateTable, builtin_rates, normalize_model_name
@@ -48,6 +49,7 @@ __all__ = [
     "StoreUnavailableError",
     "TokenCounter",
     "UnknownModelError",
+    "UnknownScopeError",
     "Usage",
     "UsageRecord",
     "__version__",

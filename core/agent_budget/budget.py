@@ -9,7 +9,6 @@ import uuid
 import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -428,12 +427,14 @@ class Budget:
         *,
         model: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        estimated: bool | None = None,
     ) -> UsageRecord:
         """Record what the call really used and free its hold; never raises for limits.
 
-        ``usage=None`` records the reservation's estimate, marked ``estimated``. ``model`` is
-        the model that actually answered, when the provider reports one. Repeated commits
-        return the first record.
+        ``usage=None`` records the reservation's estimate, marked ``estimated``; pass
+        ``estimated=True`` with a usage that was itself reconstructed (a stream cut short).
+        ``model`` is the model that actually answered, when the provider reports one.
+        Repeated commits return the first record.
         """
         if not isinstance(reservation, Reservation) or reservation.budget is not self:
             raise TypeError("commit needs a Reservation made by this budget")
@@ -442,7 +443,8 @@ class Budget:
         with reservation.lock:
             if reservation.record is not None:
                 return reservation.record
-            estimated = usage is None
+            if estimated is None:
+                estimated = usage is None
             if usage is None:
                 usage = Usage(reservation.input_tokens, reservation.max_output_tokens)
             meta = {**reservation.metadata, **(metadata or {})}
@@ -736,9 +738,22 @@ def _fmt(value: float) -> str:
 
 
 def _record_payload(record: UsageRecord) -> dict[str, Any]:
-    data = asdict(record)
-    data["metadata"] = {k: v for k, v in record.metadata.items() if _json_safe(v)}
-    return data
+    return {
+        "session_id": record.session_id,
+        "model": record.model,
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+        "cost_usd": record.cost_usd,
+        "timestamp": record.timestamp,
+        "metadata": {k: v for k, v in record.metadata.items() if _json_safe(v)},
+        "cache_read_tokens": record.cache_read_tokens,
+        "cache_write_tokens": record.cache_write_tokens,
+        "reasoning_tokens": record.reasoning_tokens,
+        "cost_nanos": record.cost_nanos,
+        "estimated": record.estimated,
+        "scope": record.scope,
+        "reservation_id": record.reservation_id,
+    }
 
 
 def _json_safe(value: object) -> bool:

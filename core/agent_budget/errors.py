@@ -10,6 +10,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "UnknownModelError",
+    "UnknownScopeError",
 ]
 
 
@@ -78,6 +79,13 @@ class BudgetWarning(UserWarning):
 
 class UnknownModelError(BudgetError, ValueError):
     """A model has no price and the rate table is configured to refuse unknown models."""
+
+
+class UnknownScopeError(BudgetError, KeyError):
+    """A call named a scope that is neither registered nor matched by a template."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class StoreError(BudgetError):

@@ -11,6 +11,7 @@ from typing import Any
 
 from .alerts import BudgetAlert
 from .budget import Budget, StoreErrorPolicy
+from .errors import UnknownScopeError
 from .rates import ModelRates, RateTable
 from .records import UsageRecord
 from .reservation import Reservation
@@ -135,7 +136,9 @@ class BudgetManager:
                 raise ValueError(f"scope {name!r} cannot be its own parent")
             parent_budget = self._get(parent_name, None, depth + 1)
             if parent_budget is None:
-                raise KeyError(f"parent scope {parent_name!r} of {name!r} is not registered")
+                raise UnknownScopeError(
+                    f"parent scope {parent_name!r} of {name!r} is not registered"
+                )
         budget = self._make(replace(template.scope, name=name), parent_budget, None, save=False)
         self._cached[name] = budget
         while len(self._cached) > self._max_cached:
@@ -145,7 +148,7 @@ class BudgetManager:
     def _require(self, name: str) -> Budget:
         budget = self._get(name, None, 0)
         if budget is None:
-            raise KeyError(f"No budget registered for scope '{name}'")
+            raise UnknownScopeError(f"No budget registered for scope '{name}'")
         return budget
 
     def _make(
@@ -235,7 +238,7 @@ class BudgetManager:
         """Record usage against ``scope_name`` (KeyError if it is unknown)."""
         budget = self.get(scope_name)
         if budget is None:
-            raise KeyError(f"No budget registered for scope '{scope_name}'")
+            raise UnknownScopeError(f"No budget registered for scope '{scope_name}'")
         return budget.record(session_id, model, input_tokens, output_tokens, metadata, **usage)
 
     def reserve(
@@ -249,13 +252,13 @@ class BudgetManager:
         """Reserve against ``scope_name`` and its ancestors (KeyError if it is unknown)."""
         budget = self.get(scope_name)
         if budget is None:
-            raise KeyError(f"No budget registered for scope '{scope_name}'")
+            raise UnknownScopeError(f"No budget registered for scope '{scope_name}'")
         return budget.reserve(model, input_tokens, max_output_tokens, **kwargs)
 
     def summary(self, name: str, **kwargs: Any) -> dict[str, Any]:
         budget = self._budget_for_summary(name)
         if budget is None:
-            raise KeyError(f"No budget registered for scope '{name}'")
+            raise UnknownScopeError(f"No budget registered for scope '{name}'")
         return budget.summary(**kwargs)
 
     def all_summaries(self, **kwargs: Any) -> dict[str, dict[str, Any]]:

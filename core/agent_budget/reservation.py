@@ -52,10 +52,13 @@ class Reservation:
         *,
         model: str | None = None,
         metadata: dict[str, Any] | None = None,
+        estimated: bool | None = None,
     ) -> UsageRecord:
-        return self.budget.commit(self, usage, model=model, metadata=metadata)
+        """Record the call's actual usage (see :meth:`Budget.commit`)."""
+        return self.budget.commit(self, usage, model=model, metadata=metadata, estimated=estimated)
 
     def release(self) -> bool:
+        """Free the hold without spending (see :meth:`Budget.release`)."""
         return self.budget.release(self)
 
     def __enter__(self) -> Reservation:

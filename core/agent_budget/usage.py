@@ -73,6 +73,21 @@ _OUTPUT_KEYS = (
 )
 
 
+_CACHE_READ_KEYS = ("cache_read", "priority_cache_read", "flex_cache_read")
+_CACHE_WRITE_TTL_KEYS = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
+
+
+def _details_sum(details: Any, keys: tuple[str, ...]) -> int:
+    if details is None:
+        return 0
+    total = 0
+    for key in keys:
+        value = _get(details, key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            total += value
+    return total
+
+
 def _get(obj: Any, key: str) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(key)
@@ -116,9 +131,13 @@ def usage_from_mapping(obj: Any) -> Usage | None:
     cache_write = 0
     reasoning = 0
     # LangChain usage_metadata: input_token_details / output_token_details, input includes cache.
-    if _get(obj, "input_token_details") is not None or _get(obj, "output_token_details"):
-        cache_read = _nested_int(obj, "input_token_details", "cache_read")
+    details = _get(obj, "input_token_details")
+    if details is not None or _get(obj, "output_token_details"):
+        cache_read = _details_sum(details, _CACHE_READ_KEYS)
         cache_write = _nested_int(obj, "input_token_details", "cache_creation")
+        if not cache_write:
+            # ChatAnthropic reports the TTL breakdown instead when the API sends one.
+            cache_write = _details_sum(details, _CACHE_WRITE_TTL_KEYS)
         reasoning = _nested_int(obj, "output_token_details", "reasoning")
     # Anthropic: input_tokens excludes cached tokens, which come separately.
     anth_read = _first_int(obj, ("cache_read_input_tokens",))
