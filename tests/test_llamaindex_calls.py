@@ -21,7 +21,10 @@ from agent_budget import (
     BudgetExceededError,
     BudgetManager,
     BudgetScope,
+    MemoryStore,
     RateTable,
+    StoreError,
+    StoreUnavailableError,
     Usage,
     count_messages,
     default_counter,
@@ -578,6 +581,32 @@ def test_the_managers_trace_map_is_shared_and_reset_by_other_traces() -> None:
 
 
 # -- configuration ----------------------------------------------------------------------
+
+
+class _DownStore(MemoryStore):
+    """A store whose every reservation fails, as an unreachable server would."""
+
+    def reserve(self, *args: Any, **kwargs: Any) -> Any:
+        raise StoreError("connection refused")
+
+
+@pytest.mark.parametrize("policy", ["fail_closed", "fail_open"])
+def test_a_store_outage_follows_the_budgets_policy(clock: Any, policy: str) -> None:
+    b = Budget(
+        BudgetScope("app", max_tokens_per_session=BIG),
+        store=_DownStore(),
+        clock=clock,
+        on_store_error=policy,
+    )  # type: ignore[arg-type]
+    llm = FakeChatLLM()
+    with_handler(llm, b)
+    if policy == "fail_closed":
+        with pytest.raises(StoreUnavailableError):
+            llm.chat(MSGS)
+        assert llm.counter.calls == 0
+    else:
+        llm.chat(MSGS)
+        assert llm.counter.calls == 1 and len(b.records) == 1
 
 
 def test_a_manager_without_a_scope_refuses_with_a_clear_error(clock: Any) -> None:
