@@ -52,6 +52,8 @@ class AlertState:
 
     def should_fire(self, key: str, level: AlertLevel | None) -> bool:
         """Record that ``key`` is at ``level`` now; True if that is a new, higher crossing."""
+        if level is None and key not in self._fired:
+            return False  # the common case, without the lock: nothing fired, nothing to re-arm
         with self._lock:
             last = self._fired.get(key)
             if level is None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
+import itertools
+import os
 import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +30,27 @@ log = logging.getLogger("agent_budget")
 
 StoreErrorPolicy = Literal["fail_closed", "fail_open"]
 AlertCallback = Callable[[BudgetAlert], None]
+_LineSpec = tuple[str, str, bool, "int | None"]
+
+
+class _HoldIds:
+    """Unique hold ids without uuid4's cost: a random per-process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._count = itertools.count()
+
+    def __call__(self) -> str:
+        pid = os.getpid()
+        if pid != self._pid:  # a new process (fork): new prefix, so ids never collide
+            self._prefix = os.urandom(8).hex()
+            self._count = itertools.count()
+            self._pid = pid
+        return f"{self._prefix}{next(self._count):x}"
+
+
+_new_hold_id = _HoldIds()
 
 
 class Budget:
@@ -82,6 +104,8 @@ class Budget:
         )
         self.parent = parent
         self._check_chain()
+        self._chain: tuple[Budget, ...] = (self, *(parent._chain if parent else ()))
+        self._group = self._chain[-1].name
         self.clock = clock
         self.hold_ttl = float(hold_ttl)
         self.on_store_error: StoreErrorPolicy = on_store_error or (
@@ -89,6 +113,12 @@ class Budget:
         )
         self._limits: tuple[Limit, ...] = scope.limits(self.rates.canonical)
         self._by_metric: dict[str, Limit] = {lim.metric: lim for lim in self._limits}
+        self._chain_limits: dict[tuple[str, str], tuple[Budget, Limit]] = {
+            (budget.name, lim.metric): (budget, lim)
+            for budget in reversed(self._chain)
+            for lim in budget._limits
+        }
+        self._line_specs: dict[tuple[str, str], tuple[_LineSpec, ...]] = {}
         pct = to_decimal("alert_at_pct", scope.alert_at_pct)
         self._warn_at: dict[str, Decimal] = {
             lim.limit_type: pct * Decimal(lim.amount) for lim in self._limits
@@ -99,7 +129,9 @@ class Budget:
         self._alert_count = 0
         self._callbacks: list[AlertCallback] = []
         self._alert_state = AlertState()
-        self._pending: deque[tuple[str, tuple[Line, ...], float, str, dict[str, Any]]] = deque()
+        self._pending: deque[tuple[str, tuple[Line, ...], float, str, dict[str, Any] | None]] = (
+            deque()
+        )
         self._max_pending = max_pending
         if save_definition:
             definition = scope.to_dict()
@@ -119,17 +151,12 @@ class Budget:
     @property
     def chain(self) -> list[Budget]:
         """This budget and its ancestors, nearest first."""
-        out: list[Budget] = []
-        node: Budget | None = self
-        while node is not None:
-            out.append(node)
-            node = node.parent
-        return out
+        return list(self._chain)
 
     @property
     def group(self) -> str:
         """The root scope's name: every key of one tree shares it (one Redis Cluster slot)."""
-        return self.chain[-1].name
+        return self._group
 
     @property
     def limits(self) -> tuple[Limit, ...]:
@@ -172,8 +199,6 @@ class Budget:
                 log.exception("alert callback %r failed for scope %r", callback, alert.scope)
 
     def _alert_for(self, limit: Limit, committed: int) -> None:
-        value = limit.to_user(committed)
-        cap = limit.to_user(limit.amount)
         if committed > limit.amount:
             level: AlertLevel | None = AlertLevel.CRITICAL
         elif committed >= self._warn_at[limit.limit_type]:
@@ -183,6 +208,8 @@ class Budget:
         if not self._alert_state.should_fire(limit.limit_type, level):
             return
         assert level is not None
+        value = limit.to_user(committed)
+        cap = limit.to_user(limit.amount)
         pct = committed / limit.amount if limit.amount else 1.0
         if level is AlertLevel.CRITICAL:
             message = f"Budget EXCEEDED: {limit.limit_type} used={_fmt(value)} limit={_fmt(cap)}"
@@ -234,31 +261,41 @@ class Budget:
     def _lines(
         self, model: str, tokens: int, cost: int, *, mode: Literal["hard", "limited", "all"]
     ) -> list[Line]:
+        specs = self._line_specs.get((model, mode))
+        if specs is None:
+            specs = self._build_specs(model, mode)
+            if len(self._line_specs) >= 1024:
+                self._line_specs.clear()
+            self._line_specs[(model, mode)] = specs
+        return [
+            Line(scope, metric, cost if is_cost else tokens, limit)
+            for scope, metric, is_cost, limit in specs
+        ]
+
+    def _build_specs(
+        self, model: str, mode: Literal["hard", "limited", "all"]
+    ) -> tuple[_LineSpec, ...]:
         metrics = (
-            (Metric.SESSION_TOKENS, tokens),
-            (Metric.SESSION_COST, cost),
-            (Metric.DAY_TOKENS, tokens),
-            (Metric.DAY_COST, cost),
-            (Metric.model_tokens(model), tokens),
-            (Metric.model_cost(model), cost),
+            (Metric.SESSION_TOKENS, False),
+            (Metric.SESSION_COST, True),
+            (Metric.DAY_TOKENS, False),
+            (Metric.DAY_COST, True),
+            (Metric.model_tokens(model), False),
+            (Metric.model_cost(model), True),
         )
-        lines = []
-        for budget in self.chain:
+        specs = []
+        for budget in self._chain:
             hard = budget._scope.hard_stop
-            for metric, amount in metrics:
+            for metric, is_cost in metrics:
                 limit = budget._by_metric.get(metric)
                 if mode == "all":
-                    lines.append(Line(budget.name, metric, amount, None))
+                    specs.append((budget.name, metric, is_cost, None))
                 elif limit is not None and (hard or mode == "limited"):
-                    lines.append(Line(budget.name, metric, amount, limit.amount))
-        return lines
+                    specs.append((budget.name, metric, is_cost, limit.amount))
+        return tuple(specs)
 
     def _limit_of(self, line: Line) -> tuple[Budget, Limit] | None:
-        for budget in self.chain:
-            if budget.name == line.scope:
-                limit = budget._by_metric.get(line.metric)
-                return (budget, limit) if limit is not None else None
-        return None
+        return self._chain_limits.get((line.scope, line.metric))
 
     def _exceeded_error(self, line: Line, level: Level, *, refused: bool) -> BudgetExceededError:
         found = self._limit_of(line)
@@ -374,7 +411,7 @@ class Budget:
         hold_ttl = self.hold_ttl if ttl is None else float(ttl)
         reservation = Reservation(
             budget=self,
-            id=uuid.uuid4().hex,
+            id=_new_hold_id(),
             model=resolved.name,
             requested_model=model,
             input_tokens=input_tokens,
@@ -510,7 +547,7 @@ class Budget:
             reservation_id=hold_id,
         )
         lines = tuple(self._lines(resolved.name, usage.total_tokens, cost, mode="all"))
-        payload = _record_payload(record)
+        payload = _record_payload(record) if self.store.keeps_ledger else None
         if self._pending:
             self._flush_pending()
         try:
@@ -536,11 +573,11 @@ class Budget:
         return record
 
     def _check_alerts(self, lines: Sequence[Line], levels: Sequence[Level]) -> None:
+        limits = self._chain_limits
         for line, level in zip(lines, levels, strict=True):
-            found = self._limit_of(line)
+            found = limits.get((line.scope, line.metric))
             if found is not None:
-                budget, limit = found
-                budget._alert_for(limit, level.committed)
+                found[0]._alert_for(found[1], level.committed)
 
     # -- the original API ------------------------------------------------------------------
 
@@ -593,7 +630,7 @@ class Budget:
             input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens
         )
         record = self._commit(
-            uuid.uuid4().hex,
+            _new_hold_id(),
             model,
             usage,
             session_id=session_id,

@@ -25,7 +25,7 @@ import abc
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 from urllib.parse import SplitResult, urlsplit
 
 from ..errors import StoreConfigError
@@ -42,9 +42,11 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Line:
-    """An amount against one counter of one scope, with the cap that applies (if any)."""
+class Line(NamedTuple):
+    """An amount against one counter of one scope, with the cap that applies (if any).
+
+    A named tuple rather than a dataclass: several are built on every call.
+    """
 
     scope: str
     metric: str
@@ -52,8 +54,7 @@ class Line:
     limit: int | None = None
 
 
-@dataclass(frozen=True)
-class Level:
+class Level(NamedTuple):
     """A counter's state: committed usage and what live holds reserve on it."""
 
     committed: int = 0
@@ -125,6 +126,9 @@ class Store(abc.ABC):
     """Base class of budget stores. Subclasses set ``schemes`` to be found by URL."""
 
     schemes: ClassVar[tuple[str, ...]] = ()
+    keeps_ledger: ClassVar[bool] = True
+    """Whether ``commit`` stores the usage record it is given (else the budget skips building
+    it)."""
     _registry: ClassVar[dict[str, type[Store]]] = {}
 
     options: StoreOptions

@@ -78,6 +78,7 @@ class MemoryStore(Store):
     """
 
     schemes = ("memory",)
+    keeps_ledger = False
 
     def __init__(self, options: StoreOptions | None = None, **kwargs: Any) -> None:
         self.options = options or StoreOptions(**kwargs)
@@ -107,12 +108,18 @@ class MemoryStore(Store):
         self._scopes[scope] = (now, counters)
         return counters
 
-    def _counter(self, scope: str, metric: str, now: float) -> _Counter:
-        counters = self._counters(scope, now)
-        counter = counters.get(metric)
-        if counter is None:
-            counter = counters[metric] = _Counter(is_windowed(metric))
-        return counter
+    def _counters_for(self, lines: Sequence[Line], now: float) -> list[_Counter]:
+        out = []
+        scopes: dict[str, dict[str, _Counter]] = {}
+        for line in lines:
+            counters = scopes.get(line.scope)
+            if counters is None:
+                counters = scopes[line.scope] = self._counters(line.scope, now)
+            counter = counters.get(line.metric)
+            if counter is None:
+                counter = counters[line.metric] = _Counter(is_windowed(line.metric))
+            out.append(counter)
+        return out
 
     def _reap(self, now: float) -> None:
         expiry = self._hold_expiry
@@ -161,7 +168,7 @@ class MemoryStore(Store):
         opts = self.options
         with self._lock:
             self._reap(now)
-            counters = [self._counter(line.scope, line.metric, now) for line in lines]
+            counters = self._counters_for(lines, now)
             levels = tuple(Level(c.committed(now, opts), c.reserved) for c in counters)
             for index, (line, level) in enumerate(zip(lines, levels, strict=True)):
                 if (
@@ -198,7 +205,7 @@ class MemoryStore(Store):
                 self._drop_hold(hold_id, hold)
             done = self._done.get(hold_id)
             applied = done is None or done[0] == "released"
-            counters = [self._counter(line.scope, line.metric, now) for line in lines]
+            counters = self._counters_for(lines, now)
             if applied:
                 for counter, line in zip(counters, lines, strict=True):
                     counter.add(line.amount, now, opts)
