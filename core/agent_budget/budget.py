@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import threading
 import time
-import itertools
-import os
 import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
