@@ -283,7 +283,7 @@ class Budget:
             (Metric.model_tokens(model), False),
             (Metric.model_cost(model), True),
         )
-        specs = []
+        specs: list[_LineSpec] = []
         for budget in self._chain:
             hard = budget._scope.hard_stop
             for metric, is_cost in metrics:
