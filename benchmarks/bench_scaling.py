@@ -283,7 +283,7 @@ def run(quick: bool = False) -> list[Table]:
         tables = _scaling((100, 1_000, 3_000), n=100, rounds=2)
         tables.append(_per_scope(1_000, 200))
     else:
-        tables = _scaling((1_000, 100_000, 1_000_000), n=2_000, rounds=7)
+        tables = _scaling((1_000, 100_000, 1_000_000), n=1_000, rounds=11)
         tables.append(_per_scope(100_000, 10_000))
     return tables
 
