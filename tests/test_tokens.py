@@ -18,6 +18,7 @@ from agent_budget import tokens
 from agent_budget.tokens import (
     PER_MESSAGE_TOKENS,
     PER_REQUEST_TOKENS,
+    CachedCounter,
     HeuristicCounter,
     TiktokenCounter,
     TokenCounter,
@@ -200,10 +201,16 @@ def test_tiktoken_counter_counts_special_token_text_as_text(cl100k: TiktokenCoun
 def test_count_messages_adds_the_chat_overhead() -> None:
     counter = HeuristicCounter()
     assert count_messages([], counter) == PER_REQUEST_TOKENS
+    assert count_messages([("narrator", "x")], counter) == (
+        PER_REQUEST_TOKENS
+        + PER_MESSAGE_TOKENS
+        + counter.count_text("narrator")
+        + counter.count_text("x")
+    )
     messages = [("system", "Be brief."), ("user", "Hello there, how are you?")]
+    # Standard role names count as one token each; the text is counted.
     expected = PER_REQUEST_TOKENS + sum(
-        PER_MESSAGE_TOKENS + counter.count_text(role) + counter.count_text(text)
-        for role, text in messages
+        PER_MESSAGE_TOKENS + 1 + counter.count_text(text) for _role, text in messages
     )
     assert count_messages(messages, counter) == expected
 
@@ -239,7 +246,7 @@ def test_default_falls_back_to_the_heuristic_without_tiktoken(
     with pytest.raises(ImportError):
         import tiktoken  # noqa: F401
     counter = default_counter()
-    assert isinstance(counter, HeuristicCounter)
+    assert isinstance(counter.inner, HeuristicCounter)
     assert count_messages([("user", "hi")]) == count_messages([("user", "hi")], counter)
 
 
@@ -255,7 +262,7 @@ def test_default_never_downloads_an_encoding(
 
     monkeypatch.setattr(tiktoken, "list_encoding_names", lambda: ["cl100k_base", "o200k_base"])
     monkeypatch.setattr(tiktoken, "get_encoding", no_network)
-    assert isinstance(default_counter(), HeuristicCounter)
+    assert isinstance(default_counter().inner, HeuristicCounter)
 
 
 def test_default_survives_a_broken_tiktoken(
@@ -267,7 +274,7 @@ def test_default_survives_a_broken_tiktoken(
         raise OSError("corrupt encoding file")
 
     monkeypatch.setattr(tiktoken, "get_encoding", broken)
-    assert isinstance(default_counter(), HeuristicCounter)
+    assert isinstance(default_counter().inner, HeuristicCounter)
 
 
 def test_importing_tokens_needs_only_the_stdlib() -> None:
@@ -275,10 +282,30 @@ def test_importing_tokens_needs_only_the_stdlib() -> None:
         "import sys\n"
         "sys.modules['tiktoken'] = None\n"
         "from agent_budget.tokens import HeuristicCounter, default_counter\n"
-        "assert isinstance(default_counter(), HeuristicCounter)\n"
+        "assert isinstance(default_counter().inner, HeuristicCounter)\n"
         "print(HeuristicCounter().count_text('hello world'))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert int(out.stdout.strip()) >= 2
+
+
+def test_cached_counter_counts_each_long_text_once_and_stays_bounded() -> None:
+    calls: list[str] = []
+
+    class Spy:
+        name = "spy"
+
+        def count_text(self, text: str) -> int:
+            calls.append(text)
+            return len(text)
+
+    cached = CachedCounter(Spy(), min_length=4, max_chars=100)
+    history = "x" * 20
+    assert [cached.count_text(history) for _ in range(5)] == [20] * 5
+    assert calls == [history]
+    for i in range(20):
+        cached.count_text(str(i) * 10)
+    assert cached._chars <= 100
+    assert cached.count_text("ab") == 2 and calls[-1] == "ab"  # short texts are not cached

@@ -20,7 +20,7 @@ from .records import UsageRecord
 from .reservation import Reservation
 from .scope import BudgetScope
 from .stores import MemoryStore, Store, StoreOptions, open_store
-from .tokens import HeuristicCounter, TokenCounter, count_messages, default_counter
+from .tokens import CachedCounter, HeuristicCounter, TokenCounter, count_messages, default_counter
 from .tracking import RunTracker
 from .usage import Usage, usage_from_mapping
 
@@ -35,6 +35,7 @@ __all__ = [
     "BudgetManager",
     "BudgetScope",
     "BudgetWarning",
+    "CachedCounter",
     "HeuristicCounter",
     "MemoryStore",
     "ModelRates",

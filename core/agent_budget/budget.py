@@ -485,7 +485,7 @@ class Budget:
             if usage is None:
                 usage = Usage(reservation.input_tokens, reservation.max_output_tokens)
             meta = {**reservation.metadata, **(metadata or {})}
-            record = self._commit(
+            record, _lines, _levels = self._commit(
                 reservation.id,
                 model or reservation.requested_model,
                 usage,
@@ -526,7 +526,9 @@ class Budget:
         session_id: str,
         metadata: Mapping[str, Any],
         estimated: bool,
-    ) -> UsageRecord:
+    ) -> tuple[UsageRecord, tuple[Line, ...], tuple[Level, ...] | None]:
+        """Record usage; returns the record, its lines and their levels after the commit
+        (None when the store was down and the commit was buffered)."""
         resolved = self._resolve(model)
         cost = resolved.rates.cost_nanos(usage)
         now = self.clock()
@@ -566,11 +568,11 @@ class Budget:
             )
             with self._lock:
                 self._records.append(record)
-            return record
+            return record, lines, None
         with self._lock:
             self._records.append(record)
         self._check_alerts(lines, result.levels)
-        return record
+        return record, lines, result.levels
 
     def _check_alerts(self, lines: Sequence[Line], levels: Sequence[Level]) -> None:
         limits = self._chain_limits
@@ -629,7 +631,7 @@ class Budget:
         usage = Usage(
             input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens
         )
-        record = self._commit(
+        record, lines, levels = self._commit(
             _new_hold_id(),
             model,
             usage,
@@ -637,31 +639,19 @@ class Budget:
             metadata=dict(metadata or {}),
             estimated=False,
         )
-        self._raise_if_exceeded(record)
+        if levels is not None:
+            self._raise_if_exceeded(lines, levels)
         return record
 
-    def _raise_if_exceeded(self, record: UsageRecord) -> None:
-        lines = self._lines(record.model, record.total_tokens, record.cost_nanos, mode="hard")
-        if not lines:
-            return
-        try:
-            levels = self._levels(lines)
-        except StoreError:
-            return
+    def _raise_if_exceeded(self, lines: Sequence[Line], levels: Sequence[Level]) -> None:
+        limits = self._chain_limits
         for line, level in zip(lines, levels, strict=True):
-            assert line.limit is not None
-            if level.committed > line.limit:
-                raise self._exceeded_error(line, level, refused=False)
-
-    def _levels(self, lines: Sequence[Line]) -> list[Level]:
-        now = self.clock()
-        by_scope: dict[str, dict[str, Level]] = {}
-        out = []
-        for line in lines:
-            if line.scope not in by_scope:
-                by_scope[line.scope] = self.store.read(line.scope, now=now, group=self.group)
-            out.append(by_scope[line.scope].get(line.metric, Level()))
-        return out
+            found = limits.get((line.scope, line.metric))
+            if found is None or not found[0]._scope.hard_stop:
+                continue
+            if level.committed > found[1].amount:
+                hard = line._replace(limit=found[1].amount)
+                raise self._exceeded_error(hard, level, refused=False)
 
     # -- inspection ------------------------------------------------------------------------
 

@@ -10,10 +10,12 @@ import bisect
 import math
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
+    "CachedCounter",
     "HeuristicCounter",
     "TiktokenCounter",
     "TokenCounter",
@@ -24,6 +26,20 @@ __all__ = [
 # Chat formats wrap each message in a few tokens (role, separators) and prime the reply.
 PER_MESSAGE_TOKENS = 4
 PER_REQUEST_TOKENS = 3
+_ROLES = frozenset(
+    (
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "human",
+        "ai",
+        "function",
+        "developer",
+        "model",
+        "chatbot",
+    )
+)
 
 
 @runtime_checkable
@@ -195,6 +211,44 @@ class TiktokenCounter:
         return len(self._encoding.encode(text, disallowed_special=()))
 
 
+class CachedCounter:
+    """Remembers the counts of long texts, so a conversation's history is counted once.
+
+    Agents resend every earlier message on every turn; caching by text makes each turn's
+    estimate cost only its new text. Bounded by ``max_chars`` of cached text (LRU).
+    """
+
+    def __init__(
+        self, inner: TokenCounter, *, min_length: int = 64, max_chars: int = 4_000_000
+    ) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._min_length = min_length
+        self._max_chars = max_chars
+        self._chars = 0
+        self._cache: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def count_text(self, text: str) -> int:
+        if len(text) < self._min_length:
+            return self.inner.count_text(text)
+        with self._lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+                return hit
+        count = self.inner.count_text(text)
+        if len(text) <= self._max_chars // 4:
+            with self._lock:
+                if text not in self._cache:
+                    self._cache[text] = count
+                    self._chars += len(text)
+                    while self._chars > self._max_chars:
+                        old, _ = self._cache.popitem(last=False)
+                        self._chars -= len(old)
+        return count
+
+
 _default: TokenCounter | None = None
 _default_lock = threading.Lock()
 
@@ -220,7 +274,7 @@ def default_counter() -> TokenCounter:
     if _default is None:
         with _default_lock:
             if _default is None:
-                _default = _offline_tiktoken() or HeuristicCounter()
+                _default = CachedCounter(_offline_tiktoken() or HeuristicCounter())
     return _default
 
 
@@ -229,5 +283,7 @@ def count_messages(messages: Iterable[tuple[str, str]], counter: TokenCounter | 
     counter = counter or default_counter()
     total = PER_REQUEST_TOKENS
     for role, text in messages:
-        total += PER_MESSAGE_TOKENS + counter.count_text(role) + counter.count_text(text)
+        # Role names are single tokens in every chat format; only odd ones are counted.
+        role_tokens = 1 if role in _ROLES else counter.count_text(role)
+        total += PER_MESSAGE_TOKENS + role_tokens + counter.count_text(text)
     return total
