@@ -321,9 +321,8 @@ def test_llamaindex_openai_prices_the_snapshot_that_answered(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="handler bug: llama-index stream without usage commits counted usage with "
-    "estimated=False (metadata usage_source='counted'); core commit() cannot mark a given "
-    "usage as estimated",
+    reason="handler bug: a llama-index stream without usage commits counted usage with "
+    "estimated=False (metadata usage_source='counted'); commit(..., estimated=True) exists",
 )
 @pytest.mark.usefixtures("li_settings")
 def test_llamaindex_openai_stream_without_usage_is_estimated(
