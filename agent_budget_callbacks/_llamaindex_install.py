@@ -40,6 +40,17 @@ _CHUNK_EVENTS = (LLMChatInProgressEvent, LLMCompletionInProgressEvent)
 _lock = threading.RLock()
 
 
+_llm_types: dict[type, bool] = {}
+
+
+def _is_llm(cls: type) -> bool:
+    """``issubclass(cls, BaseLLM)``, cached: every span of every component asks."""
+    known = _llm_types.get(cls)
+    if known is None:
+        known = _llm_types[cls] = issubclass(cls, BaseLLM)
+    return known
+
+
 class _AttachSpanHandler(BaseSpanHandler[BaseSpan]):
     """Adds the budget handler to the callback manager of any LLM a span starts on."""
 
@@ -59,7 +70,7 @@ class _AttachSpanHandler(BaseSpanHandler[BaseSpan]):
         tags: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> BaseSpan | None:
-        if isinstance(instance, BaseLLM):
+        if instance is not None and _is_llm(type(instance)):
             attach(self._owner, instance, self._attached)
         return None  # keep no span objects: nothing to store, nothing to leak
 
