@@ -284,7 +284,12 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         if usage is None:
             usage = Usage(reservation.input_tokens, self._count(response_text(response)))
             source = "counted"
-        reservation.commit(usage, model=response_model(response), metadata={"usage_source": source})
+        reservation.commit(
+            usage,
+            model=response_model(response),
+            metadata={"usage_source": source},
+            estimated=source != "provider",
+        )
 
     def _commit_partial(self, reservation: Reservation, chunk: Any, inner: Usage | None) -> None:
         """A stream that ended early: the provider billed the prompt and what it streamed."""
@@ -308,7 +313,11 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             )
             source = "provider"
         reservation.commit(
-            usage, model=response_model(chunk), metadata={**meta, "usage_source": source}
+            usage,
+            model=response_model(chunk),
+            metadata={**meta, "usage_source": source},
+            # Output counted from the streamed text (not reported) makes the record an estimate.
+            estimated=reported is None or counted > reported.output_tokens,
         )
 
     def _end_nested(self, outer: Reservation, event_id: str, payload: Mapping[Any, Any]) -> None:

@@ -16,7 +16,6 @@ only reads LangChain's events.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import threading
@@ -435,11 +434,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         usage = reported.usage if reported is not None else None
         text = partial_text(result)
         # GeneratorExit reaches a stream only at a yield, so a chunk had arrived (BaseLLM
-        # records a chunk after yielding it, so its partial can be one chunk short). A
-        # cancelled astream counts only when a chunk had arrived.
-        abandoned = isinstance(error, GeneratorExit) or (
-            text is not None and isinstance(error, asyncio.CancelledError)
-        )
+        # records a chunk after yielding it, so its partial can be one chunk short). Any
+        # other end after chunks arrived (a cancelled astream, a connection dropped mid-body)
+        # was billed for what the provider produced, too.
+        abandoned = isinstance(error, GeneratorExit) or text is not None
         if usage is None and not abandoned:
             reservation.release()
             return

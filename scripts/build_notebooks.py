@@ -21,14 +21,19 @@ from sources import NOTEBOOK_SOURCES  # noqa: E402
 
 def build(name: str, cells: list[tuple[str, str]]) -> Path:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     for kind, text in cells:
         text = text.strip("\n")
-        nb.cells.append(nbformat.v4.new_markdown_cell(text) if kind == "md"
-                        else nbformat.v4.new_code_cell(text))
-    NotebookClient(nb, timeout=120, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+        nb.cells.append(
+            nbformat.v4.new_markdown_cell(text) if kind == "md" else nbformat.v4.new_code_cell(text)
+        )
+    NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    ).execute()
     path = NOTEBOOKS / f"{name}.ipynb"
     nbformat.write(nb, path)
     return path

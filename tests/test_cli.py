@@ -18,7 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
-        [sys.executable, "-m", "agent_budget", *args], capture_output=True, text=True, env=env,
+        [sys.executable, "-m", "agent_budget", *args],
+        capture_output=True,
+        text=True,
+        env=env,
         timeout=60,
     )
 

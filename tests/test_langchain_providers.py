@@ -6,6 +6,7 @@ packages (extra ``providers``) are not installed."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 from typing import Any
 
@@ -20,7 +21,8 @@ langchain_openai = pytest.importorskip("langchain_openai")
 langchain_anthropic = pytest.importorskip("langchain_anthropic")
 anthropic = pytest.importorskip("anthropic")
 httpx = pytest.importorskip("httpx")
-httpx2 = pytest.importorskip("httpx2")  # the HTTP client the anthropic SDK is built on
+# The HTTP library the anthropic SDK is built on: httpx before anthropic 2, httpx2 after.
+anthropic_http = importlib.import_module("anthropic._base_client").httpx
 
 OPENAI_BILL = Bill(1000, 300, cache_read=400, reasoning=100)
 ANTHROPIC_BILL = Bill(2000, 200, cache_read=600, cache_creation=400)
@@ -122,18 +124,20 @@ def real_anthropic(calls: CallCounter) -> Any:
     def respond(request: Any) -> Any:
         calls.hit()
         text, kind = _anthropic_body(bool(json.loads(request.content).get("stream")))
-        return httpx2.Response(200, text=text, headers={"content-type": kind})
+        return anthropic_http.Response(200, text=text, headers={"content-type": kind})
 
-    transport = httpx2.MockTransport(respond)
+    transport = anthropic_http.MockTransport(respond)
     model = langchain_anthropic.ChatAnthropic(
         model="claude-3-5-sonnet-20241022", api_key="sk-test", max_retries=0
     )
     # ChatAnthropic takes no http_client; its SDK clients are cached properties.
     model.__dict__["_client"] = anthropic.Anthropic(
-        api_key="sk-test", max_retries=0, http_client=httpx2.Client(transport=transport)
+        api_key="sk-test", max_retries=0, http_client=anthropic_http.Client(transport=transport)
     )
     model.__dict__["_async_client"] = anthropic.AsyncAnthropic(
-        api_key="sk-test", max_retries=0, http_client=httpx2.AsyncClient(transport=transport)
+        api_key="sk-test",
+        max_retries=0,
+        http_client=anthropic_http.AsyncClient(transport=transport),
     )
     return model
 

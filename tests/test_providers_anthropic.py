@@ -233,10 +233,6 @@ def test_chat_anthropic_error_then_success_charges_the_success_once(
     assert_budget_equals_ledger(budget, server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="handler bug: a LangChain stream cut off by the connection is released, not charged",
-)
 @pytest.mark.parametrize("mode", ["stream", "astream"])
 def test_chat_anthropic_stream_cut_off_half_way(
     server: AnthropicServer, budget: Budget, mode: str

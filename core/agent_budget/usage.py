@@ -64,12 +64,23 @@ class Usage:
         )
 
 
-_INPUT_KEYS = ("input_tokens", "prompt_tokens", "prompt_token_count", "input_token_count")
+_INPUT_KEYS = (
+    "input_tokens",
+    "prompt_tokens",
+    "prompt_token_count",
+    "input_token_count",
+    "promptTokenCount",  # Gemini REST
+    "inputTokens",  # Bedrock Converse
+    "prompt_eval_count",  # Ollama
+)
 _OUTPUT_KEYS = (
     "output_tokens",
     "completion_tokens",
     "candidates_token_count",
     "output_token_count",
+    "candidatesTokenCount",
+    "outputTokens",
+    "eval_count",
 )
 
 
@@ -113,11 +124,14 @@ def _nested_int(obj: Any, outer: str, inner: str) -> int:
 def usage_from_mapping(obj: Any) -> Usage | None:
     """Read a provider usage payload (dict or object) into a :class:`Usage`, or None.
 
-    Understands the OpenAI shape (``prompt_tokens``, ``prompt_tokens_details.cached_tokens``,
-    ``completion_tokens_details.reasoning_tokens``), Anthropic's (``input_tokens`` excluding
-    ``cache_read_input_tokens`` and ``cache_creation_input_tokens``), Gemini's
-    (``prompt_token_count``, ``candidates_token_count``, ``cached_content_token_count``,
-    ``thoughts_token_count``) and LangChain's ``usage_metadata``.
+    Understands the OpenAI shapes (Chat Completions ``prompt_tokens``,
+    ``prompt_tokens_details.cached_tokens``, ``completion_tokens_details.reasoning_tokens``,
+    and the Responses API ``input_tokens_details`` / ``output_tokens_details``), Anthropic's
+    (``input_tokens`` excluding ``cache_read_input_tokens`` and
+    ``cache_creation_input_tokens``; ``output_tokens_details.thinking_tokens``), Gemini's SDK
+    and REST spellings (``prompt_token_count`` / ``promptTokenCount``, candidates, cached
+    content, thoughts), Bedrock Converse (``inputTokens``), Ollama (``prompt_eval_count``,
+    ``eval_count``) and LangChain's ``usage_metadata``.
     """
     if obj is None:
         return None
@@ -146,12 +160,18 @@ def usage_from_mapping(obj: Any) -> Usage | None:
         cache_read = anth_read or 0
         cache_write = anth_write or 0
         inp += cache_read + cache_write
-    # OpenAI details.
+    # OpenAI details: Chat Completions, then the Responses API spelling.
     cache_read = cache_read or _nested_int(obj, "prompt_tokens_details", "cached_tokens")
+    cache_read = cache_read or _nested_int(obj, "input_tokens_details", "cached_tokens")
     reasoning = reasoning or _nested_int(obj, "completion_tokens_details", "reasoning_tokens")
-    # Gemini.
-    cache_read = cache_read or (_first_int(obj, ("cached_content_token_count",)) or 0)
-    thoughts = _first_int(obj, ("thoughts_token_count",))
+    reasoning = reasoning or _nested_int(obj, "output_tokens_details", "reasoning_tokens")
+    # Anthropic extended thinking (already inside output_tokens).
+    reasoning = reasoning or _nested_int(obj, "output_tokens_details", "thinking_tokens")
+    # Gemini, SDK and REST spellings.
+    cache_read = cache_read or (
+        _first_int(obj, ("cached_content_token_count", "cachedContentTokenCount")) or 0
+    )
+    thoughts = _first_int(obj, ("thoughts_token_count", "thoughtsTokenCount"))
     if thoughts:
         # Gemini reports thinking separately from candidates; both are billed as output.
         out += thoughts
