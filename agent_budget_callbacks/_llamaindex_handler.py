@@ -22,13 +22,14 @@ from llama_index_instrumentation.span import active_span_id
 
 from agent_budget import (
     Budget,
-    BudgetError,
     BudgetManager,
     Reservation,
     RunTracker,
     TokenCounter,
     Usage,
+    current_scope,
     default_counter,
+    select_budget,
 )
 
 from ._llamaindex_nesting import enclosing_event_ids
@@ -40,7 +41,6 @@ from ._llamaindex_payload import (
     response_text,
     usage_from_response,
 )
-from ._llamaindex_scope import current_scope
 
 __all__ = ["BudgetCallbackHandler"]
 
@@ -192,18 +192,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         selection = current_scope()
         session = (selection.session if selection else None) or self.session_id
         extra = dict(selection.metadata) if selection else {}
-        if isinstance(self.budget, Budget):
-            return self.budget, session, extra
-        name = (selection.scope if selection else None) or self.scope
-        if name is None:
-            raise BudgetError(
-                "no budget scope for this LLM call: wrap it in budget_scope('name') or give "
-                "the handler scope='name'"
-            )
-        budget = self.budget.get(name, parent=selection.parent if selection else None)
-        if budget is None:
-            raise KeyError(f"No budget registered for scope '{name}'")
-        return budget, session, extra
+        return select_budget(self.budget, default_scope=self.scope), session, extra
 
     def _estimate(self, payload: Mapping[Any, Any]) -> tuple[str, int, int]:
         serialized = payload.get(EventPayload.SERIALIZED)

@@ -39,9 +39,10 @@ from agent_budget import (
     Reservation,
     RunTracker,
     TokenCounter,
-    UnknownScopeError,
     Usage,
+    current_scope,
     default_counter,
+    select_budget,
 )
 
 from ._langchain_read import (
@@ -315,28 +316,25 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 raise refusal
 
     def _budget_for(self, metadata: Mapping[str, Any]) -> Budget:
-        if self._budget is not None:
-            return self._budget
-        assert self._manager is not None
-        scope = metadata.get(self._scope_key) or self._scope
-        if not scope:
-            raise UnknownScopeError(
-                f"no budget scope for this call: set config={{'metadata': "
-                f"{{{self._scope_key!r}: ...}}}} or BudgetCallbackHandler(scope=...)"
-            )
-        parent = metadata.get(self._parent_key) or self._parent
-        budget = self._manager.get(str(scope), parent=str(parent) if parent else None)
-        if budget is None:
-            raise UnknownScopeError(
-                f"no budget scope named {str(scope)!r}: register it or add a template whose "
-                f"prefix matches it"
-            )
-        return budget
+        target = self._budget if self._budget is not None else self._manager
+        assert target is not None
+        scope = metadata.get(self._scope_key)
+        parent = metadata.get(self._parent_key)
+        return select_budget(
+            target,
+            scope=str(scope) if scope else None,
+            parent=str(parent) if parent else None,
+            default_scope=self._scope,
+            default_parent=self._parent,
+        )
 
     def _session_for(self, metadata: Mapping[str, Any]) -> str:
         value = metadata.get(self._session_key)
         if value is None and self._use_thread_id:
             value = metadata.get("thread_id")
+        if value is None:
+            selection = current_scope()
+            value = selection.session if selection else None
         if value is None:
             value = self._session_id
         return "" if value is None else str(value)

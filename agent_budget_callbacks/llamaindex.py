@@ -18,9 +18,10 @@ streaming query engine it surfaces while ``response_gen`` is iterated. Needs
 
 from __future__ import annotations
 
+from agent_budget.context import ScopeSelection, budget_scope, current_scope
+
 from ._llamaindex_handler import BudgetCallbackHandler
 from ._llamaindex_install import install, installed_handlers, uninstall
-from ._llamaindex_scope import ScopeSelection, budget_scope, current_scope
 
 __all__ = [
     "BudgetCallbackHandler",

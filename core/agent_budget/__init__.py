@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .alerts import AlertLevel, BudgetAlert
 from .budget import Budget
+from .context import ScopeSelection, budget_scope, current_scope, select_budget
 from .errors import (
     BudgetError,
     BudgetExceededError,
@@ -42,6 +43,7 @@ __all__ = [
     "RateTable",
     "Reservation",
     "RunTracker",
+    "ScopeSelection",
     "ScopeTemplate",
     "Store",
     "StoreConfigError",
@@ -54,10 +56,13 @@ __all__ = [
     "Usage",
     "UsageRecord",
     "__version__",
+    "budget_scope",
     "builtin_rates",
     "count_messages",
+    "current_scope",
     "default_counter",
     "normalize_model_name",
     "open_store",
+    "select_budget",
     "usage_from_mapping",
 ]

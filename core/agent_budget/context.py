@@ -1,9 +1,10 @@
-"""Per-request scope and session selection for the LlamaIndex handler.
+"""Which budget a call charges: a ``budget_scope`` block, and the rule every adapter uses.
 
-LlamaIndex passes no per-call metadata to callback handlers, so a multi-tenant app names the
-budget scope (and session) for a block of code with :func:`budget_scope`; the handler reads
-it when an LLM call starts. A context variable carries it into asyncio tasks and into the
-threads LlamaIndex starts with ``llama_index.core.types.Thread`` (which copies the context).
+Frameworks pass little or no per-call metadata to callbacks (LlamaIndex none), so a
+multi-tenant app names the budget scope (and session) for a block of code with
+:func:`budget_scope`; adapters read it when an LLM call starts. A context variable carries it
+into asyncio tasks and into threads started with a copied context (LangChain's batch
+workers, LlamaIndex's ``Thread``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ScopeSelection", "budget_scope", "current_scope"]
+from .errors import UnknownScopeError
+
+if TYPE_CHECKING:
+    from .budget import Budget
+    from .manager import BudgetManager
+
+__all__ = ["ScopeSelection", "budget_scope", "current_scope", "select_budget"]
 
 
 @dataclass(frozen=True)
@@ -27,9 +34,7 @@ class ScopeSelection:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-_current: ContextVar[ScopeSelection | None] = ContextVar(
-    "agent_budget_llamaindex_scope", default=None
-)
+_current: ContextVar[ScopeSelection | None] = ContextVar("agent_budget_scope", default=None)
 
 
 def current_scope() -> ScopeSelection | None:
@@ -79,3 +84,39 @@ def budget_scope(
         yield selection
     finally:
         _current.reset(token)
+
+
+def select_budget(
+    target: Budget | BudgetManager,
+    *,
+    scope: str | None = None,
+    parent: str | None = None,
+    default_scope: str | None = None,
+    default_parent: str | None = None,
+) -> Budget:
+    """The budget a call charges.
+
+    A :class:`Budget` target is the answer. For a :class:`BudgetManager` the scope name is,
+    in order: ``scope`` (per-call metadata), the enclosing :func:`budget_scope` block, then
+    ``default_scope`` (the adapter's own setting); likewise the parent. Raises
+    :class:`UnknownScopeError` when no name is given or the manager has no such scope or
+    template, so the call is refused before the provider runs.
+    """
+    from .budget import Budget
+
+    if isinstance(target, Budget):
+        return target
+    selection = _current.get()
+    name = scope or (selection.scope if selection else None) or default_scope
+    if not name:
+        raise UnknownScopeError(
+            "no budget scope for this call: name one with budget_scope('name'), per-call "
+            "metadata, or the handler's scope= option"
+        )
+    parent_name = parent or (selection.parent if selection else None) or default_parent
+    budget = target.get(name, parent=parent_name)
+    if budget is None:
+        raise UnknownScopeError(
+            f"no budget scope named {name!r}: register it or add a template whose prefix matches it"
+        )
+    return budget
