@@ -30,6 +30,7 @@ __all__ = [
     "free_port",
     "need_redis",
     "redis_client",
+    "self_signed_cert",
 ]
 
 STORE_KINDS = ("memory", "sqlite", "redis", "redis-cluster")
@@ -84,10 +85,53 @@ def free_port(*, with_bus: bool = False) -> int:
     raise RuntimeError("no free loopback port found")
 
 
-def redis_client(port: int) -> Any:
+def redis_client(
+    port: int, *, tls: bool = False, password: str | None = None, timeout: float = 5.0
+) -> Any:
+    """A plain redis-py client for fixtures' own checks (ping, flush, cluster state)."""
     import redis
 
-    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=5, socket_connect_timeout=2)
+    extra: dict[str, Any] = {"ssl": True, "ssl_cert_reqs": "none"} if tls else {}
+    return redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        password=password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        **extra,
+    )
+
+
+def self_signed_cert(workdir: Path) -> tuple[Path, Path]:
+    """A throwaway certificate and key for 127.0.0.1 made with the openssl CLI (or skip)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl binary to make a test certificate")
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
 
 
 @dataclass
@@ -99,6 +143,8 @@ class RedisServer:
     port: int = 0
     cluster: bool = False
     persist: bool = False
+    password: str | None = None
+    tls: tuple[Path, Path] | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -108,13 +154,28 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
+
+    def client(self, timeout: float = 5.0) -> Any:
+        return redis_client(
+            self.port, tls=self.tls is not None, password=self.password, timeout=timeout
+        )
 
     def start(self) -> RedisServer:
+        if self.tls:
+            cert, key = self.tls
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
+                     "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+                     "--tls-auth-clients", "no"]  # fmt: skip
+        else:
+            ports = ["--port", str(self.port)]
+        if self.password:
+            ports += ["--requirepass", self.password]
         args = [
             self.binary,
-            "--port",
-            str(self.port),
+            *ports,
             "--bind",
             "127.0.0.1",
             "--dir",
@@ -150,7 +211,8 @@ class RedisServer:
                 log = (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"redis-server exited at start on port {self.port}:\n{log}")
             try:
-                with redis_client(self.port) as client:
+                # Short timeouts: a TLS handshake begun while the server starts can stall.
+                with self.client(timeout=0.5) as client:
                     if client.ping():
                         return self
             except Exception:
@@ -182,7 +244,7 @@ class RedisServer:
         return self.start()
 
     def flush(self) -> None:
-        with redis_client(self.port) as client:
+        with self.client() as client:
             client.flushall()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from agent_budget.stores.redis import RedisStore, _script
 from agent_budget.stores.sqlite import SQLiteStore
 
 from .clock import FakeClock
-from .store_fixtures import RedisCluster, free_port, need_redis
+from .store_fixtures import RedisCluster, RedisServer, free_port, need_redis, self_signed_cert
 
 
 def _redis_kwargs(store: Store) -> dict[str, Any]:
@@ -183,6 +184,26 @@ def test_rediss_url_with_password_uses_tls() -> None:
     assert (kwargs["username"], kwargs["password"]) == ("worker", "p@ss:word")
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("cache.example.com", 6380, 1)
     assert kwargs["ssl_cert_reqs"] == "none"
+
+
+@pytest.mark.redis
+def test_rediss_with_password_against_a_real_tls_server(
+    redis_server_factory: Callable[..., RedisServer], tmp_path: Path, clock: FakeClock
+) -> None:
+    server = redis_server_factory(tls=self_signed_cert(tmp_path), password="s3cr%t")
+    url = server.url.replace("s3cr%t", "s3cr%25t")  # percent-encoded in the URL
+    store = Store.from_url(f"{url}?ssl_cert_reqs=none&server_time=0")
+    assert store.reserve(
+        "h", [Line("s", "session:tokens", 5, 10)], now=clock(), ttl=60, group="s"
+    ).admitted
+    assert store.read("s", now=clock(), group="s")["session:tokens"].reserved == 5
+    store.close()
+    wrong = Store.from_url(url.replace("s3cr%25t", "nope") + "?ssl_cert_reqs=none")
+    with pytest.raises(StoreError, match=r"(?i)auth|password"):
+        wrong.read("s", now=clock(), group="s")
+    plain = Store.from_url(url.replace("rediss://", "redis://"))
+    with pytest.raises(StoreError):  # a plain-text client cannot talk to the TLS port
+        plain.read("s", now=clock(), group="s")
 
 
 def test_cluster_urls_open_lazily_without_network() -> None:
