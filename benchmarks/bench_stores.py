@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -233,6 +234,16 @@ def _threads_pairs_per_second(op: Callable[[int], None], k: int) -> float:
 # -- a private redis-server -----------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, SIGTERM when the benchmark dies (no orphans)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class _RedisServer:
     """redis-server on a free loopback port in a temporary directory, no persistence."""
 
@@ -256,6 +267,7 @@ class _RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         import redis
 

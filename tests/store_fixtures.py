@@ -66,6 +66,18 @@ def need_redis(binary: str = "redis-server") -> str:
     return path
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, get SIGTERM when the test process dies, so a
+    killed test run leaves no redis-server behind."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port(*, with_bus: bool = False) -> int:
     """A currently unused 127.0.0.1 port (and its cluster bus port +10000, if asked)."""
     for _ in range(200):
@@ -203,7 +215,11 @@ class RedisServer:
                 "2000",
             ]
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + _START_TIMEOUT
         while True:
