@@ -329,7 +329,7 @@ def _rate(us_per_pair: float) -> str:
 
 def run(quick: bool = False) -> list[Table]:
     """Measure every store at 1 and 8 processes next to its raw ceiling."""
-    n, rounds, k_multi = (150, 3, 150) if quick else (2000, 5, 1500)
+    n, rounds, k_multi = (100, 3, 60) if quick else (2000, 5, 1500)
     with tempfile.TemporaryDirectory(prefix="ab-bench-stores-") as tmp:
         work = Path(tmp)
         db = str(work / "budget.db")
