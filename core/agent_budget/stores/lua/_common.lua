@@ -13,19 +13,22 @@
 --   w:<#scope>:<scope><metric>   HASH  bucket start -> amount, for "day:" metrics
 --   holds                        HASH  hold id -> the reserve's encoded lines
 --   expiry                       ZSET  hold id scored by its expiry time
---   d:<hold id>                  STRING "c:<expires>" or "r:<expires>" (committed/released)
+--   d:<hold id>                  STRING "c:<when>" or "r:<when>" (committed/released), kept
+--                                      for the tombstone ttl
 -- Amounts are integers; Lua holds them as doubles, exact below 2^53 (about $9e6 in nano-USD
 -- per counter). Counter fields are written back once per script by flush().
 
 local BASE = KEYS[1]
 local CLOCK, WINDOW, BUCKET, IDLE, TOMB = string.match(ARGV[2], '^(%S+) (%S+) (%S+) (%S*) (%S+)$')
-local NOW
+-- NOW as a number, and NOWS, the same instant as text (formatting numbers is slow in Lua).
+local NOW, NOWS
 if CLOCK == '1' then
   local t = redis.call('TIME')
-  NOW = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  NOWS = t[1] .. '.' .. string.rep('0', 6 - #t[2]) .. t[2]
 else
-  NOW = tonumber(ARGV[1])
+  NOWS = ARGV[1]
 end
+NOW = tonumber(NOWS)
 WINDOW = tonumber(WINDOW)
 BUCKET = tonumber(BUCKET)
 IDLE = tonumber(IDLE)
@@ -85,6 +88,14 @@ local function num(s, field)
   return tonumber(v)
 end
 
+-- A field as reply text: the stored string itself when unchanged (no number formatting).
+local function str(s, field)
+  local v = s.f[field]
+  if v == nil then return '0' end
+  if type(v) == 'number' then return fmt(v) end
+  return v
+end
+
 -- Field writes are buffered per scope and sent in one HSET (and one HDEL) by flush().
 local function hset(s, field, value)
   s.f[field] = value
@@ -115,7 +126,10 @@ local function flush()
         dels[#dels + 1] = field
       else
         sets[#sets + 1] = field
-        if type(v) == 'number' then v = fmt(v) end
+        if type(v) == 'number' then
+          v = fmt(v)
+          s.f[field] = v
+        end
         sets[#sets + 1] = v
       end
     end
@@ -231,7 +245,7 @@ end
 
 -- Free every hold whose expiry has passed (lazy reaping: no background process).
 local function reap()
-  local ids = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', ftime(NOW))
+  local ids = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', NOWS)
   for _, id in ipairs(ids) do
     local packed = redis.call('HGET', HOLDS, id)
     if packed then
@@ -252,14 +266,14 @@ end
 local function tombstone(id)
   local v = redis.call('GET', BASE .. 'd:' .. id)
   if not v then return nil end
-  if tonumber(string.sub(v, 3)) <= NOW then return nil end
+  if tonumber(string.sub(v, 3)) + TOMB <= NOW then return nil end
   return string.sub(v, 1, 1)
 end
 
 local function finish(id, state)
   local ms = math.ceil(TOMB * 1000)
   if ms < 1 then ms = 1 end
-  redis.call('SET', BASE .. 'd:' .. id, state .. ':' .. ftime(NOW + TOMB), 'PX', fmt(ms))
+  redis.call('SET', BASE .. 'd:' .. id, state .. ':' .. NOWS, 'PX', fmt(ms))
 end
 
 local function extend(key, ms, keep_longer)

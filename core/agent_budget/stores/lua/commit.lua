@@ -15,7 +15,7 @@ if packed then drop_hold(id, packed) end
 
 local state = tombstone(id)
 local applied = state == nil or state == 'r'
-local stamp = ftime(NOW)
+local stamp = NOWS
 for _, e in ipairs(lines) do
   local s = load(e[1])
   if s.f['u'] ~= stamp then hset(s, 'u', stamp) end
@@ -25,11 +25,14 @@ if applied then
   finish(id, 'c')
 end
 
+flush()
 local out = { applied and '1' or '0' }
 for _, e in ipairs(lines) do
   local s = load(e[1])
-  out[#out + 1] = fmt(committed(s, e[2]))
-  out[#out + 1] = fmt(num(s, meta(e[2]).r))
+  local m = meta(e[2])
+  committed(s, e[2])
+  out[#out + 1] = str(s, m.t)
+  out[#out + 1] = str(s, m.r)
 end
 flush()
 expire_written(nil)

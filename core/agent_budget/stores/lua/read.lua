@@ -13,12 +13,13 @@ for k, _ in pairs(s.f) do
 end
 local out = {}
 for metric, _ in pairs(metrics) do
+  local m = meta(metric)
   local c = committed(s, metric)
-  local r = num(s, meta(metric).r)
+  local r = num(s, m.r)
   if c ~= 0 or r ~= 0 then
     out[#out + 1] = metric
-    out[#out + 1] = fmt(c)
-    out[#out + 1] = fmt(r)
+    out[#out + 1] = str(s, m.t)
+    out[#out + 1] = str(s, m.r)
   end
 end
 flush()

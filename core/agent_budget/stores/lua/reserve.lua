@@ -25,7 +25,7 @@ if existing and existing == blob then
 end
 
 for _, e in ipairs(lines) do idle_check(load(e[1])) end
-local stamp = ftime(NOW)
+local stamp = NOWS
 for _, e in ipairs(lines) do
   local s = load(e[1])
   if s.f['u'] ~= stamp then hset(s, 'u', stamp) end
@@ -35,10 +35,11 @@ local out = { '1', '-1' }
 local refused = -1
 for i, e in ipairs(lines) do
   local s = load(e[1])
+  local m = meta(e[2])
   local c = committed(s, e[2])
-  local r = num(s, meta(e[2]).r)
-  out[#out + 1] = fmt(c)
-  out[#out + 1] = fmt(r)
+  local r = num(s, m.r)
+  out[#out + 1] = str(s, m.t)
+  out[#out + 1] = str(s, m.r)
   if refused < 0 and e[4] ~= nil and c + r + e[3] > e[4] then refused = i - 1 end
 end
 
