@@ -436,3 +436,31 @@ def test_summary_shape(clock):
 def test_store_is_an_abstract_interface():
     with pytest.raises(TypeError):
         Store()  # type: ignore[abstract]
+
+
+def test_idle_expiry_is_not_blocked_by_a_scope_holding_budget(clock):
+    store = MemoryStore(idle_ttl=3600)
+    held = Budget(
+        BudgetScope(name="held", max_tokens_per_session=10**6),
+        RATES,
+        store=store,
+        clock=clock,
+        hold_ttl=7200,
+    )
+    held.reserve("m", 10, 0)  # touched first, then idle but holding budget
+    for i in range(5):
+        Budget(BudgetScope(name=f"idle{i}"), RATES, store=store, clock=clock).record("s", "m", 1, 0)
+    clock.advance(3601)
+    Budget(BudgetScope(name="fresh"), RATES, store=store, clock=clock).record("s", "m", 1, 0)
+    assert store.stats()["scopes"] == 2  # "held" (still holding) and "fresh"
+
+
+def test_memory_store_answers_a_replayed_reserve_without_holding_twice(clock):
+    store = MemoryStore()
+    from agent_budget.stores import Line
+
+    lines = [Line("s", "session:tokens", 10, 100)]
+    first = store.reserve("h1", lines, now=clock(), ttl=60, group="s")
+    again = store.reserve("h1", lines, now=clock(), ttl=60, group="s")
+    assert first.admitted and again.admitted
+    assert store.read("s", now=clock(), group="s")["session:tokens"].reserved == 10

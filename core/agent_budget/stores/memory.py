@@ -137,10 +137,15 @@ class MemoryStore(Store):
         idle = self.options.idle_ttl
         if idle is not None:
             scopes = self._scopes
-            while scopes:
-                _name, (touched, counters) = next(iter(scopes.items()))
-                if touched > now - idle or any(c.reserved for c in counters.values()):
+            # Least recently used first; a scope still holding budget is passed over (moved
+            # to the back) so it cannot shield idle scopes behind it.
+            for _ in range(len(scopes)):
+                name, (touched, counters) = next(iter(scopes.items()))
+                if touched > now - idle:
                     break
+                if any(c.reserved for c in counters.values()):
+                    scopes.move_to_end(name)
+                    continue
                 scopes.popitem(last=False)
 
     def _drop_hold(self, hold_id: str, hold: _Hold) -> None:
@@ -170,6 +175,13 @@ class MemoryStore(Store):
             self._reap(now)
             counters = self._counters_for(lines, now)
             levels = tuple(Level(c.committed(now, opts), c.reserved) for c in counters)
+            if not dry_run and (hold_id in self._holds or hold_id in self._done):
+                held = self._holds.get(hold_id)
+                if held is not None and held.entries == [
+                    (c, line.amount) for c, line in zip(counters, lines, strict=True)
+                ]:
+                    return ReserveResult(True, levels)  # a replayed reserve: held once
+                raise ValueError(f"hold id {hold_id!r} is already in use")
             for index, (line, level) in enumerate(zip(lines, levels, strict=True)):
                 if (
                     line.limit is not None
@@ -177,8 +189,6 @@ class MemoryStore(Store):
                 ):
                     return ReserveResult(False, levels, index)
             if not dry_run:
-                if hold_id in self._holds or hold_id in self._done:
-                    raise ValueError(f"hold id {hold_id!r} is already in use")
                 entries = []
                 for counter, line in zip(counters, lines, strict=True):
                     counter.reserved += line.amount
