@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 from urllib.parse import SplitResult, urlsplit
@@ -31,6 +31,7 @@ from urllib.parse import SplitResult, urlsplit
 from ..errors import StoreConfigError
 
 __all__ = [
+    "STORE_QUERY_OPTIONS",
     "CommitResult",
     "Level",
     "Line",
@@ -39,6 +40,7 @@ __all__ = [
     "StoreOptions",
     "bucket_start",
     "is_windowed",
+    "number_option",
 ]
 
 
@@ -112,6 +114,35 @@ class StoreOptions:
                 or value <= 0
             ):
                 raise StoreConfigError(f"{name} must be a positive number, got {value!r}")
+
+
+def number_option(
+    name: str, kind: type[int] | type[float], *, allow_none: bool = False, positive: bool = True
+) -> Callable[[str], Any]:
+    """A parser for one numeric store option given as URL query text (``?idle_ttl=60``)."""
+
+    def parse(text: str) -> Any:
+        if allow_none and text.strip().lower() in ("", "none", "off"):
+            return None
+        try:
+            value = kind(text)
+        except ValueError:
+            raise StoreConfigError(f"option {name} must be a number, got {text!r}") from None
+        if not math.isfinite(value) or (positive and value <= 0):
+            adjective = "positive" if positive else "finite"
+            raise StoreConfigError(f"option {name} must be a {adjective} number, got {text!r}")
+        return value
+
+    return parse
+
+
+STORE_QUERY_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "window_seconds": number_option("window_seconds", int),
+    "bucket_seconds": number_option("bucket_seconds", int),
+    "tombstone_ttl": number_option("tombstone_ttl", float),
+    "idle_ttl": number_option("idle_ttl", float, allow_none=True),
+}
+"""Parsers of the :class:`StoreOptions` fields every store URL accepts in its query string."""
 
 
 def is_windowed(metric: str) -> bool:

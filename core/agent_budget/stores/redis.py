@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,16 @@ from typing import Any
 from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlunsplit
 
 from ..errors import StoreConfigError, StoreError
-from .base import CommitResult, Level, Line, ReserveResult, Store, StoreOptions
+from .base import (
+    STORE_QUERY_OPTIONS,
+    CommitResult,
+    Level,
+    Line,
+    ReserveResult,
+    Store,
+    StoreOptions,
+    number_option,
+)
 
 __all__ = ["RedisStore"]
 
@@ -100,43 +108,17 @@ def _bool_option(name: str, text: str) -> bool:
     raise StoreConfigError(f"option {name} must be a boolean (1/0, true/false), got {text!r}")
 
 
-def _number_option(name: str, text: str, kind: type, *, allow_none: bool = False) -> Any:
-    if allow_none and text.strip().lower() in ("", "none", "off"):
-        return None
-    try:
-        value = kind(text)
-    except ValueError:
-        raise StoreConfigError(f"option {name} must be a number, got {text!r}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise StoreConfigError(f"option {name} must be finite, got {text!r}")
-    return value
-
-
 def _parse_store_query(name: str, text: str) -> Any:
     if name == "key_prefix":
         return text
     if name == "server_time":
         return _bool_option(name, text)
     if name == "retries":
-        return _number_option(name, text, int)
-    if name in ("window_seconds", "bucket_seconds"):
-        return _number_option(name, text, int)
-    if name == "tombstone_ttl":
-        return _number_option(name, text, float)
-    if name == "idle_ttl":
-        return _number_option(name, text, float, allow_none=True)
-    raise AssertionError(name)
+        return number_option(name, int, positive=False)(text)
+    return STORE_QUERY_OPTIONS[name](text)
 
 
-_STORE_QUERY_OPTIONS = (
-    "key_prefix",
-    "server_time",
-    "retries",
-    "window_seconds",
-    "bucket_seconds",
-    "tombstone_ttl",
-    "idle_ttl",
-)
+_STORE_QUERY_OPTIONS = ("key_prefix", "server_time", "retries", *STORE_QUERY_OPTIONS)
 
 
 def _split_hosts(url: str, netloc: str) -> tuple[str, list[tuple[str, int]]]:

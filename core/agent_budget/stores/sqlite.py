@@ -24,6 +24,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote
 
 from ..errors import StoreConfigError, StoreError
 from .base import (
+    STORE_QUERY_OPTIONS,
     CommitResult,
     Level,
     Line,
@@ -32,6 +33,7 @@ from .base import (
     StoreOptions,
     bucket_start,
     is_windowed,
+    number_option,
 )
 
 __all__ = ["SQLiteStore"]
@@ -91,49 +93,12 @@ _MAINTENANCE_EVERY = 60.0
 _SWEEP_BATCH = 500
 
 
-def _positive_float(name: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise StoreConfigError(f"option {name} must be a number, got {text!r}") from None
-        if not math.isfinite(value) or value <= 0:
-            raise StoreConfigError(f"option {name} must be a positive number, got {text!r}")
-        return value
-
-    return parse
-
-
-def _positive_int(name: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise StoreConfigError(f"option {name} must be an integer, got {text!r}") from None
-        if value <= 0:
-            raise StoreConfigError(f"option {name} must be a positive integer, got {text!r}")
-        return value
-
-    return parse
-
-
-def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    def wrapped(text: str) -> Any:
-        return None if text.strip().lower() in ("", "none", "off") else parse(text)
-
-    return wrapped
-
-
 _QUERY_OPTIONS: dict[str, Callable[[str], Any]] = {
-    "retention_days": _optional(_positive_float("retention_days")),
-    "busy_timeout": _positive_float("busy_timeout"),
+    "retention_days": number_option("retention_days", float, allow_none=True),
+    "busy_timeout": number_option("busy_timeout", float),
     "synchronous": str,
-    "window_seconds": _positive_int("window_seconds"),
-    "bucket_seconds": _positive_int("bucket_seconds"),
-    "tombstone_ttl": _positive_float("tombstone_ttl"),
-    "idle_ttl": _optional(_positive_float("idle_ttl")),
+    **STORE_QUERY_OPTIONS,
 }
-_STORE_OPTION_NAMES = ("window_seconds", "bucket_seconds", "tombstone_ttl", "idle_ttl")
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -178,8 +143,8 @@ class SQLiteStore(Store):
         if not parent.is_dir():
             raise StoreConfigError(f"directory {str(parent)!r} of the SQLite store does not exist")
         if retention_days is not None:
-            _positive_float("retention_days")(str(retention_days))
-        _positive_float("busy_timeout")(str(busy_timeout))
+            _QUERY_OPTIONS["retention_days"](str(retention_days))
+        _QUERY_OPTIONS["busy_timeout"](str(busy_timeout))
         sync = str(synchronous).upper()
         if sync not in ("NORMAL", "FULL", "EXTRA"):
             raise StoreConfigError(
