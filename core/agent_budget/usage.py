@@ -100,6 +100,8 @@ def _details_sum(details: Any, keys: tuple[str, ...]) -> int:
 
 
 def _get(obj: Any, key: str) -> Any:
+    if isinstance(obj, dict):  # the common case, without the slower ABC check
+        return obj.get(key)
     if isinstance(obj, Mapping):
         return obj.get(key)
     return getattr(obj, key, None)
