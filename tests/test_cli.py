@@ -67,8 +67,20 @@ def test_report_bad_urls(url, needle):
     assert out.returncode == 2 and needle in out.stderr
 
 
-def test_report_on_a_sqlite_store(tmp_path):
-    url = f"sqlite:///{tmp_path / 'budget.db'}"
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'budget.db'}"
+    return request.getfixturevalue("redis_url")
+
+
+def test_report_on_a_memory_store_is_empty_in_a_new_process():
+    out = cli("report", "--store", "memory://")
+    assert out.returncode == 0 and "no scopes" in out.stdout
+
+
+def test_report_on_a_shared_store(store_url):
+    url = store_url
     mgr = BudgetManager(store=url)
     mgr.register(BudgetScope(name="global", max_cost_per_day_usd=10))
     mgr.register(BudgetScope(name="team-a", max_tokens_per_day=10_000), parent="global")
