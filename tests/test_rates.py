@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent_budget import (
     Budget,
@@ -206,3 +209,28 @@ def test_bad_rate_tables():
         RateTable({"m": (0.1, 0.2)})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="on_unknown"):
         RateTable(on_unknown="ignore")  # type: ignore[arg-type]
+
+
+@given(
+    rates=st.sampled_from(sorted(builtin_rates())),
+    inp=st.integers(0, 400_000),
+    out=st.integers(0, 100_000),
+    read=st.integers(0, 400_000),
+    write=st.integers(0, 400_000),
+)
+def test_integer_pricing_equals_the_exact_decimal_price(rates, inp, out, read, write):
+    model = builtin_rates()[rates].rates
+    read = min(read, inp)
+    write = min(write, inp - read)
+    usage = Usage(inp, out, read, write)
+    exact = model.cost(usage)
+    assert model.cost_nanos(usage) == math.ceil(exact * 10**9)
+    tier = model._tier(inp)
+    worst = (inp * max(tier._exact[0], tier._exact[3]) + out * tier._exact[1]) / 1000
+    assert model.worst_case_nanos(inp, out) == math.ceil(worst * 10**9)
+
+
+def test_rates_that_are_not_whole_atto_dollars_take_the_decimal_path():
+    odd = ModelRates(input_per_1k="0.0000000000000001", output_per_1k="1")
+    assert odd._atto is None
+    assert odd.cost_nanos(Usage(10**7, 0)) == 1  # 1e-12 USD, rounded up to one nano-dollar

@@ -27,6 +27,8 @@ __all__ = [
 ]
 
 _THOUSAND = Decimal(1000)
+_ATTO_PER_1K = Decimal(10**15)  # a rate per 1k tokens, as atto-USD per token
+_ATTO_PER_NANO = 10**9
 _MILLION = Decimal(1_000_000)
 
 
@@ -48,6 +50,7 @@ class ModelRates:
     long_context_threshold: int | None = None
     long_context: ModelRates | None = None
     _exact: tuple[Decimal, Decimal, Decimal, Decimal] = field(init=False, repr=False, compare=False)
+    _atto: tuple[int, int, int, int] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         inp = to_decimal("input_per_1k", self.input_per_1k)
@@ -69,6 +72,11 @@ class ModelRates:
             if not isinstance(self.long_context, ModelRates):
                 raise TypeError("long_context must be a ModelRates")
         object.__setattr__(self, "_exact", (inp, out, cached, write))
+        # The same rates as whole atto-dollars (1e-18 USD) per token, when they are whole, so
+        # costs are integer arithmetic; otherwise costs take the Decimal path.
+        atto = [rate * _ATTO_PER_1K for rate in (inp, out, cached, write)]
+        whole = all(a == a.to_integral_value() for a in atto)
+        object.__setattr__(self, "_atto", tuple(int(a) for a in atto) if whole else None)
 
     @classmethod
     def per_million(
@@ -131,14 +139,30 @@ class ModelRates:
 
     def cost_nanos(self, usage: Usage) -> int:
         """Cost of ``usage`` in whole nano-dollars, rounded up."""
-        return decimal_usd_to_nanos(self.cost(usage))
+        tier = self._tier(usage.input_tokens)
+        atto = tier._atto
+        if atto is None:
+            return decimal_usd_to_nanos(tier.cost(usage))
+        total = (
+            usage.uncached_input_tokens * atto[0]
+            + usage.cache_read_tokens * atto[2]
+            + usage.cache_write_tokens * atto[3]
+            + usage.output_tokens * atto[1]
+        )
+        return -(-total // _ATTO_PER_NANO)
 
     def worst_case_nanos(self, input_tokens: int, max_output_tokens: int) -> int:
         """The most a call of this size can cost: every input token at the dearer of the
         input and cache-write rates, every output token at the output rate."""
-        inp, out, _cached, write = self._tier(input_tokens)._exact
-        total = input_tokens * max(inp, write) + max_output_tokens * out
-        return decimal_usd_to_nanos(total / _THOUSAND)
+        tier = self._tier(input_tokens)
+        atto = tier._atto
+        if atto is None:
+            inp, out, _cached, write = tier._exact
+            return decimal_usd_to_nanos(
+                (input_tokens * max(inp, write) + max_output_tokens * out) / _THOUSAND
+            )
+        total = input_tokens * max(atto[0], atto[3]) + max_output_tokens * atto[1]
+        return -(-total // _ATTO_PER_NANO)
 
     def estimate_cost(self, input_tokens: int, output_tokens: int) -> float:
         """Cost in USD as a float (original API); use :meth:`cost` for the exact value."""
@@ -311,9 +335,9 @@ class RateTable:
 
     def resolve(self, model: str, *, on_unknown: UnknownPolicy | None = None) -> ResolvedModel:
         """Find the rates for ``model``; raises :class:`UnknownModelError` per the policy."""
-        check_name("model", model)
-        hit = self._cache.get(model)
+        hit = self._cache.get(model) if isinstance(model, str) else None
         if hit is None:
+            check_name("model", model)
             hit = self._lookup(model)
             with self._lock:
                 if len(self._cache) >= 4096:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .records import UsageRecord
@@ -15,7 +14,6 @@ if TYPE_CHECKING:
 __all__ = ["Reservation"]
 
 
-@dataclass(eq=False)
 class Reservation:
     """A hold on a budget for one call's worst case, made by :meth:`Budget.reserve`.
 
@@ -23,24 +21,65 @@ class Reservation:
     not run). Used as a context manager it releases on an exception and, if the block ends
     without a commit, commits the estimate (marked ``estimated``), since a call that ran
     was paid for. A hold never ended expires after the budget's ``hold_ttl``.
+
+    ``tokens`` and ``cost_nanos`` are the held worst case; ``held`` is False when nothing was
+    held in the store (no hard limit applied, or the store was down and the budget fails
+    open). A plain slotted class: one is made per call.
     """
 
-    budget: Budget = field(repr=False)
-    id: str
-    model: str
-    requested_model: str
-    input_tokens: int
-    max_output_tokens: int
-    tokens: int
-    cost_nanos: int
-    session_id: str
-    metadata: dict[str, Any]
-    created_at: float
-    expires_at: float
-    held: bool
-    state: Literal["open", "committed", "released"] = "open"
-    record: UsageRecord | None = field(default=None, repr=False)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    __slots__ = (
+        "__weakref__",
+        "budget",
+        "cost_nanos",
+        "created_at",
+        "expires_at",
+        "held",
+        "id",
+        "input_tokens",
+        "lock",
+        "max_output_tokens",
+        "metadata",
+        "model",
+        "record",
+        "requested_model",
+        "session_id",
+        "state",
+        "tokens",
+    )
+
+    def __init__(
+        self,
+        *,
+        budget: Budget,
+        id: str,
+        model: str,
+        requested_model: str,
+        input_tokens: int,
+        max_output_tokens: int,
+        tokens: int,
+        cost_nanos: int,
+        session_id: str,
+        metadata: dict[str, Any],
+        created_at: float,
+        expires_at: float,
+        held: bool,
+    ) -> None:
+        self.budget = budget
+        self.id = id
+        self.model = model
+        self.requested_model = requested_model
+        self.input_tokens = input_tokens
+        self.max_output_tokens = max_output_tokens
+        self.tokens = tokens
+        self.cost_nanos = cost_nanos
+        self.session_id = session_id
+        self.metadata = metadata
+        self.created_at = created_at
+        self.expires_at = expires_at
+        self.held = held
+        self.state: Literal["open", "committed", "released"] = "open"
+        self.record: UsageRecord | None = None
+        self.lock = threading.Lock()
 
     @property
     def cost_usd(self) -> float:
@@ -71,3 +110,10 @@ class Reservation:
             self.commit()
         else:
             self.release()
+
+    def __repr__(self) -> str:
+        return (
+            f"Reservation(id={self.id!r}, scope={self.budget.name!r}, model={self.model!r}, "
+            f"tokens={self.tokens}, cost_usd={self.cost_usd:.9f}, state={self.state!r}, "
+            f"held={self.held})"
+        )
