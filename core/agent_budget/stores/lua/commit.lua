@@ -18,7 +18,7 @@ local applied = state == nil or state == 'r'
 local stamp = NOWS
 for _, e in ipairs(lines) do
   local s = load(e[1])
-  if s.f['u'] ~= stamp then hset(s, 'u', stamp) end
+  if IDLE ~= nil and s.f['u'] ~= stamp then hset(s, 'u', stamp) end
 end
 if applied then
   for _, e in ipairs(lines) do add(load(e[1]), e[2], e[3]) end

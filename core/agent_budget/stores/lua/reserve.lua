@@ -28,7 +28,7 @@ for _, e in ipairs(lines) do idle_check(load(e[1])) end
 local stamp = NOWS
 for _, e in ipairs(lines) do
   local s = load(e[1])
-  if s.f['u'] ~= stamp then hset(s, 'u', stamp) end
+  if IDLE ~= nil and s.f['u'] ~= stamp then hset(s, 'u', stamp) end
 end
 
 local out = { '1', '-1' }
