@@ -89,6 +89,7 @@ class _Batch:
     started: int = 0
     members: list[tuple[UUID, Reservation]] = field(default_factory=list)
     refusal: BaseException | None = None
+    reported: bool = False  # a member committed the provider's usage for the whole request
 
 
 class BudgetCallbackHandler(BaseCallbackHandler):
@@ -167,9 +168,12 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._counter = counter if counter is not None else default_counter()
         self._hold_ttl = hold_ttl
         self._runs = RunTracker(grace_seconds=_TRACKER_GRACE_SECONDS)
+        _HANDLERS.add(self)
         self._lock = threading.Lock()
         self._batches: dict[int, _Batch] = {}
-        self._legacy_multi: weakref.WeakSet[Reservation] = weakref.WeakSet()
+        self._legacy_multi: weakref.WeakKeyDictionary[Reservation, _Batch] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- identity --------------------------------------------------------------------------
 
@@ -216,6 +220,13 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     @property
     def ignore_custom_event(self) -> bool:
         return True
+
+    @property
+    def target(self) -> Budget | BudgetManager:
+        """The Budget or BudgetManager this handler enforces."""
+        target = self._budget if self._budget is not None else self._manager
+        assert target is not None
+        return target
 
     # -- start: may raise (that is the refusal) ---------------------------------------------
 
@@ -301,6 +312,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         except BaseException as exc:
             if batch is not None:
                 self._abort_batch(batch, exc)
+            _release_run_elsewhere(self, run_id)
             raise
         self._runs.add(run_id, reservation)
         if batch is not None:
@@ -309,10 +321,11 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 if refusal is None:
                     batch.members.append((run_id, reservation))
                     if legacy:
-                        self._legacy_multi.add(reservation)
+                        self._legacy_multi[reservation] = batch
             if refusal is not None:
                 self._runs.pop(run_id)
                 reservation.release()
+                _release_run_elsewhere(self, run_id)
                 raise refusal
 
     def _budget_for(self, metadata: Mapping[str, Any]) -> Budget:
@@ -403,10 +416,15 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             # Served from LangChain's cache: no provider call, nothing to pay.
             reservation.release()
             return
-        if outcome.sibling and reservation in self._legacy_multi:
-            # LLMResult.flatten() reported this generate()'s whole usage on its first run.
-            reservation.release()
-            return
+        batch = self._legacy_multi.get(reservation)
+        if batch is not None:
+            if outcome.usage is not None:
+                batch.reported = True
+            elif outcome.sibling and batch.reported:
+                # LLMResult.flatten() put this generate()'s whole usage on its first run,
+                # which LangChain ends first and which committed it.
+                reservation.release()
+                return
         reservation.commit(outcome.usage, model=outcome.model)
 
     def on_llm_error(
@@ -468,6 +486,19 @@ def _class_name(serialized: Mapping[str, Any] | None) -> str:
     return "unknown-model"
 
 
+# Every live handler, so one that refuses a run can free the holds other budget handlers
+# took for it: LangChain sends a refused run no end or error event.
+_HANDLERS: weakref.WeakSet[BudgetCallbackHandler] = weakref.WeakSet()
+
+
+def _release_run_elsewhere(refuser: BudgetCallbackHandler, run_id: UUID) -> None:
+    for other in list(_HANDLERS):
+        if other is not refuser:
+            held = other._runs.pop(run_id)
+            if held is not None:
+                _quietly(held.release)
+
+
 def _quietly(fn: Callable[[], object]) -> None:
     try:
         fn()
@@ -494,13 +525,19 @@ def budget_guard(
     Covers calls in nested chains and graphs, in ``batch`` worker threads and in asyncio
     tasks started inside the block (they copy the context). ``options`` are
     :class:`BudgetCallbackHandler` keyword arguments, or pass a ready handler. A guard
-    nested in another replaces it for its block; to enforce several budgets at once,
+    nested in another replaces it for its block (a nested guard of the same budget reuses
+    the outer handler, so nothing is charged twice); to enforce several budgets at once,
     chain them with ``Budget(parent=...)``.
     """
+    active = _GUARD.get()
     if isinstance(budget, BudgetCallbackHandler):
         if options:
             raise TypeError("budget_guard(handler) takes no handler options")
         handler = budget
+    elif active is not None and not options and active.target is budget:
+        # The same budget again (a helper that guards itself, called inside a guarded
+        # run): keep the one handler, or the run would be charged twice.
+        handler = active
     else:
         handler = BudgetCallbackHandler(budget, **options)
     token = _GUARD.set(handler)

@@ -487,7 +487,7 @@ class Budget:
             meta = {**reservation.metadata, **(metadata or {})}
             record, _lines, _levels = self._commit(
                 reservation.id,
-                model or reservation.requested_model,
+                self._answered_model(model, reservation.requested_model),
                 usage,
                 session_id=reservation.session_id,
                 metadata=meta,
@@ -497,6 +497,19 @@ class Budget:
             reservation.held = False
             reservation.state = "committed"
             return record
+
+    def _answered_model(self, answered: str | None, requested: str) -> str:
+        """The model to price a commit with: the one that answered when the rate table knows
+        it, else the one reserved for. A commit records money already spent, so an answer
+        from an unpriced model (a new snapshot, an alias) must neither fail nor be priced at
+        the fallback when the requested model has a price."""
+        if not answered or answered == requested:
+            return requested
+        if not isinstance(answered, str) or not answered.strip():
+            return requested
+        if self.rates.resolve(answered, on_unknown="fallback").known:
+            return answered
+        return requested
 
     def release(self, reservation: Reservation) -> bool:
         """Free a reservation without spending (the call failed before it was billed)."""

@@ -107,13 +107,17 @@ def select_budget(
     if isinstance(target, Budget):
         return target
     selection = _current.get()
-    name = scope or (selection.scope if selection else None) or default_scope
+    block_scope = selection.scope if selection else None
+    name = scope or block_scope or default_scope
     if not name:
         raise UnknownScopeError(
             "no budget scope for this call: name one with budget_scope('name'), per-call "
             "metadata, or the handler's scope= option"
         )
-    parent_name = parent or (selection.parent if selection else None) or default_parent
+    # A block's parent goes with the block's scope, not with a scope named per call.
+    from_block = not scope and block_scope is not None
+    block_parent = selection.parent if selection and from_block else None
+    parent_name = parent or block_parent or default_parent
     budget = target.get(name, parent=parent_name)
     if budget is None:
         raise UnknownScopeError(

@@ -1,7 +1,8 @@
 """RunTracker: pairs a framework's start and end events with the reservation made at start.
 
-Shared by the LangChain and LlamaIndex adapters. Entries whose hold has expired are dropped
-lazily, so runs that never end (a timed-out call) do not grow memory.
+Shared by the LangChain and LlamaIndex adapters. Entries are dropped lazily ``grace_seconds``
+after their hold expired, so runs that never end (a timed-out call) do not grow memory,
+while a slow call that ends after its hold expired is still recorded.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ __all__ = ["RunTracker"]
 class RunTracker:
     """A thread-safe map from run/event id to its open :class:`Reservation`."""
 
-    def __init__(self, grace_seconds: float = 60.0) -> None:
+    def __init__(self, grace_seconds: float = 3600.0) -> None:
         self._runs: OrderedDict[Hashable, Reservation] = OrderedDict()
         self._lock = threading.Lock()
         self._grace = grace_seconds
