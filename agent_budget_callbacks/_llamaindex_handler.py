@@ -9,6 +9,7 @@ errors, since the call it reports on has already been paid for.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import weakref
@@ -43,6 +44,27 @@ from ._llamaindex_payload import (
 )
 
 __all__ = ["BudgetCallbackHandler"]
+
+# Every live handler, so one that refuses an event can free the holds others took for it.
+_HANDLERS: weakref.WeakSet[BudgetCallbackHandler] = weakref.WeakSet()
+
+
+def _release_event_elsewhere(refuser: BudgetCallbackHandler, event_id: str) -> None:
+    for other in list(_HANDLERS):
+        if other is refuser:
+            continue
+        held = other._runs.pop(event_id)
+        if held is None:
+            continue
+        with other._lock:
+            state = other._states.pop(held, None)
+        if state is not None and state.span_id:
+            other._by_span.pop(state.span_id)
+        try:
+            held.release()
+        except Exception:
+            log.exception("could not release the hold of refused LLM event %s", event_id)
+
 
 log = logging.getLogger("agent_budget.llamaindex")
 
@@ -122,6 +144,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
+        _HANDLERS.add(self)
 
     # The handler is shared state: copies (pydantic deep copies of an LLM or manager) must
     # keep pointing at the same reservations.
@@ -151,16 +174,22 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             return event_id
         if event_id in self._runs or event_id in self._nested or self._join_enclosing(event_id):
             return event_id
-        budget, session_id, extra = self._target()
-        model, input_tokens, max_output = self._estimate(payload or {})
-        reservation = budget.reserve(
-            model,
-            input_tokens,
-            max_output,
-            session_id=session_id,
-            ttl=self.hold_ttl,
-            metadata={"framework": "llamaindex", **self.metadata, **extra},
-        )
+        try:
+            budget, session_id, extra = self._target()
+            model, input_tokens, max_output = self._estimate(payload or {})
+            reservation = budget.reserve(
+                model,
+                input_tokens,
+                max_output,
+                session_id=session_id,
+                ttl=self.hold_ttl,
+                metadata={"framework": "llamaindex", **self.metadata, **extra},
+            )
+        except BaseException:
+            # LlamaIndex sends a refused event no end: free what other budget handlers
+            # already reserved for it.
+            _release_event_elsewhere(self, event_id)
+            raise
         span_id = active_span_id.get()
         with self._lock:
             self._states[reservation] = _CallState(event_id, span_id)
@@ -264,11 +293,20 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             elif inner is not None:
                 # A nested call returned (and was billed) before the outer one failed.
                 reservation.commit(inner, metadata={"usage_source": "provider"})
+            elif isinstance(error, asyncio.CancelledError):
+                # Cancelled (a timeout) after the request may have gone out: whether the
+                # provider bills it is unknown, so the hold stays until it expires, as a
+                # timed-out LangChain call's does. A timeout loop stays capped.
+                pass
             else:
                 reservation.release()
             return
         response = payload.get(EventPayload.RESPONSE) or payload.get(EventPayload.COMPLETION)
         usage = usage_from_response(response) or inner
+        if usage is not None and inner is not None and inner.total_tokens > usage.total_tokens:
+            # The outer response reports only its last provider call; nested events
+            # (a router's call, then the answer) reported more in all.
+            usage = inner
         source = "provider"
         if usage is None:
             usage = Usage(reservation.input_tokens, self._count(response_text(response)))

@@ -145,13 +145,25 @@ def install(
 
     ``budget`` is a Budget, a BudgetManager (scope from ``scope=`` or :func:`budget_scope`)
     or a ready BudgetCallbackHandler; ``handler_kwargs`` go to the handler's constructor.
-    Installing the same handler twice changes nothing. Undo with :func:`uninstall`.
+    Installing the same handler, or the same budget, twice changes nothing (it returns the
+    installed handler). Undo with :func:`uninstall`.
     """
     if isinstance(budget, BudgetCallbackHandler):
         if handler_kwargs:
             raise TypeError("pass handler options to BudgetCallbackHandler, not install()")
         handler = budget
     else:
+        with _lock:
+            for installed in _installs:
+                if installed.budget is budget:
+                    if handler_kwargs:
+                        raise ValueError(
+                            "a handler for this budget is already installed; uninstall() it "
+                            "before installing one with other options"
+                        )
+                    # install(budget) again (a re-run notebook cell): one handler, or every
+                    # call would be charged twice.
+                    return installed
         handler = BudgetCallbackHandler(budget, **handler_kwargs)
     with _lock:
         if handler in _installs:
