@@ -20,6 +20,8 @@ from agent_budget import (
 )
 from agent_budget.stores import Store
 
+from .flaky_store import FlakyStore
+
 RATES = {"m": ModelRates(input_per_1k=1, output_per_1k=2)}  # $1 / $2 per 1k tokens
 
 
@@ -254,28 +256,6 @@ def test_parent_cycle_and_store_mismatch_rejected(clock):
 # -- store outages ----------------------------------------------------------------------------
 
 
-class FlakyStore(MemoryStore):
-    """A MemoryStore that fails every operation while ``down`` is set."""
-
-    down = False
-
-    def _gate(self) -> None:
-        if self.down:
-            raise StoreError("connection refused")
-
-    def reserve(self, *a, **k):
-        self._gate()
-        return super().reserve(*a, **k)
-
-    def commit(self, *a, **k):
-        self._gate()
-        return super().commit(*a, **k)
-
-    def release(self, *a, **k):
-        self._gate()
-        return super().release(*a, **k)
-
-
 def test_fail_closed_refuses_when_store_down(clock):
     store = FlakyStore()
     b = Budget(BudgetScope(name="b", max_tokens_per_session=100), RATES, store=store, clock=clock)
@@ -464,3 +444,61 @@ def test_memory_store_answers_a_replayed_reserve_without_holding_twice(clock):
     again = store.reserve("h1", lines, now=clock(), ttl=60, group="s")
     assert first.admitted and again.admitted
     assert store.read("s", now=clock(), group="s")["session:tokens"].reserved == 10
+
+
+def test_alerts_rearm_when_a_later_window_jumps_straight_over(clock):
+    b = make(clock, max_tokens_per_day=100, alert_at_pct=0.8, hard_stop=False)
+    b.record("s", "m", 85, 0)
+    clock.advance(3 * 86400)
+    b.record("s", "m", 90, 0)  # a new day window, crossed in one commit
+    clock.advance(3 * 86400)
+    b.record("s", "m", 150, 0)
+    assert [a.level for a in b.alerts] == [
+        AlertLevel.WARNING,
+        AlertLevel.WARNING,
+        AlertLevel.CRITICAL,
+    ]
+
+
+def test_check_on_a_soft_budget_neither_refuses_nor_alerts(clock):
+    b = make(clock, max_tokens_per_session=100, hard_stop=False)
+    b.check("m", 500)
+    assert b.alerts == []
+    b.record("s", "m", 150, 0)
+    assert [a.level for a in b.alerts] == [AlertLevel.CRITICAL]  # the real crossing
+
+
+def test_check_follows_the_store_error_policy(clock):
+    store = FlakyStore()
+    open_ = Budget(
+        BudgetScope(name="o", max_tokens_per_session=100),
+        RATES,
+        store=store,
+        clock=clock,
+        on_store_error="fail_open",
+    )
+    closed = Budget(
+        BudgetScope(name="c", max_tokens_per_session=100), RATES, store=store, clock=clock
+    )
+    store.down = True
+    open_.check("m", 10)  # admitted
+    with pytest.raises(StoreUnavailableError):
+        closed.check("m", 10)
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "field"),
+    [
+        (lambda b: b.reserve("m", 10**13, 0), ValueError, "input_tokens"),
+        (lambda b: b.reserve("m", 1, 0, metadata=5), TypeError, "metadata"),
+        (lambda b: b.reserve("m", 1, 0, session_id=123), TypeError, "session_id"),
+        (lambda b: b.record("s", "m", 1, 1, metadata=[1]), TypeError, "metadata"),
+        (lambda b: Budget(BudgetScope(name="x"), max_pending=0), ValueError, "max_pending"),
+    ],
+)
+def test_more_bad_input_is_refused_before_any_change(clock, call, exc, field):
+    b = make(clock, max_tokens_per_session=1000)
+    before = (b.usage(), len(b.alerts))
+    with pytest.raises(exc, match=field):
+        call(b)
+    assert (b.usage(), len(b.alerts)) == before

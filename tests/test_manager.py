@@ -6,6 +6,8 @@ import pytest
 
 from agent_budget import BudgetExceededError, BudgetManager, BudgetScope, MemoryStore, ModelRates
 
+from .flaky_store import FlakyStore
+
 RATES = {"m": ModelRates(input_per_1k=1, output_per_1k=1)}
 
 
@@ -102,3 +104,63 @@ def test_remove_and_bad_arguments(clock):
     with pytest.raises(KeyError):
         mgr.reserve("nope", "m", 1)
     assert mgr.remove("global") and "global" not in mgr.scopes()
+
+
+def test_buffered_usage_survives_eviction_of_its_budget(clock):
+    store = FlakyStore()
+    mgr = BudgetManager(store, rates=RATES, clock=clock, max_cached=1)
+    mgr.add_template("user:", BudgetScope(name="u", max_tokens_per_session=100))
+    mgr.get("user:1")
+    store.down = True
+    mgr.record("user:1", "s", "m", 90, 0)  # the store is down: buffered
+    mgr.get("user:2")  # evicts user:1's Budget object
+    store.down = False
+    rebuilt = mgr.get("user:1")
+    with pytest.raises(BudgetExceededError):
+        rebuilt.reserve("m", 90, 0)  # the buffer was replayed first: 90 + 90 > 100
+    assert mgr.summary("user:1")["session"]["tokens"] == 90
+
+
+def test_replacing_a_parent_rebinds_its_children(clock):
+    mgr = BudgetManager(rates=RATES, clock=clock)
+    mgr.register(BudgetScope(name="global", max_tokens_per_day=1000))
+    mgr.register(BudgetScope(name="team"), parent="global")
+    mgr.add_template("conv:", BudgetScope(name="conv"), parent="team")
+    mgr.get("conv:1")
+    mgr.register(BudgetScope(name="global", max_tokens_per_day=100))
+    assert mgr.get("team").parent is mgr.get("global")
+    with pytest.raises(BudgetExceededError) as info:
+        mgr.reserve("conv:1", "m", 500, 0)
+    assert info.value.scope == "global" and info.value.limit == 100
+
+
+def test_an_evicted_scope_keeps_its_parent(clock):
+    mgr = BudgetManager(rates=RATES, clock=clock, max_cached=2)
+    mgr.register(BudgetScope(name="u1"))
+    mgr.register(BudgetScope(name="u2"))
+    mgr.add_template("conv:", BudgetScope(name="conv"), parent="u2")
+    assert mgr.get("conv:1", parent="u1").parent.name == "u1"
+    mgr.get("conv:2")
+    mgr.get("conv:3")  # conv:1 leaves the cache
+    assert "conv:1" not in mgr._cached
+    assert mgr.get("conv:1").parent.name == "u1"  # not the template's u2
+    with pytest.raises(ValueError, match="parent"):
+        mgr.get("conv:1", parent="u2")
+
+
+def test_all_summaries_keeps_the_cache_bounded(clock):
+    store = MemoryStore()
+    other = BudgetManager(store, rates=RATES, clock=clock)
+    for i in range(30):
+        other.register(BudgetScope(name=f"team-{i}"))
+    mgr = BudgetManager(store, rates=RATES, clock=clock, max_cached=10)
+    assert len(mgr.all_summaries()) == 30
+    assert len(mgr._cached) <= 10
+
+
+def test_bad_parent_names(clock):
+    mgr = tenant_manager(clock)
+    with pytest.raises(TypeError, match="parent"):
+        mgr.get("conv:1", parent=5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="parent"):
+        mgr.register(BudgetScope(name="x"), parent="")

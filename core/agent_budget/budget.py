@@ -16,6 +16,7 @@ from typing import Any, Literal
 from .alerts import AlertLevel, AlertState, BudgetAlert
 from .errors import BudgetExceededError, BudgetWarning, StoreError, StoreUnavailableError
 from .money import nanos_to_decimal, nanos_to_float
+from .pending import PendingCommit, pending_for
 from .rates import ModelRates, RateTable, ResolvedModel
 from .records import UsageRecord
 from .reservation import Reservation
@@ -31,6 +32,7 @@ log = logging.getLogger("agent_budget")
 StoreErrorPolicy = Literal["fail_closed", "fail_open"]
 AlertCallback = Callable[[BudgetAlert], None]
 _LineSpec = tuple[str, str, bool, "int | None"]
+_REFUSED = ":refused"  # alert-state key suffix for refusals, apart from usage levels
 
 
 class _HoldIds:
@@ -97,6 +99,8 @@ class Budget:
             ("max_pending", max_pending),
         ):
             check_tokens(name, value)
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, got {max_pending}")
         self._scope = scope
         self.rates = rates if isinstance(rates, RateTable) else RateTable(rates)
         self.store: Store = (
@@ -129,10 +133,7 @@ class Budget:
         self._alert_count = 0
         self._callbacks: list[AlertCallback] = []
         self._alert_state = AlertState()
-        self._pending: deque[tuple[str, tuple[Line, ...], float, str, dict[str, Any] | None]] = (
-            deque()
-        )
-        self._max_pending = max_pending
+        self._pending = pending_for(self.store, max_pending)
         if save_definition:
             definition = scope.to_dict()
             definition["parent"] = parent.name if parent else None
@@ -198,10 +199,20 @@ class Budget:
             except Exception:
                 log.exception("alert callback %r failed for scope %r", callback, alert.scope)
 
-    def _alert_for(self, limit: Limit, committed: int) -> None:
+    def _alert_for(self, limit: Limit, committed: int, amount: int) -> None:
+        """Alert for ``limit`` after a commit of ``amount`` left it at ``committed``.
+
+        A commit that started below the warning threshold begins a new crossing (the window
+        moved on, the session was reset), so both this limit's level and refusal alerts
+        re-arm before the new level is judged: each fires once per crossing.
+        """
+        warn_at = self._warn_at[limit.limit_type]
+        if committed - amount < warn_at:
+            self._alert_state.should_fire(limit.limit_type, None)
+            self._alert_state.should_fire(limit.limit_type + _REFUSED, None)
         if committed > limit.amount:
             level: AlertLevel | None = AlertLevel.CRITICAL
-        elif committed >= self._warn_at[limit.limit_type]:
+        elif committed >= warn_at:
             level = AlertLevel.WARNING
         else:
             level = None
@@ -332,7 +343,7 @@ class Budget:
         found = self._limit_of(line)
         assert found is not None
         budget, limit = found
-        if budget._alert_state.should_fire(limit.limit_type, AlertLevel.CRITICAL):
+        if budget._alert_state.should_fire(limit.limit_type + _REFUSED, AlertLevel.CRITICAL):
             budget._fire(
                 BudgetAlert(
                     budget.name,
@@ -362,26 +373,13 @@ class Budget:
             raise
 
     def _flush_pending(self) -> None:
-        while True:
-            with self._lock:
-                if not self._pending:
-                    return
-                item = self._pending[0]
-            hold_id, lines, when, group, record = item
-            try:
-                self.store.commit(hold_id, lines, now=when, group=group, record=record)
-            except StoreError:
-                return
-            with self._lock:
-                if self._pending and self._pending[0] is item:
-                    self._pending.popleft()
-            log.info("replayed a buffered commit %s to the budget store", hold_id)
+        self._pending.flush(self.store)
 
     @property
     def pending_commits(self) -> int:
-        """Commits buffered in this process while the store was unreachable."""
-        with self._lock:
-            return len(self._pending)
+        """Commits buffered while the store was unreachable (shared by every Budget over
+        this store, so dropping a Budget object loses none of them)."""
+        return len(self._pending)
 
     # -- the reservation protocol -----------------------------------------------------------
 
@@ -404,6 +402,10 @@ class Budget:
         check_tokens("max_output_tokens", max_output_tokens)
         if ttl is not None:
             _check_ttl("ttl", ttl)
+        if not isinstance(session_id, str):
+            raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
         resolved = self._resolve(model)
         tokens = input_tokens + max_output_tokens
         cost = resolved.rates.worst_case_nanos(input_tokens, max_output_tokens)
@@ -568,17 +570,7 @@ class Budget:
         try:
             result = self.store.commit(hold_id, lines, now=now, group=self.group, record=payload)
         except StoreError:
-            with self._lock:
-                if len(self._pending) >= self._max_pending:
-                    lost = self._pending.popleft()
-                    log.error("commit buffer full: dropped buffered usage %s", lost[4])
-                self._pending.append((hold_id, lines, now, self.group, payload))
-            log.error(
-                "budget store unavailable: usage of %s buffered for replay (%d pending)",
-                hold_id,
-                len(self._pending),
-                exc_info=True,
-            )
+            self._pending.add(PendingCommit(hold_id, lines, now, self.group, payload))
             with self._lock:
                 self._records.append(record)
             return record, lines, None
@@ -592,7 +584,7 @@ class Budget:
         for line, level in zip(lines, levels, strict=True):
             found = limits.get((line.scope, line.metric))
             if found is not None:
-                found[0]._alert_for(found[1], level.committed)
+                found[0]._alert_for(found[1], level.committed, line.amount)
 
     # -- the original API ------------------------------------------------------------------
 
@@ -606,9 +598,22 @@ class Budget:
         lines = self._lines(resolved.name, input_tokens + output_tokens, cost, mode="limited")
         if not lines:
             return
-        result = self.store.reserve(
-            "check", lines, now=self.clock(), ttl=self.hold_ttl, group=self.group, dry_run=True
-        )
+        try:
+            result = self.store.reserve(
+                "check",
+                lines,
+                now=self.clock(),
+                ttl=self.hold_ttl,
+                group=self.group,
+                dry_run=True,
+            )
+        except StoreError as exc:
+            if self.on_store_error == "fail_closed":
+                raise StoreUnavailableError(
+                    f"budget store unavailable, refusing the call (fail_closed): {exc}"
+                ) from exc
+            log.warning("budget store unavailable; check admits the call (fail_open): %s", exc)
+            return
         error: BudgetExceededError | None = None
         for line, level in zip(lines, result.levels, strict=True):
             assert line.limit is not None
@@ -616,10 +621,9 @@ class Budget:
                 continue
             found = self._limit_of(line)
             assert found is not None
-            budget, _limit = found
-            refusal = self._refusal(line, level)
-            if budget._scope.hard_stop and error is None:
-                error = refusal
+            if found[0]._scope.hard_stop and error is None:
+                # Only a hard limit refuses (and alerts); a soft one alerts when crossed.
+                error = self._refusal(line, level)
         if error is not None:
             raise error
 
@@ -641,6 +645,8 @@ class Budget:
         """
         if not isinstance(session_id, str):
             raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
         usage = Usage(
             input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens
         )
@@ -755,6 +761,7 @@ class Budget:
         for limit in self._limits:
             if limit.metric.startswith("session:"):
                 self._alert_state.should_fire(limit.limit_type, None)
+                self._alert_state.should_fire(limit.limit_type + _REFUSED, None)
 
     def reset(self) -> None:
         """Zero every counter of this scope: session, day window and per-model."""

@@ -22,6 +22,7 @@ from .validate import check_name, check_tokens
 __all__ = ["BudgetManager", "ScopeTemplate"]
 
 ParentSpec = str | Callable[[str], "str | None"] | None
+_UNSET: Any = object()
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class BudgetManager:
         self._lock = threading.RLock()
         self._registered: dict[str, Budget] = {}
         self._cached: OrderedDict[str, Budget] = OrderedDict()
+        # Parents of template-made scopes, remembered past eviction from the cache so a
+        # rebuilt scope keeps its parent (bounded: many times the cache, names only).
+        self._parents: OrderedDict[str, str | None] = OrderedDict()
         self._templates: list[ScopeTemplate] = []
         self._callbacks: list[Callable[[BudgetAlert], None]] = []
 
@@ -80,12 +84,31 @@ class BudgetManager:
         """Add (or replace) a fixed scope; ``parent`` names an existing or template scope."""
         if not isinstance(scope, BudgetScope):
             raise TypeError(f"scope must be a BudgetScope, got {type(scope).__name__}")
+        if parent is not None:
+            check_name("parent", parent)
         with self._lock:
             parent_budget = self._require(parent) if parent is not None else None
             budget = self._make(scope, parent_budget, rates, save=True)
+            replaced = scope.name in self._registered or scope.name in self._cached
             self._registered[scope.name] = budget
             self._cached.pop(scope.name, None)
+            if replaced:
+                self._rebind_children(scope.name)
             return budget
+
+    def _rebind_children(self, name: str) -> None:
+        """After ``name`` was replaced, make budgets below it use the new one (and its
+        limits): cached ones are dropped (rebuilt on demand), registered ones rebuilt."""
+        for child, budget in list(self._cached.items()):
+            if any(a.name == name for a in budget.chain[1:]):
+                del self._cached[child]
+        dependents = [
+            b for b in self._registered.values() if any(a.name == name for a in b.chain[1:])
+        ]
+        for old in sorted(dependents, key=lambda b: len(b.chain)):
+            assert old.parent is not None
+            parent = self._require(old.parent.name)
+            self._registered[old.name] = self._make(old.scope, parent, old.rates, save=True)
 
     def add_template(self, prefix: str, scope: BudgetScope, *, parent: ParentSpec = None) -> None:
         """Create scopes named ``prefix...`` on first use, with ``scope``'s limits.
@@ -109,6 +132,8 @@ class BudgetManager:
         Returns None when no scope or template matches (the original API).
         """
         check_name("name", name)
+        if parent is not None:
+            check_name("parent", parent)
         with self._lock:
             return self._get(name, parent, depth=0)
 
@@ -118,7 +143,11 @@ class BudgetManager:
         budget = self._registered.get(name) or self._cached.get(name)
         if budget is not None:
             if name in self._cached:
-                self._cached.move_to_end(name)
+                # Touch the ancestors too, so a parent never leaves the cache before its
+                # children (which would rebuild it as a second object).
+                for node in reversed(budget.chain):
+                    if node.name in self._cached:
+                        self._cached.move_to_end(node.name)
             if parent is not None and (budget.parent is None or budget.parent.name != parent):
                 current = budget.parent.name if budget.parent else None
                 raise ValueError(f"scope {name!r} has parent {current!r}, not {parent!r}")
@@ -126,8 +155,13 @@ class BudgetManager:
         template = next((t for t in self._templates if name.startswith(t.prefix)), None)
         if template is None:
             return None
+        remembered = self._parents.get(name, _UNSET)
+        if parent is not None and remembered is not _UNSET and remembered != parent:
+            raise ValueError(f"scope {name!r} has parent {remembered!r}, not {parent!r}")
         parent_name = parent
-        if parent_name is None:
+        if parent_name is None and remembered is not _UNSET:
+            parent_name = remembered
+        elif parent_name is None:
             spec = template.parent
             parent_name = spec(name) if callable(spec) else spec
         parent_budget = None
@@ -140,10 +174,17 @@ class BudgetManager:
                     f"parent scope {parent_name!r} of {name!r} is not registered"
                 )
         budget = self._make(replace(template.scope, name=name), parent_budget, None, save=False)
+        self._parents[name] = parent_name
+        self._parents.move_to_end(name)
+        while len(self._parents) > max(100_000, 10 * self._max_cached):
+            self._parents.popitem(last=False)
+        self._cache(name, budget)
+        return budget
+
+    def _cache(self, name: str, budget: Budget) -> None:
         self._cached[name] = budget
         while len(self._cached) > self._max_cached:
             self._cached.popitem(last=False)
-        return budget
 
     def _require(self, name: str) -> Budget:
         budget = self._get(name, None, 0)
@@ -202,7 +243,7 @@ class BudgetManager:
         with self._lock:
             parent = self._budget_for_summary(data["parent"]) if data.get("parent") else None
             budget = self._make(BudgetScope.from_dict(data), parent, None, save=False)
-            self._cached[name] = budget
+            self._cache(name, budget)
             return budget
 
     # -- alerts ----------------------------------------------------------------------------

@@ -80,7 +80,7 @@ class BudgetScope:
         for fld in ("max_tokens_per_session", "max_tokens_per_day"):
             value = getattr(self, fld)
             if value is not None:
-                check_tokens(fld, value)
+                check_tokens(fld, value, maximum=None)
         for fld in ("max_cost_per_session_usd", "max_cost_per_day_usd"):
             value = getattr(self, fld)
             if value is not None:
@@ -91,7 +91,7 @@ class BudgetScope:
             raise TypeError("max_cost_per_model_usd must be a dict {model: usd}")
         for model, tokens in self.max_tokens_per_model.items():
             check_name("max_tokens_per_model key", model)
-            check_tokens(f"max_tokens_per_model[{model!r}]", tokens)
+            check_tokens(f"max_tokens_per_model[{model!r}]", tokens, maximum=None)
         for model, usd in self.max_cost_per_model_usd.items():
             check_name("max_cost_per_model_usd key", model)
             to_decimal(f"max_cost_per_model_usd[{model!r}]", usd)

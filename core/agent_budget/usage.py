@@ -132,7 +132,8 @@ def usage_from_mapping(obj: Any) -> Usage | None:
     (``input_tokens`` excluding ``cache_read_input_tokens`` and
     ``cache_creation_input_tokens``; ``output_tokens_details.thinking_tokens``), Gemini's SDK
     and REST spellings (``prompt_token_count`` / ``promptTokenCount``, candidates, cached
-    content, thoughts), Bedrock Converse (``inputTokens``), Ollama (``prompt_eval_count``,
+    content, thoughts), Bedrock Converse (``inputTokens``, ``cacheReadInputTokens``,
+    ``cacheWriteInputTokens``), Ollama (``prompt_eval_count``,
     ``eval_count``) and LangChain's ``usage_metadata``.
     """
     if obj is None:
@@ -156,8 +157,9 @@ def usage_from_mapping(obj: Any) -> Usage | None:
             cache_write = _details_sum(details, _CACHE_WRITE_TTL_KEYS)
         reasoning = _nested_int(obj, "output_token_details", "reasoning")
     # Anthropic: input_tokens excludes cached tokens, which come separately.
-    anth_read = _first_int(obj, ("cache_read_input_tokens",))
-    anth_write = _first_int(obj, ("cache_creation_input_tokens",))
+    # Anthropic (and Bedrock Converse, camelCase) report cached input apart from input.
+    anth_read = _first_int(obj, ("cache_read_input_tokens", "cacheReadInputTokens"))
+    anth_write = _first_int(obj, ("cache_creation_input_tokens", "cacheWriteInputTokens"))
     if anth_read is not None or anth_write is not None:
         cache_read = anth_read or 0
         cache_write = anth_write or 0

@@ -5,15 +5,23 @@ from __future__ import annotations
 import math
 from decimal import Decimal, InvalidOperation
 
-__all__ = ["check_name", "check_tokens", "to_decimal"]
+__all__ = ["MAX_TOKENS", "check_name", "check_tokens", "to_decimal"]
 
 
-def check_tokens(field: str, value: object) -> int:
+MAX_TOKENS = 10**12
+"""Largest token count accepted anywhere: far above any real call or limit, and small enough
+that every amount and cost stays exact in a store (Redis Lua numbers are doubles, exact to
+2^53; SQLite integers are 64-bit)."""
+
+
+def check_tokens(field: str, value: object, *, maximum: int | None = MAX_TOKENS) -> int:
     """Return ``value`` as a token count, or raise naming ``field``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{field} must be a non-negative int, got {type(value).__name__} {value!r}")
     if value < 0:
         raise ValueError(f"{field} must be a non-negative int, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{field} is implausibly large: {value} (at most {maximum})")
     return value
 
 
