@@ -9,6 +9,7 @@ the server's ledger and price them per kind for the dated snapshot the server re
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterator
 from importlib.metadata import version
 from typing import Any
@@ -17,19 +18,18 @@ import anthropic
 import pytest
 from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.tools import tool
 from llama_index.core.llms import ChatMessage
 
-from agent_budget import Budget, BudgetScope, UsageRecord, usage_from_mapping
+from agent_budget import Budget, BudgetScope, usage_from_mapping
 from agent_budget_callbacks.langchain import BudgetCallbackHandler
 from agent_budget_callbacks.llamaindex import install
 
 from .fake_llms import isolated_settings
+from .provider_checks import assert_budget_equals_ledger, check_record, multiply, only_record
 from .provider_servers import (
     CUT_OFF_ERRORS,
     AnthropicServer,
     Reply,
-    Served,
     ToolCall,
     builtin_price_nanos,
     held,
@@ -90,12 +90,6 @@ LI_TEXT = pytest.param(
 )
 
 
-@tool
-def multiply(a: int, b: int) -> int:
-    """Multiply two integers."""
-    return a * b
-
-
 @pytest.fixture
 def server() -> Iterator[AnthropicServer]:
     with AnthropicServer(default=TEXT) as srv:
@@ -107,39 +101,7 @@ def budget(clock: Any) -> Budget:
     return Budget(BudgetScope("anthropic-e2e", max_cost_per_session_usd=100), clock=clock)
 
 
-def only_record(budget: Budget) -> UsageRecord:
-    records = budget.records
-    assert len(records) == 1, records
-    return records[0]
-
-
-def assert_matches(record: UsageRecord, served: Served) -> None:
-    """The record carries exactly what the server billed, priced for its snapshot."""
-    assert served.billed and not served.cut_off
-    assert (
-        record.input_tokens,
-        record.output_tokens,
-        record.cache_read_tokens,
-        record.cache_write_tokens,
-        record.reasoning_tokens,
-    ) == (
-        served.usage.input_tokens,
-        served.usage.output_tokens,
-        served.usage.cache_read_tokens,
-        served.usage.cache_write_tokens,
-        served.usage.reasoning_tokens,
-    )
-    assert record.estimated is False
-    assert record.model == MODEL
-    assert record.cost_nanos == builtin_price_nanos(served.model, served.usage)
-
-
-def assert_budget_equals_ledger(budget: Budget, server: AnthropicServer) -> None:
-    usage = budget.usage()
-    assert usage["session:tokens"].committed == server.total().total_tokens
-    cost = sum(builtin_price_nanos(s.model, s.usage) for s in server.billed)
-    assert usage["session:cost"].committed == cost
-    assert held(budget) == 0
+assert_matches = functools.partial(check_record, family=MODEL)
 
 
 def assert_nothing_charged(budget: Budget) -> None:

@@ -10,27 +10,27 @@ hold and no charge; a stream cut off half way must leave no hold.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from llama_index.core.llms import ChatMessage
 from llama_index.llms.openai import OpenAI as LlamaOpenAI
 
-from agent_budget import Budget, BudgetScope, UsageRecord
+from agent_budget import Budget, BudgetScope
 from agent_budget_callbacks.langchain import BudgetCallbackHandler
 from agent_budget_callbacks.llamaindex import install
 
 from .fake_llms import isolated_settings
+from .provider_checks import assert_budget_equals_ledger, check_record, multiply, only_record
 from .provider_servers import (
     CUT_OFF_ERRORS,
     OpenAIServer,
     Reply,
-    Served,
     ToolCall,
     builtin_price_nanos,
     held,
@@ -51,12 +51,6 @@ LC_MODES = ["invoke", "stream", "ainvoke", "astream"]
 LI_MODES = ["chat", "complete", "stream_chat", "stream_complete", "achat", "astream_chat"]
 
 
-@tool
-def multiply(a: int, b: int) -> int:
-    """Multiply two integers."""
-    return a * b
-
-
 @pytest.fixture
 def server() -> Iterator[OpenAIServer]:
     with OpenAIServer(default=TEXT) as srv:
@@ -68,40 +62,7 @@ def budget(clock: Any) -> Budget:
     return Budget(BudgetScope("openai-e2e", max_cost_per_session_usd=100), clock=clock)
 
 
-def only_record(budget: Budget) -> UsageRecord:
-    records = budget.records
-    assert len(records) == 1, records
-    return records[0]
-
-
-def assert_matches(record: UsageRecord, served: Served) -> None:
-    """The record carries exactly what the server billed, priced for its snapshot."""
-    assert served.billed and not served.cut_off
-    assert (
-        record.input_tokens,
-        record.output_tokens,
-        record.cache_read_tokens,
-        record.cache_write_tokens,
-        record.reasoning_tokens,
-    ) == (
-        served.usage.input_tokens,
-        served.usage.output_tokens,
-        served.usage.cache_read_tokens,
-        served.usage.cache_write_tokens,
-        served.usage.reasoning_tokens,
-    )
-    assert record.estimated is False
-    assert record.model == "gpt-4o"  # per-model counters use the family
-    assert record.cost_nanos == builtin_price_nanos(served.model, served.usage)
-
-
-def assert_budget_equals_ledger(budget: Budget, server: OpenAIServer) -> None:
-    usage = budget.usage()
-    total = server.total()
-    assert usage["session:tokens"].committed == total.total_tokens
-    cost = sum(builtin_price_nanos(s.model, s.usage) for s in server.billed)
-    assert usage["session:cost"].committed == cost
-    assert held(budget) == 0
+assert_matches = functools.partial(check_record, family="gpt-4o")
 
 
 # -- LangChain ChatOpenAI -------------------------------------------------------------------

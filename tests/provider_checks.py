@@ -1,0 +1,53 @@
+"""Checks shared by the provider end-to-end tests: a record against the server's ledger."""
+
+from __future__ import annotations
+
+from langchain_core.tools import tool
+
+from agent_budget import Budget, UsageRecord
+
+from .provider_servers import MockProvider, Served, builtin_price_nanos, held
+
+__all__ = ["assert_budget_equals_ledger", "check_record", "multiply", "only_record"]
+
+
+@tool
+def multiply(a: int, b: int) -> int:
+    """Multiply two integers."""
+    return a * b
+
+
+def only_record(budget: Budget) -> UsageRecord:
+    records = budget.records
+    assert len(records) == 1, records
+    return records[0]
+
+
+def check_record(record: UsageRecord, served: Served, *, family: str) -> None:
+    """The record carries exactly what the server billed, priced for its snapshot and
+    counted under the model ``family``."""
+    assert served.billed and not served.cut_off
+    assert (
+        record.input_tokens,
+        record.output_tokens,
+        record.cache_read_tokens,
+        record.cache_write_tokens,
+        record.reasoning_tokens,
+    ) == (
+        served.usage.input_tokens,
+        served.usage.output_tokens,
+        served.usage.cache_read_tokens,
+        served.usage.cache_write_tokens,
+        served.usage.reasoning_tokens,
+    )
+    assert record.estimated is False
+    assert record.model == family
+    assert record.cost_nanos == builtin_price_nanos(served.model, served.usage)
+
+
+def assert_budget_equals_ledger(budget: Budget, server: MockProvider) -> None:
+    usage = budget.usage()
+    assert usage["session:tokens"].committed == server.total().total_tokens
+    cost = sum(builtin_price_nanos(s.model, s.usage) for s in server.billed)
+    assert usage["session:cost"].committed == cost
+    assert held(budget) == 0
