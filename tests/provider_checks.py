@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.tools import tool
 
 from agent_budget import Budget, UsageRecord
 
 from .provider_servers import MockProvider, Served, builtin_price_nanos, held
 
-__all__ = ["assert_budget_equals_ledger", "check_record", "multiply", "only_record"]
+__all__ = ["assert_budget_equals_ledger", "check_record", "lc_call", "multiply", "only_record"]
 
 
 @tool
@@ -51,3 +55,24 @@ def assert_budget_equals_ledger(budget: Budget, server: MockProvider) -> None:
     cost = sum(builtin_price_nanos(s.model, s.usage) for s in server.billed)
     assert usage["session:cost"].committed == cost
     assert held(budget) == 0
+
+
+def lc_call(model: Any, mode: str, handler: Any, *, prompt: str) -> BaseMessage:
+    """One LangChain call in ``mode``, streams read to the end; returns the whole message."""
+    config: Any = {"callbacks": [handler]}
+    if mode == "invoke":
+        return model.invoke(prompt, config=config)
+    if mode == "ainvoke":
+        return asyncio.run(model.ainvoke(prompt, config=config))
+    if mode == "stream":
+        chunks = list(model.stream(prompt, config=config))
+    else:
+
+        async def collect() -> list[Any]:
+            return [c async for c in model.astream(prompt, config=config)]
+
+        chunks = asyncio.run(collect())
+    merged: AIMessageChunk = chunks[0]
+    for chunk in chunks[1:]:
+        merged = merged + chunk
+    return merged

@@ -17,7 +17,6 @@ from typing import Any
 import anthropic
 import pytest
 from langchain_anthropic import ChatAnthropic
-from langchain_core.messages import AIMessageChunk, BaseMessage
 from llama_index.core.llms import ChatMessage
 
 from agent_budget import Budget, BudgetScope, usage_from_mapping
@@ -26,6 +25,7 @@ from agent_budget_callbacks.llamaindex import install
 
 from .fake_llms import isolated_settings
 from .provider_checks import assert_budget_equals_ledger, check_record, multiply, only_record
+from .provider_checks import lc_call as shared_lc_call
 from .provider_servers import (
     CUT_OFF_ERRORS,
     AnthropicServer,
@@ -131,25 +131,7 @@ def chat_anthropic(server: AnthropicServer, **kwargs: Any) -> ChatAnthropic:
     return ChatAnthropic(model=MODEL, base_url=server.base_url, api_key="sk-ant-test", **options)
 
 
-def lc_call(model: Any, mode: str, handler: BudgetCallbackHandler) -> BaseMessage:
-    """One LangChain call in ``mode``, streams read to the end; returns the whole message."""
-    config: Any = {"callbacks": [handler]}
-    if mode == "invoke":
-        return model.invoke(PROMPT, config=config)
-    if mode == "ainvoke":
-        return asyncio.run(model.ainvoke(PROMPT, config=config))
-    if mode == "stream":
-        chunks = list(model.stream(PROMPT, config=config))
-    else:
-
-        async def collect() -> list[Any]:
-            return [c async for c in model.astream(PROMPT, config=config)]
-
-        chunks = asyncio.run(collect())
-    merged: AIMessageChunk = chunks[0]
-    for chunk in chunks[1:]:
-        merged = merged + chunk
-    return merged
+lc_call = functools.partial(shared_lc_call, prompt=PROMPT)
 
 
 @pytest.mark.parametrize("mode", LC_MODES)

@@ -16,7 +16,6 @@ from typing import Any
 
 import openai
 import pytest
-from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_openai import ChatOpenAI
 from llama_index.core.llms import ChatMessage
 from llama_index.llms.openai import OpenAI as LlamaOpenAI
@@ -27,6 +26,7 @@ from agent_budget_callbacks.llamaindex import install
 
 from .fake_llms import isolated_settings
 from .provider_checks import assert_budget_equals_ledger, check_record, multiply, only_record
+from .provider_checks import lc_call as shared_lc_call
 from .provider_servers import (
     CUT_OFF_ERRORS,
     OpenAIServer,
@@ -74,25 +74,7 @@ def chat_openai(server: OpenAIServer, **kwargs: Any) -> ChatOpenAI:
     return ChatOpenAI(model=MODEL, base_url=server.base_url, api_key="sk-test", **options)
 
 
-def lc_call(model: Any, mode: str, handler: BudgetCallbackHandler) -> BaseMessage:
-    """One LangChain call in ``mode``, streams read to the end; returns the whole message."""
-    config: Any = {"callbacks": [handler]}
-    if mode == "invoke":
-        return model.invoke(PROMPT, config=config)
-    if mode == "ainvoke":
-        return asyncio.run(model.ainvoke(PROMPT, config=config))
-    if mode == "stream":
-        chunks = list(model.stream(PROMPT, config=config))
-    else:
-
-        async def collect() -> list[Any]:
-            return [c async for c in model.astream(PROMPT, config=config)]
-
-        chunks = asyncio.run(collect())
-    merged: AIMessageChunk = chunks[0]
-    for chunk in chunks[1:]:
-        merged = merged + chunk
-    return merged
+lc_call = functools.partial(shared_lc_call, prompt=PROMPT)
 
 
 @pytest.mark.parametrize("mode", LC_MODES)
