@@ -7,12 +7,20 @@ from typing import Any
 
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.tools import tool
+from llama_index.core.llms import ChatMessage
 
 from agent_budget import Budget, UsageRecord
 
 from .provider_servers import MockProvider, Served, builtin_price_nanos, held
 
-__all__ = ["assert_budget_equals_ledger", "check_record", "lc_call", "multiply", "only_record"]
+__all__ = [
+    "assert_budget_equals_ledger",
+    "check_record",
+    "lc_call",
+    "li_call",
+    "multiply",
+    "only_record",
+]
 
 
 @tool
@@ -76,3 +84,23 @@ def lc_call(model: Any, mode: str, handler: Any, *, prompt: str) -> BaseMessage:
     for chunk in chunks[1:]:
         merged = merged + chunk
     return merged
+
+
+def li_call(llm: Any, mode: str, *, prompt: str) -> Any:
+    """One LlamaIndex call in ``mode``, streams read to the end; returns the last response."""
+    messages = [ChatMessage(role="user", content=prompt)]
+    if mode == "chat":
+        return llm.chat(messages)
+    if mode == "complete":
+        return llm.complete(prompt)
+    if mode == "stream_chat":
+        return list(llm.stream_chat(messages))[-1]
+    if mode == "stream_complete":
+        return list(llm.stream_complete(prompt))[-1]
+
+    async def run() -> Any:
+        if mode == "achat":
+            return await llm.achat(messages)
+        return [r async for r in await llm.astream_chat(messages)][-1]
+
+    return asyncio.run(run())

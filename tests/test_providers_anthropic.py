@@ -8,7 +8,6 @@ the server's ledger and price them per kind for the dated snapshot the server re
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -17,7 +16,6 @@ from typing import Any
 import anthropic
 import pytest
 from langchain_anthropic import ChatAnthropic
-from llama_index.core.llms import ChatMessage
 
 from agent_budget import Budget, BudgetScope, usage_from_mapping
 from agent_budget_callbacks.langchain import BudgetCallbackHandler
@@ -26,6 +24,7 @@ from agent_budget_callbacks.llamaindex import install
 from .fake_llms import isolated_settings
 from .provider_checks import assert_budget_equals_ledger, check_record, multiply, only_record
 from .provider_checks import lc_call as shared_lc_call
+from .provider_checks import li_call as shared_li_call
 from .provider_servers import (
     CUT_OFF_ERRORS,
     AnthropicServer,
@@ -253,24 +252,7 @@ def llama_anthropic(server: AnthropicServer, **kwargs: Any) -> Any:
     )
 
 
-def li_call(llm: Any, mode: str) -> Any:
-    """One LlamaIndex call in ``mode``, streams read to the end; returns the last response."""
-    messages = [ChatMessage(role="user", content=PROMPT)]
-    if mode == "chat":
-        return llm.chat(messages)
-    if mode == "complete":
-        return llm.complete(PROMPT)
-    if mode == "stream_chat":
-        return list(llm.stream_chat(messages))[-1]
-    if mode == "stream_complete":
-        return list(llm.stream_complete(PROMPT))[-1]
-
-    async def run() -> Any:
-        if mode == "achat":
-            return await llm.achat(messages)
-        return [r async for r in await llm.astream_chat(messages)][-1]
-
-    return asyncio.run(run())
+li_call = functools.partial(shared_li_call, prompt=PROMPT)
 
 
 @li_anthropic_compatible

@@ -9,7 +9,6 @@ hold and no charge; a stream cut off half way must leave no hold.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +26,7 @@ from agent_budget_callbacks.llamaindex import install
 from .fake_llms import isolated_settings
 from .provider_checks import assert_budget_equals_ledger, check_record, multiply, only_record
 from .provider_checks import lc_call as shared_lc_call
+from .provider_checks import li_call as shared_li_call
 from .provider_servers import (
     CUT_OFF_ERRORS,
     OpenAIServer,
@@ -204,24 +204,7 @@ def llama_openai(server: OpenAIServer, *, stream_usage: bool = True, **kwargs: A
     )
 
 
-def li_call(llm: Any, mode: str) -> Any:
-    """One LlamaIndex call in ``mode``, streams read to the end; returns the last response."""
-    messages = [ChatMessage(role="user", content=PROMPT)]
-    if mode == "chat":
-        return llm.chat(messages)
-    if mode == "complete":
-        return llm.complete(PROMPT)
-    if mode == "stream_chat":
-        return list(llm.stream_chat(messages))[-1]
-    if mode == "stream_complete":
-        return list(llm.stream_complete(PROMPT))[-1]
-
-    async def run() -> Any:
-        if mode == "achat":
-            return await llm.achat(messages)
-        return [r async for r in await llm.astream_chat(messages)][-1]
-
-    return asyncio.run(run())
+li_call = functools.partial(shared_li_call, prompt=PROMPT)
 
 
 @pytest.mark.usefixtures("li_settings")

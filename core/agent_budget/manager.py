@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -23,6 +24,7 @@ __all__ = ["BudgetManager", "ScopeTemplate"]
 
 ParentSpec = str | Callable[[str], "str | None"] | None
 _UNSET: Any = object()
+log = logging.getLogger("agent_budget")
 
 
 @dataclass(frozen=True)
@@ -260,9 +262,7 @@ class BudgetManager:
             try:
                 callback(alert)
             except Exception:
-                import logging
-
-                logging.getLogger("agent_budget").exception("manager alert callback failed")
+                log.exception("manager alert callback failed")
 
     # -- calls -----------------------------------------------------------------------------
 
