@@ -761,6 +761,44 @@ def test_redis_answers_a_replayed_reserve_without_holding_twice(
     store.close()
 
 
+@pytest.mark.redis
+def test_redis_reads_holds_written_by_the_previous_encoding(
+    redis_url: str, clock: FakeClock
+) -> None:
+    """Holds stored as 0.2's length-prefixed text still free their amounts after an upgrade,
+    on commit and when they expire."""
+    import redis
+
+    store = Store.from_url(redis_url + "?server_time=0")
+    client = redis.Redis.from_url(redis_url)
+    lines = [L("s", "session:tokens", 30, 100), L("s", "day:usd", 7, 100)]
+    for hold_id in ("old-commit", "old-expire"):
+        store.reserve(hold_id, lines, now=clock(), ttl=60, group=G)
+        legacy = "1:s14:session:tokens30,100;1:s7:day:usd7,100;"
+        client.hset("ab:{tenant}:holds", hold_id, legacy)
+    assert store.read("s", now=clock(), group=G)["session:tokens"] == Level(0, 60)
+    store.commit("old-commit", [L("s", "session:tokens", 12)], now=clock(), group=G)
+    assert store.read("s", now=clock(), group=G)["session:tokens"] == Level(12, 30)
+    clock.advance(61)
+    assert store.read("s", now=clock(), group=G) == {"session:tokens": Level(12, 0)}
+    store.close()
+    client.close()
+
+
+@pytest.mark.redis
+def test_redis_lines_survive_any_scope_and_metric_text(redis_url: str, clock: FakeClock) -> None:
+    store = Store.from_url(redis_url + "?server_time=0")
+    odd = 'a;b:c,"d"\\e\n\u00e9\u6f22\U0001f600 '
+    lines = [L(odd, "session:tokens", 5, 10), L(odd, 'model:x"y;z:tokens', 2**52, None)]
+    assert store.reserve("h", lines, now=clock(), ttl=60, group=odd).admitted
+    store.commit("h", lines, now=clock(), group=odd)
+    assert store.read(odd, now=clock(), group=odd) == {
+        "session:tokens": Level(5, 0),
+        'model:x"y;z:tokens': Level(2**52, 0),
+    }
+    store.close()
+
+
 # -- SQLite specifics --------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlunsplit
@@ -357,10 +357,11 @@ class RedisStore(Store):
         group: str,
         dry_run: bool = False,
     ) -> ReserveResult:
-        blob = "".join(
+        blob = _dumps(
             [
-                f"{_name(line.scope, line.metric)}{_int(line.amount)}"
-                f"{'' if line.limit is None else ',' + _int(line.limit)};"
+                [line.scope, line.metric, _int(line.amount)]
+                if line.limit is None
+                else [line.scope, line.metric, _int(line.amount), _int(line.limit)]
                 for line in lines
             ]
         )
@@ -382,7 +383,7 @@ class RedisStore(Store):
         group: str,
         record: Mapping[str, Any] | None = None,
     ) -> CommitResult:
-        blob = "".join([f"{_name(line.scope, line.metric)}{_int(line.amount)};" for line in lines])
+        blob = _dumps([[line.scope, line.metric, _int(line.amount)] for line in lines])
         fields = self._eval("commit", group, now, hold_id, blob).split()
         return CommitResult(fields[0] in (b"1", "1"), _levels(fields[1:]))
 
@@ -432,16 +433,16 @@ class RedisStore(Store):
         return f"RedisStore(prefix={self.key_prefix!r}, server_time={self.server_time})"
 
 
-def _int(value: int) -> str:
+def _int(value: int) -> int:
+    if value.__class__ is int:
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"store amounts must be ints, got {value!r}")
-    return str(value)
+    return int(value)
 
 
-@lru_cache(maxsize=4096)
-def _name(scope: str, metric: str) -> str:
-    """The length-prefixed (in UTF-8 bytes) scope and metric of one encoded line."""
-    return f"{len(scope.encode())}:{scope}{len(metric.encode())}:{metric}"
+# Lines as the scripts read them (cjson): compact and ASCII-only, so any name survives.
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _text(value: Any) -> str:

@@ -3,15 +3,15 @@
 -- KEYS[1] is the group's key base, "<prefix>:{<group>}:", so every key a script builds
 -- shares one hash tag (one Redis Cluster slot). ARGV[1] is the caller's now (seconds);
 -- ARGV[2] the store's settings, "<server clock 1|0> <window> <bucket> <idle ttl or empty>
--- <tombstone ttl>". Operation arguments start at ARGV[3]. Lines travel as one string, each
--- "<#scope>:<scope><#metric>:<metric><amount>[,<limit>];" (lengths in bytes), so any scope
--- or metric name is safe and a call costs a handful of arguments.
+-- <tombstone ttl>". Operation arguments start at ARGV[3]. Lines travel as plain ARGV
+-- entries (scope, metric, amount[, limit]), so any scope or metric name is safe and Lua
+-- never parses them; string work in Lua is what a script's time goes to.
 --
 -- Keys under the base:
 --   s:<scope>                    HASH  u (last use), t:<metric> committed, r:<metric> held,
 --                                      lo:/hi:<metric> oldest/newest bucket of a window
 --   w:<#scope>:<scope><metric>   HASH  bucket start -> amount, for "day:" metrics
---   holds                        HASH  hold id -> the reserve's encoded lines
+--   holds                        HASH  hold id -> the reserve's lines, as JSON
 --   expiry                       ZSET  hold id scored by its expiry time
 --   d:<hold id>                  STRING "c:<when>" or "r:<when>" (committed/released), kept
 --                                      for the tombstone ttl
@@ -42,8 +42,12 @@ local function fmt(n)
   return string.format('%.0f', n)
 end
 
-local function ftime(t)
-  return string.format('%.17g', t)
+-- Numbers (or numeric strings) as one space-separated reply, formatted by one C call. Lua's
+-- own number-to-text (tostring, table.concat) switches to exponent form above 1e14.
+-- redis.call formats number arguments itself (%.17g: exact integers below 1e17), so
+-- amounts, scores and field values go to Redis as numbers, never through Lua strings.
+local function reply(values)
+  return string.format(string.rep('%d ', #values), unpack(values))
 end
 
 -- Field names of a metric, made once per script: t: committed, r: held, lo:/hi: window.
@@ -126,10 +130,6 @@ local function flush()
         dels[#dels + 1] = field
       else
         sets[#sets + 1] = field
-        if type(v) == 'number' then
-          v = fmt(v)
-          s.f[field] = v
-        end
         sets[#sets + 1] = v
       end
     end
@@ -182,7 +182,7 @@ local function committed(s, metric)
   local removed = 0
   local b = lo
   while b <= horizon do
-    local field = fmt(b)
+    local field = b
     local v = redis.call('HGET', wkey, field)
     if v then
       removed = removed + tonumber(v)
@@ -206,15 +206,22 @@ local function add(s, metric, amount)
       hi = tonumber(hi)
       if hi > start then start = hi end
     end
-    redis.call('HINCRBY', window_key(s.name, metric), fmt(start), fmt(amount))
+    redis.call('HINCRBY', window_key(s.name, metric), start, amount)
     if s.f[m.lo] == nil then hset(s, m.lo, start) end
     if hi == nil or hi < start then hset(s, m.hi, start) end
   end
   incr(s, m.t, amount)
 end
 
--- Decode encoded lines into {scope, metric, amount, limit (nil for none)} tables.
-local function parse_lines(blob)
+-- Lines travel as JSON, [[scope, metric, amount(, limit)], ...], decoded in C by cjson
+-- (integers stay exact below 2^53). A reserve's JSON is stored as its hold, unchanged.
+local function decode_lines(json)
+  return cjson.decode(json)
+end
+
+-- Holds written by agent-budget 0.2 are text, "<#scope>:<scope><#metric>:<metric><amount>;"
+-- per line; they are still read, so an upgrade does not strand live holds.
+local function parse_legacy(blob)
   local out = {}
   local pos = 1
   local len = #blob
@@ -226,15 +233,22 @@ local function parse_lines(blob)
     local mstop = colon + tonumber(string.sub(blob, stop + 1, colon - 1))
     local metric = string.sub(blob, colon + 1, mstop)
     local semi = string.find(blob, ';', mstop + 1, true)
-    local amount, limit = string.match(string.sub(blob, mstop + 1, semi - 1), '^([^,]+),?(.*)$')
-    out[#out + 1] = { scope, metric, tonumber(amount), tonumber(limit) }
+    local amount = string.match(string.sub(blob, mstop + 1, semi - 1), '^([^,]+)')
+    out[#out + 1] = { scope, metric, tonumber(amount) }
     pos = semi + 1
   end
   return out
 end
 
-local function drop_hold(id, packed)
-  for _, e in ipairs(parse_lines(packed)) do
+-- The {scope, metric, amount, ...} lines of a stored hold.
+local function hold_lines(packed)
+  local first = string.byte(packed, 1)
+  if first >= 48 and first <= 57 then return parse_legacy(packed) end
+  return cjson.decode(packed)
+end
+
+local function drop_hold(id, held)
+  for _, e in ipairs(held) do
     local s = load(e[1])
     local field = meta(e[2]).r
     if s.f[field] ~= nil then incr(s, field, -e[3]) end
@@ -249,17 +263,11 @@ local function reap()
   for _, id in ipairs(ids) do
     local packed = redis.call('HGET', HOLDS, id)
     if packed then
-      drop_hold(id, packed)
+      drop_hold(id, hold_lines(packed))
     else
       redis.call('ZREM', EXPIRY, id)
     end
   end
-end
-
-local function hold_scopes(packed)
-  local out = {}
-  for _, e in ipairs(parse_lines(packed)) do out[#out + 1] = e[1] end
-  return out
 end
 
 -- "c" or "r" for a hold id finished (committed or released) within the tombstone ttl.
@@ -273,7 +281,7 @@ end
 local function finish(id, state)
   local ms = math.ceil(TOMB * 1000)
   if ms < 1 then ms = 1 end
-  redis.call('SET', BASE .. 'd:' .. id, state .. ':' .. NOWS, 'PX', fmt(ms))
+  redis.call('SET', BASE .. 'd:' .. id, state .. ':' .. NOWS, 'PX', ms)
 end
 
 local function extend(key, ms, keep_longer)
@@ -281,7 +289,7 @@ local function extend(key, ms, keep_longer)
     local pttl = redis.call('PTTL', key)
     if pttl == -2 or pttl >= ms then return end
   end
-  redis.call('PEXPIRE', key, fmt(ms))
+  redis.call('PEXPIRE', key, ms)
 end
 
 -- With an idle ttl, give every key written a real TTL too, so abandoned scopes leave Redis

@@ -1,28 +1,33 @@
--- commit: ARGV[3] hold id, ARGV[4] the encoded lines (no limits). Frees the hold (if live)
--- and adds the amounts once per hold id, even above a limit. Returns "<applied 1|0>
--- <committed1> <reserved1> ...", the levels after it.
+-- commit: ARGV[3] hold id, ARGV[4] the lines as JSON, [scope, metric, amount] each. Frees
+-- the hold (if live) and adds the amounts once per hold id, even above a limit. Returns
+-- "<applied 1|0> <committed1> <reserved1> ...", the levels after it.
 local id = ARGV[3]
-local lines = parse_lines(ARGV[4])
+local lines = decode_lines(ARGV[4])
 
 reap()
 
 local packed = redis.call('HGET', HOLDS, id)
+local held = nil
 if packed then
-  for _, scope in ipairs(hold_scopes(packed)) do idle_check(load(scope)) end
+  held = hold_lines(packed)
+  for _, e in ipairs(held) do idle_check(load(e[1])) end
 end
 for _, e in ipairs(lines) do idle_check(load(e[1])) end
-if packed then drop_hold(id, packed) end
+if held then drop_hold(id, held) end
 
 local state = tombstone(id)
 local applied = state == nil or state == 'r'
-local stamp = NOWS
-for _, e in ipairs(lines) do
-  local s = load(e[1])
-  if IDLE ~= nil and s.f['u'] ~= stamp then hset(s, 'u', stamp) end
+if IDLE ~= nil then
+  for _, e in ipairs(lines) do
+    local s = load(e[1])
+    if s.f['u'] ~= NOWS then hset(s, 'u', NOWS) end
+  end
 end
 if applied then
   for _, e in ipairs(lines) do add(load(e[1]), e[2], e[3]) end
   finish(id, 'c')
+else
+  for _, e in ipairs(lines) do committed(load(e[1]), e[2]) end
 end
 
 flush()
@@ -30,10 +35,8 @@ local out = { applied and '1' or '0' }
 for _, e in ipairs(lines) do
   local s = load(e[1])
   local m = meta(e[2])
-  committed(s, e[2])
-  out[#out + 1] = str(s, m.t)
-  out[#out + 1] = str(s, m.r)
+  out[#out + 1] = s.f[m.t] or 0
+  out[#out + 1] = s.f[m.r] or 0
 end
-flush()
 expire_written(nil)
-return table.concat(out, ' ')
+return reply(out)

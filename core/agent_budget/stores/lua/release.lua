@@ -8,8 +8,9 @@ if not packed then
   flush()
   return 0
 end
-for _, scope in ipairs(hold_scopes(packed)) do idle_check(load(scope)) end
-drop_hold(id, packed)
+local held = hold_lines(packed)
+for _, e in ipairs(held) do idle_check(load(e[1])) end
+drop_hold(id, held)
 if not tombstone(id) then finish(id, 'r') end
 flush()
 expire_written(nil)

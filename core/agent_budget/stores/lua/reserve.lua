@@ -1,12 +1,12 @@
--- reserve: ARGV[3] hold id, ARGV[4] ttl seconds, ARGV[5] "1" for a dry run, ARGV[6] the
--- encoded lines (with limits). Returns "<admitted> <refused_at or -1> <committed1>
--- <reserved1> ...", the levels as they were before this hold; an error reply
--- "AB_HOLD_IN_USE ..." for a reused id.
+-- reserve: ARGV[3] hold id, ARGV[4] ttl seconds, ARGV[5] "1" for a dry run, ARGV[6] the lines
+-- as JSON, [scope, metric, amount, limit] each (no limit: three). Returns "<admitted>
+-- <refused_at or -1> <committed1> <reserved1> ...", the levels as they were before this
+-- hold; an error reply "AB_HOLD_IN_USE ..." for a reused id.
 local id = ARGV[3]
 local ttl = tonumber(ARGV[4])
 local dry = ARGV[5] == '1'
 local blob = ARGV[6]
-local lines = parse_lines(blob)
+local lines = decode_lines(blob)
 
 reap()
 
@@ -17,18 +17,19 @@ if existing and existing == blob then
   local out = { '1', '-1' }
   for _, e in ipairs(lines) do
     local s = load(e[1])
-    out[#out + 1] = fmt(committed(s, e[2]))
-    out[#out + 1] = fmt(num(s, meta(e[2]).r) - e[3])
+    out[#out + 1] = committed(s, e[2])
+    out[#out + 1] = num(s, meta(e[2]).r) - e[3]
   end
   flush()
-  return table.concat(out, ' ')
+  return reply(out)
 end
 
 for _, e in ipairs(lines) do idle_check(load(e[1])) end
-local stamp = NOWS
-for _, e in ipairs(lines) do
-  local s = load(e[1])
-  if IDLE ~= nil and s.f['u'] ~= stamp then hset(s, 'u', stamp) end
+if IDLE ~= nil then
+  for _, e in ipairs(lines) do
+    local s = load(e[1])
+    if s.f['u'] ~= NOWS then hset(s, 'u', NOWS) end
+  end
 end
 
 local out = { '1', '-1' }
@@ -38,8 +39,8 @@ for i, e in ipairs(lines) do
   local m = meta(e[2])
   local c = committed(s, e[2])
   local r = num(s, m.r)
-  out[#out + 1] = str(s, m.t)
-  out[#out + 1] = str(s, m.r)
+  out[#out + 1] = s.f[m.t] or 0
+  out[#out + 1] = s.f[m.r] or 0
   if refused < 0 and e[4] ~= nil and c + r + e[3] > e[4] then refused = i - 1 end
 end
 
@@ -54,8 +55,8 @@ elseif not dry then
   end
   for _, e in ipairs(lines) do incr(load(e[1]), meta(e[2]).r, e[3]) end
   redis.call('HSET', HOLDS, id, blob)
-  redis.call('ZADD', EXPIRY, ftime(NOW + ttl), id)
+  redis.call('ZADD', EXPIRY, NOW + ttl, id)
 end
 flush()
 expire_written(ttl)
-return table.concat(out, ' ')
+return reply(out)
