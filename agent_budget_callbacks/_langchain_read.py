@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResult
 
 from agent_budget import (
@@ -96,7 +95,8 @@ def max_output_tokens(
 
 def _message_text(message: BaseMessage) -> str:
     text = str(message.text)
-    tool_calls = getattr(message, "tool_calls", None)
+    # Only AI messages carry tool calls; getattr on others goes through pydantic's slow miss.
+    tool_calls = message.tool_calls if isinstance(message, AIMessage) else None
     if tool_calls:
         calls = [{"name": c.get("name"), "args": c.get("args")} for c in tool_calls]
         text += json.dumps(calls, default=str, separators=(",", ":"))
@@ -148,8 +148,7 @@ def answered_model(response: LLMResult) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What an ended (or failed) run reports.
 
     ``usage`` is None when the provider reported none; ``cache_hit`` is True when LangChain

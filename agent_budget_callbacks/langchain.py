@@ -329,7 +329,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 raise refusal
 
     def _budget_for(self, metadata: Mapping[str, Any]) -> Budget:
-        target = self._budget if self._budget is not None else self._manager
+        if self._budget is not None:
+            return self._budget
+        target = self._manager
         assert target is not None
         scope = metadata.get(self._scope_key)
         parent = metadata.get(self._parent_key)

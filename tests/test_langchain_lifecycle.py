@@ -259,17 +259,19 @@ def test_never_ended_runs_are_forgotten_after_expiry(clock: Any) -> None:
     handler = BudgetCallbackHandler(budget)
     model = FakeChatOpenAI(hang=True)
 
-    async def main() -> None:
-        for _ in range(3):
+    async def main(calls: int) -> None:
+        for _ in range(calls):
             with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(model.ainvoke("hi", config={"callbacks": [handler]}), 0.01)
+                await asyncio.wait_for(model.ainvoke("hi", config={"callbacks": [handler]}), 0.005)
 
-    asyncio.run(main())
+    asyncio.run(main(3))
     assert handler.open_runs == 3
     clock.advance(10 + _TRACKER_GRACE_SECONDS + 1)
+    asyncio.run(main(62))  # stale runs are looked for once more than 64 are open
+    assert handler.open_runs == 65 - 3
     model.hang = False
     model.invoke("hi", config={"callbacks": [handler]})
-    assert handler.open_runs == 0
+    assert handler.open_runs == 62  # the three long-expired ones are gone
 
 
 def test_a_call_slower_than_the_hold_ttl_is_still_recorded(clock: Any) -> None:

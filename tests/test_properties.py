@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
+from decimal import Decimal
+
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -14,6 +16,7 @@ from hypothesis.stateful import (
 )
 
 from agent_budget import Budget, BudgetExceededError, BudgetScope, MemoryStore, ModelRates, Usage
+from agent_budget.money import nanos_to_decimal
 
 from .clock import FakeClock
 
@@ -134,3 +137,20 @@ BudgetMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestBudgetMachine = BudgetMachine.TestCase
+
+
+@given(st.integers(min_value=0, max_value=2**63))
+def test_record_cost_usd_is_the_exact_cost_correctly_rounded(nanos: int) -> None:
+    """Records carry ``cost_nanos / 1e9`` as a float; integer true division rounds exactly
+    as converting the exact Decimal does."""
+    assert nanos / 1_000_000_000 == float(nanos_to_decimal(nanos))
+
+
+@given(st.integers(min_value=1, max_value=10**12), st.sampled_from(["0.8", "0.5", "0.333", "1"]))
+def test_integer_warning_threshold_matches_the_decimal_one(amount: int, pct: str) -> None:
+    """Alerts compare integer usage with ceil(pct * cap): the same verdict as the Decimal."""
+    scope = BudgetScope("t", max_tokens_per_session=amount, alert_at_pct=float(pct))
+    warn_at = Budget(scope)._warn_at["session_tokens"]
+    exact = Decimal(pct) * amount
+    for used in (warn_at - 1, warn_at, warn_at + 1):
+        assert (used >= warn_at) == (used >= exact)

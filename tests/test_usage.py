@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from types import MappingProxyType, SimpleNamespace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent_budget import Usage, usage_from_mapping
 
@@ -109,3 +111,44 @@ def test_inconsistent_details_are_clamped_not_raised():
         }
     )
     assert usage == Usage(10, 1, 10, 0, 0)
+
+
+_counts = st.one_of(
+    st.integers(min_value=-5, max_value=10**6), st.none(), st.booleans(), st.just("7")
+)
+_details = st.one_of(
+    st.none(),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "cache_read",
+                "cache_creation",
+                "priority_cache_read",
+                "flex_cache_read",
+                "ephemeral_5m_input_tokens",
+                "ephemeral_1h_input_tokens",
+                "reasoning",
+                "audio",
+            ]
+        ),
+        _counts,
+    ),
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "input_tokens": _counts,
+            "output_tokens": _counts,
+            "total_tokens": _counts,
+            "input_token_details": _details,
+            "output_token_details": _details,
+        },
+    )
+)
+def test_usage_metadata_fast_path_reads_like_the_general_rules(payload: dict) -> None:
+    """A dict of LangChain usage_metadata keys takes a shortcut; wrapped in a Mapping that
+    is not a dict it goes the general way. Both must read it alike."""
+    assert usage_from_mapping(payload) == usage_from_mapping(MappingProxyType(payload))

@@ -50,6 +50,11 @@ class AlertState:
         self._fired: dict[str, AlertLevel] = {}
         self._lock = threading.Lock()
 
+    @property
+    def armed(self) -> bool:
+        """True while some alert has fired and not re-armed (so re-arming has work to do)."""
+        return bool(self._fired)
+
     def should_fire(self, key: str, level: AlertLevel | None) -> bool:
         """Record that ``key`` is at ``level`` now; True if that is a new, higher crossing."""
         if level is None and key not in self._fired:

@@ -10,7 +10,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any, Literal
 
 from .alerts import AlertLevel, AlertState, BudgetAlert
@@ -23,7 +23,7 @@ from .reservation import Reservation
 from .scope import BudgetScope, Limit, Metric
 from .stores import Level, Line, Store, open_store
 from .usage import Usage
-from .validate import check_tokens, to_decimal
+from .validate import MAX_TOKENS, check_tokens, to_decimal
 
 __all__ = ["Budget", "StoreErrorPolicy"]
 
@@ -33,6 +33,8 @@ StoreErrorPolicy = Literal["fail_closed", "fail_open"]
 AlertCallback = Callable[[BudgetAlert], None]
 _LineSpec = tuple[str, str, bool, "int | None"]
 _REFUSED = ":refused"  # alert-state key suffix for refusals, apart from usage levels
+# tuple.__new__ builds a named tuple in C, skipping its Python-level __new__ (hot paths only).
+_new = tuple.__new__
 
 
 class _HoldIds:
@@ -123,9 +125,12 @@ class Budget:
             for lim in budget._limits
         }
         self._line_specs: dict[tuple[str, str], tuple[_LineSpec, ...]] = {}
+        self._alert_targets: dict[str, tuple[tuple[Budget, Limit] | None, ...]] = {}
         pct = to_decimal("alert_at_pct", scope.alert_at_pct)
-        self._warn_at: dict[str, Decimal] = {
-            lim.limit_type: pct * Decimal(lim.amount) for lim in self._limits
+        # Counters are integers, so "used >= pct * cap" is "used >= ceil(pct * cap)".
+        self._warn_at: dict[str, int] = {
+            lim.limit_type: int((pct * lim.amount).to_integral_value(rounding=ROUND_CEILING))
+            for lim in self._limits
         }
         self._lock = threading.Lock()
         self._records: deque[UsageRecord] = deque(maxlen=max_records)
@@ -207,18 +212,15 @@ class Budget:
         re-arm before the new level is judged: each fires once per crossing.
         """
         warn_at = self._warn_at[limit.limit_type]
-        if committed - amount < warn_at:
-            self._alert_state.should_fire(limit.limit_type, None)
-            self._alert_state.should_fire(limit.limit_type + _REFUSED, None)
-        if committed > limit.amount:
-            level: AlertLevel | None = AlertLevel.CRITICAL
-        elif committed >= warn_at:
-            level = AlertLevel.WARNING
-        else:
-            level = None
-        if not self._alert_state.should_fire(limit.limit_type, level):
+        state = self._alert_state
+        if committed - amount < warn_at and state.armed:
+            state.should_fire(limit.limit_type, None)
+            state.should_fire(limit.limit_type + _REFUSED, None)
+        if committed < warn_at and committed <= limit.amount:
             return
-        assert level is not None
+        level = AlertLevel.CRITICAL if committed > limit.amount else AlertLevel.WARNING
+        if not state.should_fire(limit.limit_type, level):
+            return
         value = limit.to_user(committed)
         cap = limit.to_user(limit.amount)
         pct = committed / limit.amount if limit.amount else 1.0
@@ -279,7 +281,7 @@ class Budget:
                 self._line_specs.clear()
             self._line_specs[(model, mode)] = specs
         return [
-            Line(scope, metric, cost if is_cost else tokens, limit)
+            _new(Line, (scope, metric, cost if is_cost else tokens, limit))
             for scope, metric, is_cost, limit in specs
         ]
 
@@ -398,8 +400,10 @@ class Budget:
         Raises :class:`BudgetExceededError` (nothing held, nothing recorded) when
         committed + reserved + this estimate would cross any hard limit.
         """
-        check_tokens("input_tokens", input_tokens)
-        check_tokens("max_output_tokens", max_output_tokens)
+        if input_tokens.__class__ is not int or not 0 <= input_tokens <= MAX_TOKENS:
+            check_tokens("input_tokens", input_tokens)
+        if max_output_tokens.__class__ is not int or not 0 <= max_output_tokens <= MAX_TOKENS:
+            check_tokens("max_output_tokens", max_output_tokens)
         if ttl is not None:
             _check_ttl("ttl", ttl)
         if not isinstance(session_id, str):
@@ -552,9 +556,9 @@ class Budget:
             model=resolved.name,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
-            cost_usd=float(nanos_to_decimal(cost)),
+            cost_usd=cost / 1_000_000_000,  # int / int rounds correctly, as float(Decimal) does
             timestamp=now,
-            metadata=dict(metadata),
+            metadata=metadata if metadata.__class__ is dict else dict(metadata),
             cache_read_tokens=usage.cache_read_tokens,
             cache_write_tokens=usage.cache_write_tokens,
             reasoning_tokens=usage.reasoning_tokens,
@@ -576,15 +580,20 @@ class Budget:
             return record, lines, None
         with self._lock:
             self._records.append(record)
-        self._check_alerts(lines, result.levels)
+        self._check_alerts(resolved.name, lines, result.levels)
         return record, lines, result.levels
 
-    def _check_alerts(self, lines: Sequence[Line], levels: Sequence[Level]) -> None:
-        limits = self._chain_limits
-        for line, level in zip(lines, levels, strict=True):
-            found = limits.get((line.scope, line.metric))
-            if found is not None:
-                found[0]._alert_for(found[1], level.committed, line.amount)
+    def _check_alerts(self, model: str, lines: Sequence[Line], levels: Sequence[Level]) -> None:
+        # The limit (and its budget) behind each of a model's commit lines, looked up once.
+        targets = self._alert_targets.get(model)
+        if targets is None:
+            targets = tuple(self._chain_limits.get((line.scope, line.metric)) for line in lines)
+            if len(self._alert_targets) >= 1024:
+                self._alert_targets.clear()
+            self._alert_targets[model] = targets
+        for target, line, level in zip(targets, lines, levels, strict=True):
+            if target is not None:
+                target[0]._alert_for(target[1], level[0], line[2])
 
     # -- the original API ------------------------------------------------------------------
 

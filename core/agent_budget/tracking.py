@@ -15,6 +15,9 @@ from .reservation import Reservation
 
 __all__ = ["RunTracker"]
 
+# Runs in flight at once stay few; stale entries are looked for only past this many.
+_PRUNE_ABOVE = 64
+
 
 class RunTracker:
     """A thread-safe map from run/event id to its open :class:`Reservation`."""
@@ -27,7 +30,8 @@ class RunTracker:
     def add(self, run_id: Hashable, reservation: Reservation) -> None:
         with self._lock:
             self._runs[run_id] = reservation
-            self._prune(reservation.budget.clock())
+            if len(self._runs) > _PRUNE_ABOVE:
+                self._prune(reservation.budget.clock())
 
     def pop(self, run_id: Hashable) -> Reservation | None:
         with self._lock:

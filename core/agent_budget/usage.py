@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .validate import check_tokens
+from .validate import MAX_TOKENS, check_tokens
 
 __all__ = ["Usage", "usage_from_mapping"]
 
@@ -27,14 +27,15 @@ class Usage:
     reasoning_tokens: int = 0
 
     def __post_init__(self) -> None:
-        for name in (
-            "input_tokens",
-            "output_tokens",
-            "cache_read_tokens",
-            "cache_write_tokens",
-            "reasoning_tokens",
+        for name, value in (
+            ("input_tokens", self.input_tokens),
+            ("output_tokens", self.output_tokens),
+            ("cache_read_tokens", self.cache_read_tokens),
+            ("cache_write_tokens", self.cache_write_tokens),
+            ("reasoning_tokens", self.reasoning_tokens),
         ):
-            check_tokens(name, getattr(self, name))
+            if value.__class__ is not int or not 0 <= value <= MAX_TOKENS:
+                check_tokens(name, value)  # the full check, which names the field
         if self.cache_read_tokens + self.cache_write_tokens > self.input_tokens:
             raise ValueError(
                 "cache_read_tokens + cache_write_tokens must not exceed input_tokens "
@@ -85,6 +86,10 @@ _OUTPUT_KEYS = (
 
 
 _CACHE_READ_KEYS = ("cache_read", "priority_cache_read", "flex_cache_read")
+# Every top-level key of LangChain's usage_metadata; a dict with no others takes a fast path.
+_LANGCHAIN_KEYS = frozenset(
+    ("input_tokens", "output_tokens", "total_tokens", "input_token_details", "output_token_details")
+)
 _CACHE_WRITE_TTL_KEYS = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
 
 
@@ -138,6 +143,8 @@ def usage_from_mapping(obj: Any) -> Usage | None:
     """
     if obj is None:
         return None
+    if obj.__class__ is dict and obj.keys() <= _LANGCHAIN_KEYS:
+        return _from_usage_metadata(obj)
     inp = _first_int(obj, _INPUT_KEYS)
     out = _first_int(obj, _OUTPUT_KEYS)
     if inp is None and out is None:
@@ -184,3 +191,49 @@ def usage_from_mapping(obj: Any) -> Usage | None:
     cache_write = min(cache_write, inp - cache_read)
     reasoning = min(reasoning, out)
     return Usage(inp, out, cache_read, cache_write, reasoning)
+
+
+def _count(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _pos(value: object) -> int:
+    """``value`` if it is a positive int (not a bool), else 0."""
+    if isinstance(value, int) and value > 0 and value.__class__ is not bool:
+        return value
+    return 0
+
+
+def _from_usage_metadata(obj: dict[str, Any]) -> Usage | None:
+    """:func:`usage_from_mapping` for a dict holding only LangChain ``usage_metadata`` keys:
+    the same rules, without probing the dozens of spellings that cannot be there."""
+    inp = _count(obj.get("input_tokens"))
+    out = _count(obj.get("output_tokens"))
+    if inp is None and out is None:
+        return None
+    inp = inp or 0
+    out = out or 0
+    cache_read = cache_write = reasoning = 0
+    details = obj.get("input_token_details")
+    out_details = obj.get("output_token_details")
+    if details is not None or out_details:
+        if (details is None or details.__class__ is dict) and (
+            out_details is None or out_details.__class__ is dict
+        ):
+            got = details or {}
+            cache_read = sum(_pos(got.get(key)) for key in _CACHE_READ_KEYS)
+            cache_write = _pos(got.get("cache_creation")) or sum(
+                _pos(got.get(key)) for key in _CACHE_WRITE_TTL_KEYS
+            )
+            reasoning = _pos(out_details.get("reasoning")) if out_details else 0
+        else:  # details as objects: the general readers
+            cache_read = _details_sum(details, _CACHE_READ_KEYS)
+            cache_write = _nested_int(obj, "input_token_details", "cache_creation")
+            if not cache_write:
+                cache_write = _details_sum(details, _CACHE_WRITE_TTL_KEYS)
+            reasoning = _nested_int(obj, "output_token_details", "reasoning")
+    cache_read = min(cache_read, inp)
+    cache_write = min(cache_write, inp - cache_read)
+    return Usage(inp, out, cache_read, cache_write, min(reasoning, out))

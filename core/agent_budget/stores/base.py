@@ -63,17 +63,18 @@ class Level(NamedTuple):
     reserved: int = 0
 
 
-@dataclass(frozen=True)
-class ReserveResult:
-    """Outcome of a reserve: ``levels`` are per line, as they were before this hold."""
+class ReserveResult(NamedTuple):
+    """Outcome of a reserve: ``levels`` are per line, as they were before this hold.
+
+    A named tuple, like :class:`Line` and :class:`Level`: one is made on every call.
+    """
 
     admitted: bool
     levels: tuple[Level, ...]
     refused_at: int | None = None
 
 
-@dataclass(frozen=True)
-class CommitResult:
+class CommitResult(NamedTuple):
     """Outcome of a commit: ``levels`` are per line, after it; ``applied`` is False for a
     repeated commit of the same hold id."""
 

@@ -23,6 +23,9 @@ from .base import (
 
 __all__ = ["MemoryStore"]
 
+# tuple.__new__ builds a named tuple in C, skipping its Python-level __new__ (hot paths only).
+_new = tuple.__new__
+
 
 class _Counter:
     """A plain total, or a rolling sum over fixed buckets (``buckets`` is not None)."""
@@ -104,31 +107,49 @@ class MemoryStore(Store):
             counters: dict[str, _Counter] = {}
         else:
             counters = entry[1]
+            if self.options.idle_ttl is None:
+                return counters  # use order and times matter only to idle expiry
             self._scopes.move_to_end(scope)
         self._scopes[scope] = (now, counters)
         return counters
 
     def _counters_for(self, lines: Sequence[Line], now: float) -> list[_Counter]:
         out = []
-        scopes: dict[str, dict[str, _Counter]] = {}
+        scope = None
+        counters: dict[str, _Counter] = {}
         for line in lines:
-            counters = scopes.get(line.scope)
-            if counters is None:
-                counters = scopes[line.scope] = self._counters(line.scope, now)
+            if line.scope != scope:  # lines mostly come grouped by scope
+                scope = line.scope
+                counters = self._counters(scope, now)
             counter = counters.get(line.metric)
             if counter is None:
                 counter = counters[line.metric] = _Counter(is_windowed(line.metric))
             out.append(counter)
         return out
 
+    def _levels(self, counters: list[_Counter], now: float) -> tuple[Level, ...]:
+        opts = self.options
+        return tuple(
+            [
+                _new(Level, (c.total if c.buckets is None else c.committed(now, opts), c.reserved))
+                for c in counters
+            ]
+        )
+
     def _reap(self, now: float) -> None:
         expiry = self._hold_expiry
+        done = self._done_expiry
+        if (
+            (not expiry or expiry[0][0] > now)
+            and (not done or done[0][0] > now)
+            and self.options.idle_ttl is None
+        ):
+            return
         while expiry and expiry[0][0] <= now:
             _, hold_id = heapq.heappop(expiry)
             hold = self._holds.get(hold_id)
             if hold is not None and hold.expires_at <= now:
                 self._drop_hold(hold_id, hold)
-        done = self._done_expiry
         while done and done[0][0] <= now:
             _, hold_id = done.popleft()
             entry = self._done.get(hold_id)
@@ -170,11 +191,10 @@ class MemoryStore(Store):
         group: str,
         dry_run: bool = False,
     ) -> ReserveResult:
-        opts = self.options
         with self._lock:
             self._reap(now)
             counters = self._counters_for(lines, now)
-            levels = tuple(Level(c.committed(now, opts), c.reserved) for c in counters)
+            levels = self._levels(counters, now)
             if not dry_run and (hold_id in self._holds or hold_id in self._done):
                 held = self._holds.get(hold_id)
                 if held is not None and held.entries == [
@@ -183,16 +203,15 @@ class MemoryStore(Store):
                     return ReserveResult(True, levels)  # a replayed reserve: held once
                 raise ValueError(f"hold id {hold_id!r} is already in use")
             for index, (line, level) in enumerate(zip(lines, levels, strict=True)):
-                if (
-                    line.limit is not None
-                    and level.committed + level.reserved + line.amount > line.limit
-                ):
+                limit = line.limit
+                if limit is not None and level[0] + level[1] + line.amount > limit:
                     return ReserveResult(False, levels, index)
             if not dry_run:
-                entries = []
-                for counter, line in zip(counters, lines, strict=True):
-                    counter.reserved += line.amount
-                    entries.append((counter, line.amount))
+                entries = [
+                    (counter, line.amount) for counter, line in zip(counters, lines, strict=True)
+                ]
+                for counter, amount in entries:
+                    counter.reserved += amount
                 expires_at = now + ttl
                 self._holds[hold_id] = _Hold(entries, expires_at)
                 heapq.heappush(self._hold_expiry, (expires_at, hold_id))
@@ -218,10 +237,12 @@ class MemoryStore(Store):
             counters = self._counters_for(lines, now)
             if applied:
                 for counter, line in zip(counters, lines, strict=True):
-                    counter.add(line.amount, now, opts)
+                    if counter.buckets is None:
+                        counter.total += line.amount
+                    else:
+                        counter.add(line.amount, now, opts)
                 self._finish(hold_id, "committed", now)
-            levels = tuple(Level(c.committed(now, opts), c.reserved) for c in counters)
-            return CommitResult(applied, levels)
+            return CommitResult(applied, self._levels(counters, now))
 
     def release(self, hold_id: str, *, now: float, group: str) -> bool:
         with self._lock:
