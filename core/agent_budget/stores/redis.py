@@ -16,7 +16,7 @@ import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlunsplit
@@ -190,6 +190,7 @@ class RedisStore(Store):
         self.server_time = server_time
         self._client_lock = threading.Lock()
         self._closed = False
+        self._bases: dict[str, str] = {}
         if client is None:
             redis = _redis_module()
             self._client: Any = redis.Redis()
@@ -319,12 +320,18 @@ class RedisStore(Store):
         return client
 
     def _base(self, group: str) -> str:
-        return f"{self.key_prefix}:{{{_key_tag(group)}}}:"
+        base = self._bases.get(group)
+        if base is None:
+            base = f"{self.key_prefix}:{{{_key_tag(group)}}}:"
+            if len(self._bases) >= 4096:
+                self._bases.clear()
+            self._bases[group] = base
+        return base
 
     def _eval(self, name: str, group: str, now: float, *args: str) -> Any:
         """Run one operation's script: one EVALSHA (plus a SCRIPT LOAD after a restart)."""
         script = _script(name)
-        client = self.client
+        client = self._client if self._client is not None and not self._closed else self.client
         keys_and_args = (self._base(group), repr(float(now)), self._settings, *args)
         try:
             try:
@@ -357,14 +364,7 @@ class RedisStore(Store):
         group: str,
         dry_run: bool = False,
     ) -> ReserveResult:
-        blob = _dumps(
-            [
-                [line.scope, line.metric, _int(line.amount)]
-                if line.limit is None
-                else [line.scope, line.metric, _int(line.amount), _int(line.limit)]
-                for line in lines
-            ]
-        )
+        blob = _encode(lines, limits=True)
         reply = self._eval(
             "reserve", group, now, hold_id, repr(float(ttl)), "1" if dry_run else "0", blob
         )
@@ -383,7 +383,7 @@ class RedisStore(Store):
         group: str,
         record: Mapping[str, Any] | None = None,
     ) -> CommitResult:
-        blob = _dumps([[line.scope, line.metric, _int(line.amount)] for line in lines])
+        blob = _encode(lines, limits=False)
         fields = self._eval("commit", group, now, hold_id, blob).split()
         return CommitResult(fields[0] in (b"1", "1"), _levels(fields[1:]))
 
@@ -441,8 +441,26 @@ def _int(value: int) -> int:
     return int(value)
 
 
-# Lines as the scripts read them (cjson): compact and ASCII-only, so any name survives.
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+@lru_cache(maxsize=4096)
+def _json_head(scope: str, metric: str) -> str:
+    """The start of one line as the scripts read it (a JSON array, decoded by cjson):
+    ``["scope","metric",`` in escaped ASCII, so any name survives."""
+    return f"[{_quote(scope)},{_quote(metric)},"
+
+
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
+def _encode(lines: Sequence[Line], *, limits: bool) -> str:
+    """Lines as the scripts read them: ``[[scope, metric, amount(, limit)], ...]``."""
+    parts = []
+    for line in lines:
+        head = _json_head(line.scope, line.metric)
+        if limits and line.limit is not None:
+            parts.append(f"{head}{_int(line.amount)},{_int(line.limit)}]")
+        else:
+            parts.append(f"{head}{_int(line.amount)}]")
+    return "[" + ",".join(parts) + "]"
 
 
 def _text(value: Any) -> str:
@@ -450,7 +468,12 @@ def _text(value: Any) -> str:
 
 
 def _levels(flat: Sequence[Any]) -> tuple[Level, ...]:
-    return tuple(Level(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2))
+    numbers = [int(x) for x in flat]
+    return tuple([_new(Level, pair) for pair in zip(numbers[::2], numbers[1::2], strict=True)])
+
+
+# tuple.__new__ builds a named tuple in C, skipping its Python-level __new__ (hot paths only).
+_new = tuple.__new__
 
 
 def _client_defaults(retries: int) -> dict[str, Any]:
