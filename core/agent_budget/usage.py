@@ -223,11 +223,18 @@ def _from_usage_metadata(obj: dict[str, Any]) -> Usage | None:
             out_details is None or out_details.__class__ is dict
         ):
             got = details or {}
-            cache_read = sum(_pos(got.get(key)) for key in _CACHE_READ_KEYS)
-            cache_write = _pos(got.get("cache_creation")) or sum(
-                _pos(got.get(key)) for key in _CACHE_WRITE_TTL_KEYS
-            )
-            reasoning = _pos(out_details.get("reasoning")) if out_details else 0
+            for key in _CACHE_READ_KEYS:
+                value = got.get(key)
+                if value:  # None and 0, the usual values, skip the type check
+                    cache_read += _pos(value)
+            cache_write = _pos(got.get("cache_creation"))
+            if not cache_write:
+                for key in _CACHE_WRITE_TTL_KEYS:
+                    value = got.get(key)
+                    if value:
+                        cache_write += _pos(value)
+            if out_details:
+                reasoning = _pos(out_details.get("reasoning"))
         else:  # details as objects: the general readers
             cache_read = _details_sum(details, _CACHE_READ_KEYS)
             cache_write = _nested_int(obj, "input_token_details", "cache_creation")
