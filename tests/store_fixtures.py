@@ -33,7 +33,7 @@ __all__ = [
     "self_signed_cert",
 ]
 
-STORE_KINDS = ("memory", "sqlite", "redis", "redis-cluster")
+STORE_KINDS = ("memory", "sqlite", "redis", "redis-scripts", "redis-cluster")
 _START_TIMEOUT = 15.0
 
 
@@ -395,21 +395,25 @@ class StoreFactory:
         "memory",
         "sqlite",
         pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-scripts", marks=pytest.mark.redis),
         pytest.param("redis-cluster", marks=pytest.mark.redis),
     ]
 )
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """A :class:`StoreFactory` for every store kind; Redis ones take ``now`` from the caller
-    (``server_time=0``) so the fake clock drives them."""
+    (``server_time=0``) so the fake clock drives them. "redis" runs the operations as Redis
+    Functions, "redis-scripts" as EVALSHA scripts (what servers before Redis 7 get)."""
     kind = request.param
     if kind == "memory":
         url = None
     elif kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'budget.db'}"
-    elif kind == "redis":
+    elif kind in ("redis", "redis-scripts"):
         server: RedisServer = request.getfixturevalue("redis_server")
         server.flush()
         url = f"{server.url}?server_time=0"
+        if kind == "redis-scripts":
+            url += "&functions=0"
     else:
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")
         cluster.flush()

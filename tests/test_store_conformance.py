@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -759,6 +760,57 @@ def test_redis_answers_a_replayed_reserve_without_holding_twice(
     assert first == replay
     assert store.read("s", now=clock(), group=G) == {"session:tokens": Level(0, 40)}
     store.close()
+
+
+@pytest.mark.redis
+def test_redis_loads_its_functions_again_after_they_are_flushed(
+    redis_url: str, clock: FakeClock
+) -> None:
+    import redis
+
+    store = Store.from_url(redis_url + "?server_time=0")
+    client = redis.Redis.from_url(redis_url)
+    lines = [L("f", "session:tokens", 10, 100)]
+    store.reserve("flushed", lines, now=clock(), ttl=60, group=G)
+    assert any(b"agent_budget_" in bytes(lib[1]) for lib in client.function_list())
+    client.function_flush()  # a restart without persistence, or an operator, drops them
+    store.commit("flushed", lines, now=clock(), group=G)
+    assert store.read("f", now=clock(), group=G) == {"session:tokens": Level(10, 0)}
+    store.close()
+    client.close()
+
+
+@pytest.mark.redis
+def test_redis_falls_back_to_scripts_where_functions_are_not_allowed(
+    redis_server: Any, clock: FakeClock
+) -> None:
+    """A user whose ACL denies FUNCTION and FCALL (as a server before Redis 7 has neither)
+    still gets every operation, as EVALSHA scripts."""
+    import redis
+
+    admin = redis.Redis(port=redis_server.port)
+    admin.acl_setuser(
+        "nofunctions",
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-fcall", "-function"],
+    )
+    admin.config_resetstat()
+    try:
+        store = Store.from_url(
+            f"redis://nofunctions:pw@127.0.0.1:{redis_server.port}/0?server_time=0"
+        )
+        lines = [L("n", "session:tokens", 10, 100)]
+        assert store.reserve("no-functions", lines, now=clock(), ttl=60, group=G).admitted
+        store.commit("no-functions", lines, now=clock(), group=G)
+        assert store.read("n", now=clock(), group=G) == {"session:tokens": Level(10, 0)}
+        assert admin.info("commandstats")["cmdstat_evalsha"]["calls"] >= 3
+        store.close()
+    finally:
+        admin.acl_deluser("nofunctions")
+        admin.close()
 
 
 @pytest.mark.redis

@@ -227,6 +227,7 @@ def test_cluster_urls_open_lazily_without_network() -> None:
         ("redis://host/abc", "database number"),
         ("redis://host?bogus=1", "unknown option 'bogus'"),
         ("redis://host?server_time=maybe", "server_time must be a boolean"),
+        ("redis://host?functions=maybe", "functions must be a boolean"),
         ("redis://host?key_prefix=a{b", "key_prefix"),
         ("redis://host?key_prefix=", "key_prefix"),
         ("redis://host?db=1&db=2", "given twice"),

@@ -1,11 +1,13 @@
 """RedisStore: budget state in Redis (or Redis Cluster), shared by every process and host.
 
-Each operation is one EVALSHA of a Lua script shipped in ``stores/lua/`` (one round trip,
-atomic on the server). Holds sit in a sorted set scored by expiry and are reaped lazily by
-the scripts; amounts are integers (HINCRBY, never INCRBYFLOAT); finished hold ids are
-remembered in tombstone keys with a TTL, so commits are idempotent. Every key of one group
-(the root scope of a budget tree) carries the hash tag ``{group}``, so a script touches one
-Redis Cluster slot. redis-py is imported only when a RedisStore is made.
+Each operation is one round trip, atomic on the server: one FCALL of a function from the
+Lua library in ``stores/lua/`` (loaded on first use, Redis 7+), or one EVALSHA of the same
+code as a script where the server has no functions. Holds sit in a sorted set scored by
+expiry and are reaped lazily by the Lua code; amounts are integers (never INCRBYFLOAT);
+finished hold ids are remembered in tombstone keys with a TTL, so commits are idempotent.
+Every key of one group (the root scope of a budget tree) carries the hash tag ``{group}``,
+so an operation touches one Redis Cluster slot. redis-py is imported only when a RedisStore
+is made.
 """
 
 from __future__ import annotations
@@ -73,13 +75,39 @@ class _Script:
     sha: str
 
 
+def _lua(name: str) -> str:
+    folder = resources.files("agent_budget.stores").joinpath("lua")
+    return folder.joinpath(f"{name}.lua").read_text("utf-8")
+
+
 @cache
 def _script(name: str) -> _Script:
-    """The Lua source of one operation, the shared prelude first, and its SHA1."""
-    folder = resources.files("agent_budget.stores").joinpath("lua")
-    source = folder.joinpath("_common.lua").read_text("utf-8") + "\n"
-    source += folder.joinpath(f"{name}.lua").read_text("utf-8")
+    """One operation as a script for EVALSHA: the shared code, then the operation, and its SHA1."""
+    source = _lua("_common") + "\nbegin(KEYS, ARGV)\n" + _lua(name)
     return _Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
+
+
+@dataclass(frozen=True)
+class _Library:
+    source: str
+    functions: dict[str, str]  # operation -> function name
+
+
+@cache
+def _library() -> _Library:
+    """Every operation as one Redis Function library (Redis 7+): the shared code is compiled
+    once when the library loads, not on every call. Its name carries a digest of its code, so
+    two agent-budget versions on one server never replace each other's functions."""
+    common = _lua("_common")
+    bodies = {op: _lua(op) for op in _OPERATIONS}
+    tag = hashlib.sha1((common + "".join(bodies.values())).encode("utf-8")).hexdigest()[:16]
+    source = f"#!lua name=agent_budget_{tag}\n{common}"
+    for op, body in bodies.items():
+        source += (
+            f"\nredis.register_function('ab_{tag}_{op}', function(KEYS, ARGV)\n"
+            f"begin(KEYS, ARGV)\n{body}\nend)\n"
+        )
+    return _Library(source, {op: f"ab_{tag}_{op}" for op in _OPERATIONS})
 
 
 def _redis_module() -> Any:
@@ -111,14 +139,20 @@ def _bool_option(name: str, text: str) -> bool:
 def _parse_store_query(name: str, text: str) -> Any:
     if name == "key_prefix":
         return text
-    if name == "server_time":
+    if name in ("server_time", "functions"):
         return _bool_option(name, text)
     if name == "retries":
         return number_option(name, int, positive=False)(text)
     return STORE_QUERY_OPTIONS[name](text)
 
 
-_STORE_QUERY_OPTIONS = ("key_prefix", "server_time", "retries", *STORE_QUERY_OPTIONS)
+_STORE_QUERY_OPTIONS = (
+    "key_prefix",
+    "server_time",
+    "functions",
+    "retries",
+    *STORE_QUERY_OPTIONS,
+)
 
 
 def _split_hosts(url: str, netloc: str) -> tuple[str, list[tuple[str, int]]]:
@@ -153,12 +187,14 @@ def _key_tag(group: str) -> str:
 
 
 class RedisStore(Store):
-    """Budget state in Redis: atomic Lua scripts, one round trip per operation.
+    """Budget state in Redis: atomic Lua functions or scripts, one round trip per operation.
 
     ``client`` is a ``redis.Redis`` or ``redis.cluster.RedisCluster`` (or a zero-argument
     callable making one on first use). ``key_prefix`` starts every key. With
     ``server_time=True`` (the default) the scripts read the server's clock, one clock for
     every host; ``False`` uses the ``now`` each caller passes (tests with a fake clock).
+    ``functions=True`` (the default) runs the operations as Redis Functions where the server
+    allows, else as EVALSHA scripts; ``False`` always uses scripts.
     """
 
     schemes = _SCHEMES
@@ -169,6 +205,7 @@ class RedisStore(Store):
         *,
         key_prefix: str = "ab",
         server_time: bool = True,
+        functions: bool = True,
         options: StoreOptions | None = None,
         **kwargs: Any,
     ) -> None:
@@ -186,6 +223,9 @@ class RedisStore(Store):
             )
         if not isinstance(server_time, bool):
             raise StoreConfigError(f"server_time must be a bool, got {server_time!r}")
+        if not isinstance(functions, bool):
+            raise StoreConfigError(f"functions must be a bool, got {functions!r}")
+        self._functions = functions
         self.key_prefix = key_prefix
         self.server_time = server_time
         self._client_lock = threading.Lock()
@@ -329,11 +369,19 @@ class RedisStore(Store):
         return base
 
     def _eval(self, name: str, group: str, now: float, *args: str) -> Any:
-        """Run one operation's script: one EVALSHA (plus a SCRIPT LOAD after a restart)."""
-        script = _script(name)
+        """Run one operation: one FCALL, or one EVALSHA where the server has no functions
+        (plus a FUNCTION LOAD or SCRIPT LOAD the first time and after a restart)."""
         client = self._client if self._client is not None and not self._closed else self.client
         keys_and_args = (self._base(group), repr(float(now)), self._settings, *args)
         try:
+            if self._functions:
+                try:
+                    return self._fcall(client, name, keys_and_args)
+                except self._response_error as exc:
+                    if not _no_functions(exc):
+                        raise
+                    self._functions = False  # Redis < 7, or FUNCTION denied: use scripts
+            script = _script(name)
             try:
                 return client.evalsha(script.sha, 1, *keys_and_args)
             except self._no_script:
@@ -345,6 +393,18 @@ class RedisStore(Store):
             raise StoreError(f"Redis store {name} failed: {exc}") from exc
         except self._errors as exc:
             raise StoreError(f"Redis store {name} failed: {exc}") from exc
+
+    def _fcall(self, client: Any, name: str, keys_and_args: tuple[str, ...]) -> Any:
+        library = _library()
+        function = library.functions[name]
+        try:
+            return client.fcall(function, 1, *keys_and_args)
+        except self._response_error as exc:
+            if "function not found" not in str(exc).lower():
+                raise
+        # First use on this server, or it restarted or was flushed: load, then call again.
+        client.function_load(library.source, replace=True)
+        return client.fcall(function, 1, *keys_and_args)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -461,6 +521,13 @@ def _encode(lines: Sequence[Line], *, limits: bool) -> str:
         else:
             parts.append(f"{head}{_int(line.amount)}]")
     return "[" + ",".join(parts) + "]"
+
+
+def _no_functions(exc: BaseException) -> bool:
+    """True when the server cannot run our functions (no FUNCTION/FCALL before Redis 7, or
+    an ACL that denies them): scripts serve instead."""
+    text = str(exc).lower()
+    return "unknown command" in text or "noperm" in text or "no permissions" in text
 
 
 def _text(value: Any) -> str:

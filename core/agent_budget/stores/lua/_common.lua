@@ -1,11 +1,13 @@
--- Shared prelude of every agent-budget script; RedisStore prepends it to each operation.
+-- Shared code of every agent-budget operation. RedisStore loads it once as a Redis Function
+-- library, each operation a function (Redis 7+), or else prepends it to each operation's
+-- script for EVALSHA. Either way an operation starts with begin(KEYS, ARGV).
 --
--- KEYS[1] is the group's key base, "<prefix>:{<group>}:", so every key a script builds
+-- KEYS[1] is the group's key base, "<prefix>:{<group>}:", so every key an operation builds
 -- shares one hash tag (one Redis Cluster slot). ARGV[1] is the caller's now (seconds);
 -- ARGV[2] the store's settings, "<server clock 1|0> <window> <bucket> <idle ttl or empty>
--- <tombstone ttl>". Operation arguments start at ARGV[3]. Lines travel as plain ARGV
--- entries (scope, metric, amount[, limit]), so any scope or metric name is safe and Lua
--- never parses them; string work in Lua is what a script's time goes to.
+-- <tombstone ttl>". Operation arguments start at ARGV[3]. Lines travel as one JSON
+-- argument (see decode_lines), so any scope or metric name is safe, the client sends few
+-- arguments and Lua parses nothing itself.
 --
 -- Keys under the base:
 --   s:<scope>                    HASH  u (last use), t:<metric> committed, r:<metric> held,
@@ -16,26 +18,38 @@
 --   d:<hold id>                  STRING "c:<when>" or "r:<when>" (committed/released), kept
 --                                      for the tombstone ttl
 -- Amounts are integers; Lua holds them as doubles, exact below 2^53 (about $9e6 in nano-USD
--- per counter). Counter fields are written back once per script by flush().
+-- per counter). Counter fields are written back once per operation by flush().
 
-local BASE = KEYS[1]
-local CLOCK, WINDOW, BUCKET, IDLE, TOMB = string.match(ARGV[2], '^(%S+) (%S+) (%S+) (%S*) (%S+)$')
--- NOW as a number, and NOWS, the same instant as text (formatting numbers is slow in Lua).
-local NOW, NOWS
-if CLOCK == '1' then
-  local t = redis.call('TIME')
-  NOWS = t[1] .. '.' .. string.rep('0', 6 - #t[2]) .. t[2]
-else
-  NOWS = ARGV[1]
-end
-NOW = tonumber(NOWS)
-WINDOW = tonumber(WINDOW)
-BUCKET = tonumber(BUCKET)
-IDLE = tonumber(IDLE)
-TOMB = tonumber(TOMB)
-local HOLDS = BASE .. 'holds'
-local EXPIRY = BASE .. 'expiry'
+-- Per-operation state, set by begin(). NOW is a number; NOWS the same instant as text.
+local BASE, WINDOW, BUCKET, IDLE, TOMB, NOW, NOWS, HOLDS, EXPIRY, SCOPES
 local MARGIN = 60
+
+-- Field names per metric (see meta). In a function library this outlives one call (a cache
+-- of pure string work), bounded in size.
+local META, META_SIZE = {}, 0
+
+local function begin(keys, argv)
+  BASE = keys[1]
+  local clock, window, bucket, idle, tomb =
+    string.match(argv[2], '^(%S+) (%S+) (%S+) (%S*) (%S+)$')
+  if clock == '1' then
+    local t = redis.call('TIME')
+    NOWS = t[1] .. '.' .. string.rep('0', 6 - #t[2]) .. t[2]
+  else
+    NOWS = argv[1]
+  end
+  NOW = tonumber(NOWS)
+  WINDOW = tonumber(window)
+  BUCKET = tonumber(bucket)
+  IDLE = tonumber(idle)
+  TOMB = tonumber(tomb)
+  HOLDS = BASE .. 'holds'
+  EXPIRY = BASE .. 'expiry'
+  SCOPES = {}
+  if META_SIZE > 4096 then
+    META, META_SIZE = {}, 0
+  end
+end
 
 local function fmt(n)
   if n == 0 then return '0' end
@@ -50,11 +64,11 @@ local function reply(values)
   return string.format(string.rep('%d ', #values), unpack(values))
 end
 
--- Field names of a metric, made once per script: t: committed, r: held, lo:/hi: window.
-local META = {}
+-- Field names of a metric: t: committed, r: held, lo:/hi: window.
 local function meta(metric)
   local m = META[metric]
   if m == nil then
+    META_SIZE = META_SIZE + 1
     m = {
       t = 't:' .. metric,
       r = 'r:' .. metric,
@@ -70,8 +84,6 @@ end
 local function window_key(scope, metric)
   return BASE .. 'w:' .. #scope .. ':' .. scope .. metric
 end
-
-local SCOPES = {}
 
 local function load(scope)
   local s = SCOPES[scope]
