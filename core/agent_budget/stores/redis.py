@@ -372,7 +372,7 @@ class RedisStore(Store):
         """Run one operation: one FCALL, or one EVALSHA where the server has no functions
         (plus a FUNCTION LOAD or SCRIPT LOAD the first time and after a restart)."""
         client = self._client if self._client is not None and not self._closed else self.client
-        keys_and_args = (self._base(group), repr(float(now)), self._settings, *args)
+        keys_and_args = (self._base(group), f"{float(now)!r} {self._settings}", *args)
         try:
             if self._functions:
                 try:
@@ -425,9 +425,8 @@ class RedisStore(Store):
         dry_run: bool = False,
     ) -> ReserveResult:
         blob = _encode(lines, limits=True)
-        reply = self._eval(
-            "reserve", group, now, hold_id, repr(float(ttl)), "1" if dry_run else "0", blob
-        )
+        ttl_dry = f"{float(ttl)!r} {'1' if dry_run else '0'}"
+        reply = self._eval("reserve", group, now, hold_id, ttl_dry, blob)
         fields = reply.split()
         refused = int(fields[1])
         return ReserveResult(

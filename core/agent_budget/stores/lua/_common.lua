@@ -3,9 +3,10 @@
 -- script for EVALSHA. Either way an operation starts with begin(KEYS, ARGV).
 --
 -- KEYS[1] is the group's key base, "<prefix>:{<group>}:", so every key an operation builds
--- shares one hash tag (one Redis Cluster slot). ARGV[1] is the caller's now (seconds);
--- ARGV[2] the store's settings, "<server clock 1|0> <window> <bucket> <idle ttl or empty>
--- <tombstone ttl>". Operation arguments start at ARGV[3]. Lines travel as one JSON
+-- shares one hash tag (one Redis Cluster slot). ARGV[1] is the caller's now (seconds) and
+-- the store's settings, "<now> <server clock 1|0> <window> <bucket> <idle ttl or empty>
+-- <tombstone ttl>" (one argument: each costs the client time to send). Operation arguments
+-- start at ARGV[2]. Lines travel as one JSON
 -- argument (see decode_lines), so any scope or metric name is safe, the client sends few
 -- arguments and Lua parses nothing itself.
 --
@@ -30,13 +31,13 @@ local META, META_SIZE = {}, 0
 
 local function begin(keys, argv)
   BASE = keys[1]
-  local clock, window, bucket, idle, tomb =
-    string.match(argv[2], '^(%S+) (%S+) (%S+) (%S*) (%S+)$')
+  local now, clock, window, bucket, idle, tomb =
+    string.match(argv[1], '^(%S+) (%S+) (%S+) (%S+) (%S*) (%S+)$')
   if clock == '1' then
     local t = redis.call('TIME')
     NOWS = t[1] .. '.' .. string.rep('0', 6 - #t[2]) .. t[2]
   else
-    NOWS = argv[1]
+    NOWS = now
   end
   NOW = tonumber(NOWS)
   WINDOW = tonumber(window)

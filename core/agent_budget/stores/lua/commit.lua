@@ -1,8 +1,8 @@
--- commit: ARGV[3] hold id, ARGV[4] the lines as JSON, [scope, metric, amount] each. Frees
+-- commit: ARGV[2] hold id, ARGV[3] the lines as JSON, [scope, metric, amount] each. Frees
 -- the hold (if live) and adds the amounts once per hold id, even above a limit. Returns
 -- "<applied 1|0> <committed1> <reserved1> ...", the levels after it.
-local id = ARGV[3]
-local lines = decode_lines(ARGV[4])
+local id = ARGV[2]
+local lines = decode_lines(ARGV[3])
 
 reap()
 

@@ -1,9 +1,9 @@
--- read: ARGV[3] scope. Returns {metric1, committed1, reserved1, ...} for every counter of
+-- read: ARGV[2] scope. Returns {metric1, committed1, reserved1, ...} for every counter of
 -- the scope that is non-zero or held.
 local s
 
 reap()
-s = load(ARGV[3])
+s = load(ARGV[2])
 idle_check(s)
 
 local metrics = {}

@@ -1,5 +1,5 @@
--- release: ARGV[3] hold id. Frees a live hold without spending; returns 1 if one was freed.
-local id = ARGV[3]
+-- release: ARGV[2] hold id. Frees a live hold without spending; returns 1 if one was freed.
+local id = ARGV[2]
 
 reap()
 

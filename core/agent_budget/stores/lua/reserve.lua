@@ -1,11 +1,12 @@
--- reserve: ARGV[3] hold id, ARGV[4] ttl seconds, ARGV[5] "1" for a dry run, ARGV[6] the lines
--- as JSON, [scope, metric, amount, limit] each (no limit: three). Returns "<admitted>
+-- reserve: ARGV[2] hold id, ARGV[3] "<ttl seconds> <1 for a dry run, else 0>", ARGV[4] the
+-- lines as JSON, [scope, metric, amount, limit] each (no limit: three). Returns "<admitted>
 -- <refused_at or -1> <committed1> <reserved1> ...", the levels as they were before this
 -- hold; an error reply "AB_HOLD_IN_USE ..." for a reused id.
-local id = ARGV[3]
-local ttl = tonumber(ARGV[4])
-local dry = ARGV[5] == '1'
-local blob = ARGV[6]
+local id = ARGV[2]
+local ttl_text, dry_flag = string.match(ARGV[3], '^(%S+) (%S+)$')
+local ttl = tonumber(ttl_text)
+local dry = dry_flag == '1'
+local blob = ARGV[4]
 local lines = decode_lines(blob)
 
 reap()

@@ -1,7 +1,7 @@
--- reset: ARGV[3] scope, ARGV[4] metric prefix. Zeroes the committed value of the scope's
+-- reset: ARGV[2] scope, ARGV[3] metric prefix. Zeroes the committed value of the scope's
 -- counters whose metric starts with the prefix; holds stay.
-local s = load(ARGV[3])
-local prefix = ARGV[4]
+local s = load(ARGV[2])
+local prefix = ARGV[3]
 local metrics = {}
 for k, _ in pairs(s.f) do
   if string.sub(k, 1, 2) == 't:' then
