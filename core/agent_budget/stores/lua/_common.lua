@@ -6,9 +6,8 @@
 -- shares one hash tag (one Redis Cluster slot). ARGV[1] is the caller's now (seconds) and
 -- the store's settings, "<now> <server clock 1|0> <window> <bucket> <idle ttl or empty>
 -- <tombstone ttl>" (one argument: each costs the client time to send). Operation arguments
--- start at ARGV[2]. Lines travel as one JSON
--- argument (see decode_lines), so any scope or metric name is safe, the client sends few
--- arguments and Lua parses nothing itself.
+-- start at ARGV[2]. Lines travel as one JSON argument (see decode_lines), so any scope or
+-- metric name is safe, the client sends few arguments and Lua parses nothing itself.
 --
 -- Keys under the base:
 --   s:<scope>                    HASH  u (last use), t:<metric> committed, r:<metric> held,
