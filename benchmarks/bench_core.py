@@ -18,17 +18,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from agent_budget import Budget, BudgetScope, MemoryStore, RateTable, Usage
+from agent_budget import Budget, MemoryStore, RateTable, Usage
 from agent_budget.scope import Metric
 from agent_budget.stores import Line
 
-from .harness import Table, interleaved, ratio_table, run_threads
+from .harness import BIG, Table, bench_scope, interleaved, ratio_table, run_threads
 
 __all__ = ["MODEL", "LockDictFloor", "make_budget", "run"]
 
 MODEL = "gpt-4o-mini"
 TARGET = 5.0
-BIG = 10**15  # limits no benchmark reaches: every call is admitted
 IN_TOKENS, MAX_OUT, OUT_TOKENS = 1200, 400, 350
 
 
@@ -46,14 +45,7 @@ def make_budget(
     store: MemoryStore | None = None, clock: Callable[[], float] | None = None
 ) -> Budget:
     """A Budget with the four common caps (session and day, tokens and USD), never reached."""
-    scope = BudgetScope(
-        "bench",
-        max_tokens_per_session=BIG,
-        max_cost_per_session_usd=10**6,
-        max_tokens_per_day=BIG,
-        max_cost_per_day_usd=10**6,
-    )
-    return Budget(scope, store=store or MemoryStore(), clock=clock or _Clock())
+    return Budget(bench_scope(), store=store or MemoryStore(), clock=clock or _Clock())
 
 
 class LockDictFloor:

@@ -18,7 +18,7 @@ from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatResult, LLMResult
 
-from agent_budget import Budget, BudgetScope, Usage, default_counter
+from agent_budget import Budget, Usage, default_counter
 from agent_budget_callbacks._langchain_read import (
     chat_input_tokens,
     max_output_tokens,
@@ -27,7 +27,7 @@ from agent_budget_callbacks._langchain_read import (
 )
 from agent_budget_callbacks.langchain import BudgetCallbackHandler
 
-from .harness import Table, interleaved, ratio_table
+from .harness import Table, bench_scope, interleaved, ratio_table
 
 __all__ = ["run"]
 
@@ -36,7 +36,6 @@ PROMPT = (
     "and owner: Anna will finish the Q3 budget by Friday; we postponed the vendor review "
     "to next sprint; Raj asked whether the staging cluster can be shut down at night."
 )
-BIG = 10**15
 USAGE: UsageMetadata = {
     "input_tokens": 60,
     "output_tokens": 40,
@@ -95,14 +94,7 @@ class InlineNoopHandler(BaseCallbackHandler):
 
 
 def _budget() -> Budget:
-    scope = BudgetScope(
-        "bench",
-        max_tokens_per_session=BIG,
-        max_tokens_per_day=BIG,
-        max_cost_per_session_usd=10**6,
-        max_cost_per_day_usd=10**6,
-    )
-    return Budget(scope)
+    return Budget(bench_scope())
 
 
 def _budget_handler() -> BudgetCallbackHandler:

@@ -20,10 +20,10 @@ from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.llms import MockLLM
 from llama_index.core.settings import Settings
 
-from agent_budget import Budget, BudgetScope
+from agent_budget import Budget
 from agent_budget_callbacks.llamaindex import BudgetCallbackHandler, install, uninstall
 
-from .harness import Table, interleaved, ratio_table
+from .harness import BIG, Table, bench_scope, interleaved, ratio_table
 
 __all__ = ["run"]
 
@@ -32,7 +32,6 @@ PROMPT = (
     "and owner: Anna will finish the Q3 budget by Friday; we postponed the vendor review "
     "to next sprint; Raj asked whether the staging cluster can be shut down at night."
 )
-BIG = 10**15
 
 
 class NoopHandler(BaseCallbackHandler):
@@ -70,14 +69,7 @@ def _offline_tokenizer() -> Callable[[str], list[int]]:
 
 
 def _budget() -> Budget:
-    scope = BudgetScope(
-        "bench",
-        max_tokens_per_session=BIG,
-        max_tokens_per_day=BIG,
-        max_cost_per_session_usd=10**6,
-        max_cost_per_day_usd=10**6,
-    )
-    return Budget(scope)
+    return Budget(bench_scope())
 
 
 def _handler() -> BudgetCallbackHandler:

@@ -32,17 +32,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent_budget import Budget, BudgetScope, MemoryStore, Usage
+from agent_budget import Budget, MemoryStore, Usage
 from agent_budget.rates import RateTable
 from agent_budget.scope import Metric
 from agent_budget.stores import Line, Store
 
-from .harness import Table, interleaved
+from .harness import BIG, Table, bench_scope, interleaved
 
 __all__ = ["run"]
 
 MODEL = "gpt-4o-mini"
-BIG = 10**15
 IN_TOKENS, MAX_OUT, OUT_TOKENS = 1200, 400, 350
 PROCESSES = 8
 TARGET = 0.5
@@ -50,16 +49,6 @@ START = 1_800_000_000.0
 
 
 # -- what one pair is, at each level -------------------------------------------------------------
-
-
-def _scope() -> BudgetScope:
-    return BudgetScope(
-        "bench",
-        max_tokens_per_session=BIG,
-        max_cost_per_session_usd=10**6,
-        max_tokens_per_day=BIG,
-        max_cost_per_day_usd=10**6,
-    )
 
 
 def _lines() -> tuple[list[Line], list[Line]]:
@@ -88,7 +77,7 @@ def _lines() -> tuple[list[Line], list[Line]]:
 
 def budget_pairs(store: Store) -> Callable[[int], None]:
     """``op(k)``: k reserve+commit pairs through a Budget on ``store``."""
-    budget = Budget(_scope(), store=store, hold_ttl=600)
+    budget = Budget(bench_scope(), store=store, hold_ttl=600)
     usage = Usage(IN_TOKENS, OUT_TOKENS)
 
     def op(k: int) -> None:

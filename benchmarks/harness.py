@@ -16,14 +16,33 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from agent_budget import BudgetScope
+
 __all__ = [
+    "BIG",
     "Table",
+    "bench_scope",
     "fmt_bytes",
     "interleaved",
     "interleaved_samples",
     "ratio_table",
     "run_threads",
 ]
+
+
+BIG = 10**15  # limits no benchmark reaches: every call is admitted
+
+
+def bench_scope(name: str = "bench") -> BudgetScope:
+    """The scope every timed case uses: four caps (session and day, tokens and USD), all so
+    high that every call is admitted, so each call pays for checking all four."""
+    return BudgetScope(
+        name,
+        max_tokens_per_session=BIG,
+        max_cost_per_session_usd=10**6,
+        max_tokens_per_day=BIG,
+        max_cost_per_day_usd=10**6,
+    )
 
 
 @dataclass

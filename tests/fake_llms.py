@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -171,6 +171,9 @@ def usage_fields(style: str, rep: Reported, model: str) -> tuple[Any, dict[str, 
     raise ValueError(f"unknown usage style {style!r}")
 
 
+_R = TypeVar("_R")
+
+
 class _Provider:
     """The shared 'provider' behaviour of both fakes: counting, gating, failing."""
 
@@ -236,10 +239,19 @@ class _Provider:
         words = self.reply.split(" ")
         return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
+    def _stream(self, make: Callable[[str, str, bool], _R]) -> Iterator[_R]:
+        """The reply piece by piece, each as ``make(text so far, piece, last)``; fails after
+        the first piece when the test asks for it."""
+        text = ""
+        pieces = self._pieces()
+        for i, piece in enumerate(pieces):
+            self._check_mid(i)
+            text += piece
+            yield make(text, piece, i == len(pieces) - 1)
 
-class FakeUsageLLM(_Provider, CustomLLM):
-    """A CustomLLM: ``chat`` calls its own ``complete``, so one provider call fires nested
-    LLM events (two for chat, three for achat). Streams report usage on the last chunk."""
+
+class _FakeLLM(_Provider, LLM):
+    """The settings both fakes share, as pydantic fields (LLMs are pydantic models)."""
 
     model: str = "gpt-4o-mini"
     style: str = "openai_dict"
@@ -256,6 +268,11 @@ class FakeUsageLLM(_Provider, CustomLLM):
     def __init__(self, **data: Any) -> None:
         data.setdefault("counter", ProviderCounter())
         super().__init__(**data)
+
+
+class FakeUsageLLM(_FakeLLM, CustomLLM):
+    """A CustomLLM: ``chat`` calls its own ``complete``, so one provider call fires nested
+    LLM events (two for chat, three for achat). Streams report usage on the last chunk."""
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -272,36 +289,15 @@ class FakeUsageLLM(_Provider, CustomLLM):
     ) -> CompletionResponseGen:
         def gen() -> Iterator[CompletionResponse]:
             self._enter()
-            text = ""
-            pieces = self._pieces()
-            for i, piece in enumerate(pieces):
-                self._check_mid(i)
-                text += piece
-                yield self._completion(text, piece, i == len(pieces) - 1)
+            yield from self._stream(self._completion)
 
         return gen()
 
 
-class FakeChatLLM(_Provider, LLM):
+class FakeChatLLM(_FakeLLM):
     """An LLM with native chat, completion, streaming and async methods: one provider call
     per method and one LLM event per call. ``async_gate`` holds async calls inside the
     provider so tests can have many in flight at once."""
-
-    model: str = "gpt-4o-mini"
-    style: str = "openai_dict"
-    reported: Any = Reported()
-    reply: str = "the answer is forty two"
-    num_output: int = -1
-    counter: Any = None
-    gate: Any = None
-    async_gate: Any = None
-    fail: Any = None
-    fail_mid: Any = None
-    on_enter: Any = None
-
-    def __init__(self, **data: Any) -> None:
-        data.setdefault("counter", ProviderCounter())
-        super().__init__(**data)
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -321,12 +317,7 @@ class FakeChatLLM(_Provider, LLM):
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         def gen() -> Iterator[ChatResponse]:
             self._enter()
-            text = ""
-            pieces = self._pieces()
-            for i, piece in enumerate(pieces):
-                self._check_mid(i)
-                text += piece
-                yield self._chat(text, piece, i == len(pieces) - 1)
+            yield from self._stream(self._chat)
 
         return gen()
 
@@ -336,12 +327,7 @@ class FakeChatLLM(_Provider, LLM):
     ) -> CompletionResponseGen:
         def gen() -> Iterator[CompletionResponse]:
             self._enter()
-            text = ""
-            pieces = self._pieces()
-            for i, piece in enumerate(pieces):
-                self._check_mid(i)
-                text += piece
-                yield self._completion(text, piece, i == len(pieces) - 1)
+            yield from self._stream(self._completion)
 
         return gen()
 
@@ -363,12 +349,8 @@ class FakeChatLLM(_Provider, LLM):
     ) -> ChatResponseAsyncGen:
         async def gen() -> AsyncIterator[ChatResponse]:
             await self._aenter()
-            text = ""
-            pieces = self._pieces()
-            for i, piece in enumerate(pieces):
-                self._check_mid(i)
-                text += piece
-                yield self._chat(text, piece, i == len(pieces) - 1)
+            for response in self._stream(self._chat):
+                yield response
 
         return gen()
 
@@ -378,12 +360,8 @@ class FakeChatLLM(_Provider, LLM):
     ) -> CompletionResponseAsyncGen:
         async def gen() -> AsyncIterator[CompletionResponse]:
             await self._aenter()
-            text = ""
-            pieces = self._pieces()
-            for i, piece in enumerate(pieces):
-                self._check_mid(i)
-                text += piece
-                yield self._completion(text, piece, i == len(pieces) - 1)
+            for response in self._stream(self._completion):
+                yield response
 
         return gen()
 

@@ -15,11 +15,13 @@ from .provider_servers import MockProvider, Served, builtin_price_nanos, held
 
 __all__ = [
     "assert_budget_equals_ledger",
+    "assert_nothing_charged",
     "check_record",
     "lc_call",
     "li_call",
     "multiply",
     "only_record",
+    "record_shape",
 ]
 
 
@@ -33,6 +35,20 @@ def only_record(budget: Budget) -> UsageRecord:
     records = budget.records
     assert len(records) == 1, records
     return records[0]
+
+
+def record_shape(record: UsageRecord) -> tuple[Any, ...]:
+    """What a record says was used and charged, for comparing records across call paths."""
+    return (
+        record.model,
+        record.input_tokens,
+        record.output_tokens,
+        record.cache_read_tokens,
+        record.cache_write_tokens,
+        record.reasoning_tokens,
+        record.cost_nanos,
+        record.estimated,
+    )
 
 
 def check_record(record: UsageRecord, served: Served, *, family: str) -> None:
@@ -62,6 +78,13 @@ def assert_budget_equals_ledger(budget: Budget, server: MockProvider) -> None:
     assert usage["session:tokens"].committed == server.total().total_tokens
     cost = sum(builtin_price_nanos(s.model, s.usage) for s in server.billed)
     assert usage["session:cost"].committed == cost
+    assert held(budget) == 0
+
+
+def assert_nothing_charged(budget: Budget) -> None:
+    """No record, no committed usage and no hold: the call cost nothing."""
+    assert budget.records == []
+    assert all(level.committed == 0 for level in budget.usage().values())
     assert held(budget) == 0
 
 

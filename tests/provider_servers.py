@@ -361,7 +361,67 @@ class MockProvider:
 
     # -- request handling --------------------------------------------------------------------------
 
+    route = ""
+
     def handle(self, h: _Handler, path: str, body: dict[str, Any]) -> None:
+        """Answer one request with the next scripted reply, logging it in the ledger."""
+        if path != self.route:
+            h.send_json(404, self._not_found(path), {})
+            return
+        reply = self._next()
+        requested = str(body.get("model", ""))
+        stream = bool(body.get("stream"))
+        common = {
+            "path": path,
+            "requested_model": requested,
+            "stream": stream,
+            "include_usage": self._include_usage(body),
+            "body": body,
+        }
+        if reply.status != 200:
+            self._log(
+                model="",
+                status=reply.status,
+                usage=Usage(),
+                cut_off=False,
+                tool_calls=0,
+                **common,
+            )
+            h.send_json(reply.status, self._error(reply.status), self._retry_headers())
+            return
+        self._check(reply)
+        model = self.served_model(requested, reply)
+        if not stream:
+            self._log(
+                model=model,
+                status=200,
+                usage=reply.usage,
+                cut_off=False,
+                tool_calls=len(reply.tool_calls),
+                **common,
+            )
+            h.send_json(200, self._whole(reply, model), {})
+            return
+        self._stream(h, reply, model, common)
+
+    # What each provider's API does differently.
+
+    def _not_found(self, path: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _include_usage(self, body: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def _error(self, status: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _check(self, reply: Reply) -> None:
+        """Reject a scripted reply this provider could not send."""
+
+    def _whole(self, reply: Reply, model: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _stream(self, h: _Handler, reply: Reply, model: str, common: dict[str, Any]) -> None:
         raise NotImplementedError
 
     @staticmethod
@@ -392,52 +452,24 @@ class OpenAIServer(MockProvider):
         self.start()
         return self
 
-    def handle(self, h: _Handler, path: str, body: dict[str, Any]) -> None:
-        if path != "/v1/chat/completions":
-            h.send_json(404, {"error": {"message": f"no route {path}", "type": "invalid"}}, {})
-            return
-        reply = self._next()
-        requested = str(body.get("model", ""))
-        stream = bool(body.get("stream"))
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        common = {
-            "path": path,
-            "requested_model": requested,
-            "stream": stream,
-            "include_usage": include_usage,
-            "body": body,
-        }
-        if reply.status != 200:
-            self._log(
-                model="",
-                status=reply.status,
-                usage=Usage(),
-                cut_off=False,
-                tool_calls=0,
-                **common,
-            )
-            kind = "rate_limit_exceeded" if reply.status == 429 else "server_error"
-            h.send_json(
-                reply.status,
-                {"error": {"message": f"mock {reply.status}", "type": kind, "code": kind}},
-                self._retry_headers(),
-            )
-            return
+    route = "/v1/chat/completions"
+
+    def _not_found(self, path: str) -> dict[str, Any]:
+        return {"error": {"message": f"no route {path}", "type": "invalid"}}
+
+    def _include_usage(self, body: dict[str, Any]) -> bool:
+        return bool((body.get("stream_options") or {}).get("include_usage"))
+
+    def _error(self, status: int) -> dict[str, Any]:
+        kind = "rate_limit_exceeded" if status == 429 else "server_error"
+        return {"error": {"message": f"mock {status}", "type": kind, "code": kind}}
+
+    def _check(self, reply: Reply) -> None:
         if reply.cache_write_tokens:
             raise ValueError("OpenAI reports no cache writes; use cache_read_tokens")
-        model = self.served_model(requested, reply)
-        if not stream:
-            self._log(
-                model=model,
-                status=200,
-                usage=reply.usage,
-                cut_off=False,
-                tool_calls=len(reply.tool_calls),
-                **common,
-            )
-            h.send_json(200, self._completion(reply, model), {})
-            return
-        self._stream(h, reply, model, include_usage, common)
+
+    def _whole(self, reply: Reply, model: str) -> dict[str, Any]:
+        return self._completion(reply, model)
 
     @staticmethod
     def _usage(reply: Reply, output_tokens: int | None = None) -> dict[str, Any]:
@@ -509,14 +541,8 @@ class OpenAIServer(MockProvider):
             )
         return out
 
-    def _stream(
-        self,
-        h: _Handler,
-        reply: Reply,
-        model: str,
-        include_usage: bool,
-        common: dict[str, Any],
-    ) -> None:
+    def _stream(self, h: _Handler, reply: Reply, model: str, common: dict[str, Any]) -> None:
+        include_usage = bool(common["include_usage"])
         deltas = self._deltas(reply)
         cut = reply.cut_after is not None and reply.cut_after < len(deltas)
         sent = reply.cut_after if cut and reply.cut_after is not None else len(deltas)
@@ -595,49 +621,20 @@ class AnthropicServer(MockProvider):
         self.start()
         return self
 
-    def handle(self, h: _Handler, path: str, body: dict[str, Any]) -> None:
-        if path != "/v1/messages":
-            h.send_json(404, {"type": "error", "error": {"type": "not_found_error"}}, {})
-            return
-        reply = self._next()
-        requested = str(body.get("model", ""))
-        stream = bool(body.get("stream"))
-        common = {
-            "path": path,
-            "requested_model": requested,
-            "stream": stream,
-            "include_usage": stream,
-            "body": body,
-        }
-        if reply.status != 200:
-            self._log(
-                model="",
-                status=reply.status,
-                usage=Usage(),
-                cut_off=False,
-                tool_calls=0,
-                **common,
-            )
-            kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(reply.status, "api_error")
-            h.send_json(
-                reply.status,
-                {"type": "error", "error": {"type": kind, "message": f"mock {reply.status}"}},
-                self._retry_headers(),
-            )
-            return
-        model = self.served_model(requested, reply)
-        if not stream:
-            self._log(
-                model=model,
-                status=200,
-                usage=reply.usage,
-                cut_off=False,
-                tool_calls=len(reply.tool_calls),
-                **common,
-            )
-            h.send_json(200, self._message(reply, model), {})
-            return
-        self._stream(h, reply, model, common)
+    route = "/v1/messages"
+
+    def _not_found(self, path: str) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": "not_found_error"}}
+
+    def _include_usage(self, body: dict[str, Any]) -> bool:
+        return bool(body.get("stream"))  # Anthropic streams always carry usage
+
+    def _error(self, status: int) -> dict[str, Any]:
+        kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": f"mock {status}"}}
+
+    def _whole(self, reply: Reply, model: str) -> dict[str, Any]:
+        return self._message(reply, model)
 
     @staticmethod
     def _usage(reply: Reply, output_tokens: int | None = None) -> dict[str, Any]:

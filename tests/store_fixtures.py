@@ -20,10 +20,12 @@ from typing import Any
 
 import pytest
 
+from agent_budget import Usage
 from agent_budget.stores import MemoryStore, Store
 
 __all__ = [
     "STORE_KINDS",
+    "FakeProvider",
     "RedisCluster",
     "RedisServer",
     "StoreFactory",
@@ -34,6 +36,19 @@ __all__ = [
 ]
 
 STORE_KINDS = ("memory", "sqlite", "redis", "redis-scripts", "redis-cluster")
+
+
+class FakeProvider:
+    """Counts calls: a refused budget must leave it at zero."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, input_tokens: int, output_tokens: int) -> Usage:
+        self.calls += 1
+        return Usage(input_tokens, output_tokens)
+
+
 _START_TIMEOUT = 15.0
 
 

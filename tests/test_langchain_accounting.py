@@ -22,7 +22,6 @@ from agent_budget import (
     BudgetScope,
     BudgetWarning,
     ModelRates,
-    UsageRecord,
     count_messages,
 )
 from agent_budget_callbacks._langchain_read import (
@@ -33,6 +32,7 @@ from agent_budget_callbacks._langchain_read import (
 from agent_budget_callbacks.langchain import DEFAULT_MAX_OUTPUT_TOKENS, BudgetCallbackHandler
 
 from .fake_chat_models import Bill, FakeChatAnthropic, FakeChatOpenAI, FakeOpenAILLM
+from .provider_checks import record_shape
 
 LEGACY_RATES = {"gpt-3.5-turbo-instruct": ModelRates.per_million("1.50", "2.00")}
 
@@ -129,19 +129,6 @@ def _run_all_modes(model: Any, handler: BudgetCallbackHandler) -> None:
     asyncio.run(_astream_all(model, config))
 
 
-def _shape(record: UsageRecord) -> tuple[Any, ...]:
-    return (
-        record.model,
-        record.input_tokens,
-        record.output_tokens,
-        record.cache_read_tokens,
-        record.cache_write_tokens,
-        record.reasoning_tokens,
-        record.cost_nanos,
-        record.estimated,
-    )
-
-
 @pytest.mark.parametrize("stream_usage", ["last", "split"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_records_equal_what_the_provider_reported(clock: Any, case: str, stream_usage: str) -> None:
@@ -163,7 +150,7 @@ def test_records_equal_what_the_provider_reported(clock: Any, case: str, stream_
         False,
     )
     # invoke, stream, ainvoke and astream record the same thing
-    assert [_shape(r) for r in records] == [expected] * 4
+    assert [record_shape(r) for r in records] == [expected] * 4
     summary = budget.summary(exact=True)
     assert summary["session"]["tokens"] == 4 * bill.total
     assert summary["session"]["reserved_tokens"] == 0

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from agent_budget import Budget, BudgetExceededError, BudgetScope, UsageRecord
+from agent_budget import Budget, BudgetExceededError, BudgetScope
 from agent_budget_callbacks.langchain import BudgetCallbackHandler
 
 from .fake_chat_models import Bill, CallCounter, FakeChatAnthropic, FakeChatOpenAI
+from .provider_checks import record_shape
 
 langchain_openai = pytest.importorskip("langchain_openai")
 langchain_anthropic = pytest.importorskip("langchain_anthropic")
@@ -169,19 +170,6 @@ def _all_modes(model: Any, handler: BudgetCallbackHandler) -> list[Any]:
     ]
 
 
-def _shape(record: UsageRecord) -> tuple[Any, ...]:
-    return (
-        record.model,
-        record.input_tokens,
-        record.output_tokens,
-        record.cache_read_tokens,
-        record.cache_write_tokens,
-        record.reasoning_tokens,
-        record.cost_nanos,
-        record.estimated,
-    )
-
-
 @pytest.mark.parametrize("provider", list(PAIRS))
 def test_real_and_fake_report_and_record_the_same(clock: Any, provider: str) -> None:
     make_real, make_fake = PAIRS[provider]
@@ -194,8 +182,10 @@ def test_real_and_fake_report_and_record_the_same(clock: Any, provider: str) -> 
     for real, fake in zip(real_out, fake_out, strict=True):
         assert real.usage_metadata == fake.usage_metadata
         assert real.response_metadata["model_name"] == fake.response_metadata["model_name"]
-    assert [_shape(r) for r in real_budget.records] == [_shape(r) for r in fake_budget.records]
-    assert len({_shape(r) for r in real_budget.records}) == 1  # all four modes agree
+    assert [record_shape(r) for r in real_budget.records] == [
+        record_shape(r) for r in fake_budget.records
+    ]
+    assert len({record_shape(r) for r in real_budget.records}) == 1  # all four modes agree
 
 
 @pytest.mark.parametrize("provider", list(PAIRS))

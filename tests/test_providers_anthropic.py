@@ -22,7 +22,13 @@ from agent_budget_callbacks.langchain import BudgetCallbackHandler
 from agent_budget_callbacks.llamaindex import install
 
 from .fake_llms import isolated_settings
-from .provider_checks import assert_budget_equals_ledger, check_record, multiply, only_record
+from .provider_checks import (
+    assert_budget_equals_ledger,
+    assert_nothing_charged,
+    check_record,
+    multiply,
+    only_record,
+)
 from .provider_checks import lc_call as shared_lc_call
 from .provider_checks import li_call as shared_li_call
 from .provider_servers import (
@@ -101,12 +107,6 @@ def budget(clock: Any) -> Budget:
 
 
 assert_matches = functools.partial(check_record, family=MODEL)
-
-
-def assert_nothing_charged(budget: Budget) -> None:
-    assert budget.records == []
-    assert all(level.committed == 0 for level in budget.usage().values())
-    assert held(budget) == 0
 
 
 def test_builtin_price_counts_each_input_kind_at_its_rate() -> None:

@@ -24,7 +24,13 @@ from agent_budget_callbacks.langchain import BudgetCallbackHandler
 from agent_budget_callbacks.llamaindex import install
 
 from .fake_llms import isolated_settings
-from .provider_checks import assert_budget_equals_ledger, check_record, multiply, only_record
+from .provider_checks import (
+    assert_budget_equals_ledger,
+    assert_nothing_charged,
+    check_record,
+    multiply,
+    only_record,
+)
 from .provider_checks import lc_call as shared_lc_call
 from .provider_checks import li_call as shared_li_call
 from .provider_servers import (
@@ -139,9 +145,7 @@ def test_chat_openai_retried_errors_release_the_hold(
         lc_call(chat_openai(server, stream_usage=True), mode, BudgetCallbackHandler(budget))
     assert caught.value.status_code == status
     assert [s.status for s in server.ledger] == [status, status]
-    assert budget.records == []
-    assert all(level.committed == 0 for level in budget.usage().values())
-    assert held(budget) == 0
+    assert_nothing_charged(budget)
 
 
 @pytest.mark.parametrize("status", [429, 500])

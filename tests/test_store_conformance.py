@@ -25,7 +25,7 @@ from agent_budget import (
 from agent_budget.stores import Level, Line, Store
 
 from .clock import FakeClock
-from .store_fixtures import RedisCluster, StoreFactory, redis_client
+from .store_fixtures import FakeProvider, RedisCluster, StoreFactory, redis_client
 
 G = "tenant"
 RATES = {"test-model": ModelRates("0.0015", "0.002")}
@@ -433,17 +433,6 @@ def test_empty_line_lists(store_factory: StoreFactory, clock: FakeClock) -> None
 
 
 # -- Budget and BudgetManager over each store -------------------------------------------------
-
-
-class FakeProvider:
-    """Counts calls: a refused budget must leave it at zero."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, input_tokens: int, output_tokens: int) -> Usage:
-        self.calls += 1
-        return Usage(input_tokens, output_tokens)
 
 
 def _guarded_call(budget: Budget, provider: FakeProvider, inp: int, out: int) -> None:

@@ -34,21 +34,10 @@ from agent_budget.stores import Line, Store
 from agent_budget.stores.sqlite import SQLiteStore
 
 from .clock import FakeClock
-from .store_fixtures import RedisServer
+from .store_fixtures import FakeProvider, RedisServer
 
 RATES = {"test-model": ModelRates("0.001", "0.003")}
 SPAWN = multiprocessing.get_context("spawn")
-
-
-class FakeProvider:
-    """Counts calls: a refused budget must leave it untouched."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, input_tokens: int, output_tokens: int) -> Usage:
-        self.calls += 1
-        return Usage(input_tokens, output_tokens)
 
 
 # -- Redis killed in the middle of a run ------------------------------------------------------

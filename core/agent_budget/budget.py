@@ -22,6 +22,7 @@ from .records import UsageRecord
 from .reservation import Reservation
 from .scope import BudgetScope, Limit, Metric
 from .stores import Level, Line, Store, open_store
+from .stores.base import new_tuple
 from .usage import Usage
 from .validate import MAX_TOKENS, check_tokens, to_decimal
 
@@ -33,8 +34,6 @@ StoreErrorPolicy = Literal["fail_closed", "fail_open"]
 AlertCallback = Callable[[BudgetAlert], None]
 _LineSpec = tuple[str, str, bool, "int | None"]
 _REFUSED = ":refused"  # alert-state key suffix for refusals, apart from usage levels
-# tuple.__new__ builds a named tuple in C, skipping its Python-level __new__ (hot paths only).
-_new = tuple.__new__
 
 
 class _HoldIds:
@@ -281,7 +280,7 @@ class Budget:
                 self._line_specs.clear()
             self._line_specs[(model, mode)] = specs
         return [
-            _new(Line, (scope, metric, cost if is_cost else tokens, limit))
+            new_tuple(Line, (scope, metric, cost if is_cost else tokens, limit))
             for scope, metric, is_cost, limit in specs
         ]
 
@@ -374,6 +373,14 @@ class Budget:
                 return None
             raise
 
+    def _admit_despite_outage(self, exc: StoreError, what: str) -> None:
+        """The outage policy for a new call: raise under fail_closed, else log and go on."""
+        if self.on_store_error == "fail_closed":
+            raise StoreUnavailableError(
+                f"budget store unavailable, refusing the call (fail_closed): {exc}"
+            ) from exc
+        log.warning("budget store unavailable; %s (fail_open): %s", what, exc)
+
     def _flush_pending(self) -> None:
         self._pending.flush(self.store)
 
@@ -440,11 +447,7 @@ class Budget:
                 reservation.id, lines, now=now, ttl=hold_ttl, group=self.group
             )
         except StoreError as exc:
-            if self.on_store_error == "fail_closed":
-                raise StoreUnavailableError(
-                    f"budget store unavailable, refusing the call (fail_closed): {exc}"
-                ) from exc
-            log.warning("budget store unavailable; admitting the call (fail_open): %s", exc)
+            self._admit_despite_outage(exc, "admitting the call")
             self._fire(
                 BudgetAlert(
                     self.name,
@@ -617,11 +620,7 @@ class Budget:
                 dry_run=True,
             )
         except StoreError as exc:
-            if self.on_store_error == "fail_closed":
-                raise StoreUnavailableError(
-                    f"budget store unavailable, refusing the call (fail_closed): {exc}"
-                ) from exc
-            log.warning("budget store unavailable; check admits the call (fail_open): %s", exc)
+            self._admit_despite_outage(exc, "check admits the call")
             return
         error: BudgetExceededError | None = None
         for line, level in zip(lines, result.levels, strict=True):

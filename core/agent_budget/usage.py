@@ -93,17 +93,6 @@ _LANGCHAIN_KEYS = frozenset(
 _CACHE_WRITE_TTL_KEYS = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
 
 
-def _details_sum(details: Any, keys: tuple[str, ...]) -> int:
-    if details is None:
-        return 0
-    total = 0
-    for key in keys:
-        value = _get(details, key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            total += value
-    return total
-
-
 def _get(obj: Any, key: str) -> Any:
     if isinstance(obj, dict):  # the common case, without the slower ABC check
         return obj.get(key)
@@ -112,20 +101,62 @@ def _get(obj: Any, key: str) -> Any:
     return getattr(obj, key, None)
 
 
+def _count(value: object) -> int | None:
+    """``value`` if it is a token count (a non-negative int, not a bool), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _pos(value: object) -> int:
+    """``value`` if it is a positive int (not a bool), else 0."""
+    if isinstance(value, int) and value > 0 and value.__class__ is not bool:
+        return value
+    return 0
+
+
 def _first_int(obj: Any, keys: tuple[str, ...]) -> int | None:
     for key in keys:
-        value = _get(obj, key)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        value = _count(_get(obj, key))
+        if value is not None:
             return value
     return None
 
 
 def _nested_int(obj: Any, outer: str, inner: str) -> int:
     value = _get(obj, outer)
-    if value is None:
-        return 0
-    got = _get(value, inner)
-    return got if isinstance(got, int) and not isinstance(got, bool) and got >= 0 else 0
+    return 0 if value is None else _pos(_get(value, inner))
+
+
+def _sum_of(details: Any, keys: tuple[str, ...]) -> int:
+    total = 0
+    for key in keys:
+        value = _get(details, key)
+        if value:  # None and 0, the usual values, skip the type check
+            total += _pos(value)
+    return total
+
+
+def _langchain_details(details: Any, out_details: Any) -> tuple[int, int, int]:
+    """Cache reads, cache writes and reasoning from LangChain's ``input_token_details`` and
+    ``output_token_details`` (its input figure already includes both caches)."""
+    cache_read = cache_write = reasoning = 0
+    if details is not None:
+        cache_read = _sum_of(details, _CACHE_READ_KEYS)
+        # ChatAnthropic reports the TTL breakdown instead when the API sends one.
+        cache_write = _pos(_get(details, "cache_creation")) or _sum_of(
+            details, _CACHE_WRITE_TTL_KEYS
+        )
+    if out_details is not None:
+        reasoning = _pos(_get(out_details, "reasoning"))
+    return cache_read, cache_write, reasoning
+
+
+def _clamped(inp: int, out: int, cache_read: int, cache_write: int, reasoning: int) -> Usage:
+    """A Usage whose details never exceed the totals they are part of."""
+    cache_read = min(cache_read, inp)
+    cache_write = min(cache_write, inp - cache_read)
+    return Usage(inp, out, cache_read, cache_write, min(reasoning, out))
 
 
 def usage_from_mapping(obj: Any) -> Usage | None:
@@ -154,15 +185,11 @@ def usage_from_mapping(obj: Any) -> Usage | None:
     cache_read = 0
     cache_write = 0
     reasoning = 0
-    # LangChain usage_metadata: input_token_details / output_token_details, input includes cache.
+    # LangChain usage_metadata: input_token_details / output_token_details.
     details = _get(obj, "input_token_details")
-    if details is not None or _get(obj, "output_token_details"):
-        cache_read = _details_sum(details, _CACHE_READ_KEYS)
-        cache_write = _nested_int(obj, "input_token_details", "cache_creation")
-        if not cache_write:
-            # ChatAnthropic reports the TTL breakdown instead when the API sends one.
-            cache_write = _details_sum(details, _CACHE_WRITE_TTL_KEYS)
-        reasoning = _nested_int(obj, "output_token_details", "reasoning")
+    out_details = _get(obj, "output_token_details")
+    if details is not None or out_details:
+        cache_read, cache_write, reasoning = _langchain_details(details, out_details)
     # Anthropic: input_tokens excludes cached tokens, which come separately.
     # Anthropic (and Bedrock Converse, camelCase) report cached input apart from input.
     anth_read = _first_int(obj, ("cache_read_input_tokens", "cacheReadInputTokens"))
@@ -187,23 +214,7 @@ def usage_from_mapping(obj: Any) -> Usage | None:
         # Gemini reports thinking separately from candidates; both are billed as output.
         out += thoughts
         reasoning = reasoning or thoughts
-    cache_read = min(cache_read, inp)
-    cache_write = min(cache_write, inp - cache_read)
-    reasoning = min(reasoning, out)
-    return Usage(inp, out, cache_read, cache_write, reasoning)
-
-
-def _count(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
-
-
-def _pos(value: object) -> int:
-    """``value`` if it is a positive int (not a bool), else 0."""
-    if isinstance(value, int) and value > 0 and value.__class__ is not bool:
-        return value
-    return 0
+    return _clamped(inp, out, cache_read, cache_write, reasoning)
 
 
 def _from_usage_metadata(obj: dict[str, Any]) -> Usage | None:
@@ -213,34 +224,9 @@ def _from_usage_metadata(obj: dict[str, Any]) -> Usage | None:
     out = _count(obj.get("output_tokens"))
     if inp is None and out is None:
         return None
-    inp = inp or 0
-    out = out or 0
     cache_read = cache_write = reasoning = 0
     details = obj.get("input_token_details")
     out_details = obj.get("output_token_details")
     if details is not None or out_details:
-        if (details is None or details.__class__ is dict) and (
-            out_details is None or out_details.__class__ is dict
-        ):
-            got = details or {}
-            for key in _CACHE_READ_KEYS:
-                value = got.get(key)
-                if value:  # None and 0, the usual values, skip the type check
-                    cache_read += _pos(value)
-            cache_write = _pos(got.get("cache_creation"))
-            if not cache_write:
-                for key in _CACHE_WRITE_TTL_KEYS:
-                    value = got.get(key)
-                    if value:
-                        cache_write += _pos(value)
-            if out_details:
-                reasoning = _pos(out_details.get("reasoning"))
-        else:  # details as objects: the general readers
-            cache_read = _details_sum(details, _CACHE_READ_KEYS)
-            cache_write = _nested_int(obj, "input_token_details", "cache_creation")
-            if not cache_write:
-                cache_write = _details_sum(details, _CACHE_WRITE_TTL_KEYS)
-            reasoning = _nested_int(obj, "output_token_details", "reasoning")
-    cache_read = min(cache_read, inp)
-    cache_write = min(cache_write, inp - cache_read)
-    return Usage(inp, out, cache_read, cache_write, min(reasoning, out))
+        cache_read, cache_write, reasoning = _langchain_details(details, out_details)
+    return _clamped(inp or 0, out or 0, cache_read, cache_write, reasoning)

@@ -63,6 +63,11 @@ class Level(NamedTuple):
     reserved: int = 0
 
 
+# Builds a named tuple in C from a plain tuple, skipping its Python-level __new__: for the
+# lines and levels made on every call (hot paths only; no defaults, no checks).
+new_tuple = tuple.__new__
+
+
 class ReserveResult(NamedTuple):
     """Outcome of a reserve: ``levels`` are per line, as they were before this hold.
 

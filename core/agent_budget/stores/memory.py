@@ -19,12 +19,10 @@ from .base import (
     StoreOptions,
     bucket_start,
     is_windowed,
+    new_tuple,
 )
 
 __all__ = ["MemoryStore"]
-
-# tuple.__new__ builds a named tuple in C, skipping its Python-level __new__ (hot paths only).
-_new = tuple.__new__
 
 
 class _Counter:
@@ -131,7 +129,9 @@ class MemoryStore(Store):
         opts = self.options
         return tuple(
             [
-                _new(Level, (c.total if c.buckets is None else c.committed(now, opts), c.reserved))
+                new_tuple(
+                    Level, (c.total if c.buckets is None else c.committed(now, opts), c.reserved)
+                )
                 for c in counters
             ]
         )

@@ -32,6 +32,7 @@ from .base import (
     ReserveResult,
     Store,
     StoreOptions,
+    new_tuple,
     number_option,
 )
 
@@ -371,7 +372,7 @@ class RedisStore(Store):
     def _eval(self, name: str, group: str, now: float, *args: str) -> Any:
         """Run one operation: one FCALL, or one EVALSHA where the server has no functions
         (plus a FUNCTION LOAD or SCRIPT LOAD the first time and after a restart)."""
-        client = self._client if self._client is not None and not self._closed else self.client
+        client = self.client
         keys_and_args = (self._base(group), f"{float(now)!r} {self._settings}", *args)
         try:
             if self._functions:
@@ -535,11 +536,7 @@ def _text(value: Any) -> str:
 
 def _levels(flat: Sequence[Any]) -> tuple[Level, ...]:
     numbers = [int(x) for x in flat]
-    return tuple([_new(Level, pair) for pair in zip(numbers[::2], numbers[1::2], strict=True)])
-
-
-# tuple.__new__ builds a named tuple in C, skipping its Python-level __new__ (hot paths only).
-_new = tuple.__new__
+    return tuple([new_tuple(Level, pair) for pair in zip(numbers[::2], numbers[1::2], strict=True)])
 
 
 def _client_defaults(retries: int) -> dict[str, Any]:

@@ -174,6 +174,20 @@ local function idle_check(s)
   s.w = {}
 end
 
+-- idle_check for every scope the lines name.
+local function idle_check_lines(lines)
+  for _, e in ipairs(lines) do idle_check(load(e[1])) end
+end
+
+-- With an idle ttl, mark every scope the lines name as used now.
+local function touch(lines)
+  if IDLE == nil then return end
+  for _, e in ipairs(lines) do
+    local s = load(e[1])
+    if s.f['u'] ~= NOWS then hset(s, 'u', NOWS) end
+  end
+end
+
 -- Committed value of a counter, after dropping window buckets that left the window.
 local function committed(s, metric)
   local m = meta(metric)

@@ -10,19 +10,14 @@ local packed = redis.call('HGET', HOLDS, id)
 local held = nil
 if packed then
   held = hold_lines(packed)
-  for _, e in ipairs(held) do idle_check(load(e[1])) end
+  idle_check_lines(held)
 end
-for _, e in ipairs(lines) do idle_check(load(e[1])) end
+idle_check_lines(lines)
 if held then drop_hold(id, held) end
 
 local state = tombstone(id)
 local applied = state == nil or state == 'r'
-if IDLE ~= nil then
-  for _, e in ipairs(lines) do
-    local s = load(e[1])
-    if s.f['u'] ~= NOWS then hset(s, 'u', NOWS) end
-  end
-end
+touch(lines)
 if applied then
   for _, e in ipairs(lines) do add(load(e[1]), e[2], e[3]) end
   finish(id, 'c')

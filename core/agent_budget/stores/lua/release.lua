@@ -9,7 +9,7 @@ if not packed then
   return 0
 end
 local held = hold_lines(packed)
-for _, e in ipairs(held) do idle_check(load(e[1])) end
+idle_check_lines(held)
 drop_hold(id, held)
 if not tombstone(id) then finish(id, 'r') end
 flush()

@@ -25,13 +25,8 @@ if existing and existing == blob then
   return reply(out)
 end
 
-for _, e in ipairs(lines) do idle_check(load(e[1])) end
-if IDLE ~= nil then
-  for _, e in ipairs(lines) do
-    local s = load(e[1])
-    if s.f['u'] ~= NOWS then hset(s, 'u', NOWS) end
-  end
-end
+idle_check_lines(lines)
+touch(lines)
 
 local out = { '1', '-1' }
 local refused = -1
