@@ -139,11 +139,21 @@ BudgetMachine.TestCase.settings = settings(
 TestBudgetMachine = BudgetMachine.TestCase
 
 
-@given(st.integers(min_value=0, max_value=2**63))
-def test_record_cost_usd_is_the_exact_cost_correctly_rounded(nanos: int) -> None:
-    """Records carry ``cost_nanos / 1e9`` as a float; integer true division rounds exactly
-    as converting the exact Decimal does."""
-    assert nanos / 1_000_000_000 == float(nanos_to_decimal(nanos))
+@given(
+    st.integers(min_value=0, max_value=10**12),
+    st.integers(min_value=0, max_value=10**12),
+    st.decimals(min_value=0, max_value=100, places=6),
+    st.decimals(min_value=0, max_value=100, places=6),
+)
+def test_record_cost_usd_is_the_exact_cost_correctly_rounded(
+    input_tokens: int, output_tokens: int, input_rate: Decimal, output_rate: Decimal
+) -> None:
+    """A record's float ``cost_usd`` is its exact cost rounded once, as ``float(Decimal)``
+    rounds it, however large the cost."""
+    rates = {"m": ModelRates(str(input_rate), str(output_rate))}
+    budget = Budget(BudgetScope("usd"), rates, save_definition=False)
+    record = budget.record("s", "m", input_tokens, output_tokens)
+    assert record.cost_usd == float(nanos_to_decimal(record.cost_nanos))
 
 
 @given(st.integers(min_value=1, max_value=10**12), st.sampled_from(["0.8", "0.5", "0.333", "1"]))

@@ -752,6 +752,29 @@ def test_redis_answers_a_replayed_reserve_without_holding_twice(
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize(("option", "command"), [("", "fcall"), ("&functions=0", "evalsha")])
+def test_redis_runs_each_operation_as_one_function_call_or_one_script(
+    redis_server: Any, clock: FakeClock, option: str, command: str
+) -> None:
+    """Functions by default; ``functions=0`` (the "redis-scripts" store kind) scripts only."""
+    import redis
+
+    admin = redis.Redis(port=redis_server.port)
+    store = Store.from_url(f"{redis_server.url}?server_time=0{option}")
+    lines = [L("o", "session:tokens", 10, 100)]
+    store.reserve(f"one-{command}", lines, now=clock(), ttl=60, group=G)  # loaded on first use
+    store.commit(f"one-{command}", lines, now=clock(), group=G)
+    admin.config_resetstat()
+    store.reserve(f"two-{command}", lines, now=clock(), ttl=60, group=G)
+    store.commit(f"two-{command}", lines, now=clock(), group=G)
+    stats = admin.info("commandstats")
+    ran = {name: stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("fcall", "evalsha")}
+    assert ran == {name: 2 if name == command else 0 for name in ran}
+    store.close()
+    admin.close()
+
+
+@pytest.mark.redis
 def test_redis_loads_its_functions_again_after_they_are_flushed(
     redis_url: str, clock: FakeClock
 ) -> None:

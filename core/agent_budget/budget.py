@@ -215,7 +215,7 @@ class Budget:
         if committed - amount < warn_at and state.armed:
             state.should_fire(limit.limit_type, None)
             state.should_fire(limit.limit_type + _REFUSED, None)
-        if committed < warn_at and committed <= limit.amount:
+        if committed < warn_at:  # alert_at_pct <= 1, so also within the limit
             return
         level = AlertLevel.CRITICAL if committed > limit.amount else AlertLevel.WARNING
         if not state.should_fire(limit.limit_type, level):
