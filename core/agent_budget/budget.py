@@ -10,19 +10,21 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 from typing import Any, Literal
 
-from .alerts import AlertLevel, AlertState, BudgetAlert
+from .alerting import AlertCallback, Alerter, warn_thresholds
+from .alerts import BudgetAlert
 from .errors import BudgetExceededError, BudgetWarning, StoreError, StoreUnavailableError
-from .money import nanos_to_decimal, nanos_to_float
 from .pending import PendingCommit, pending_for
 from .rates import ModelRates, RateTable, ResolvedModel
-from .records import UsageRecord
+from .records import UsageRecord, record_payload
+from .refusals import exceeded_error, refusal_error
 from .reservation import Reservation
 from .scope import BudgetScope, Limit, Metric
 from .stores import Level, Line, Store, open_store
 from .stores.base import new_tuple
+from .summary import summarize
 from .usage import Usage
 from .validate import MAX_TOKENS, check_tokens, to_decimal
 
@@ -31,9 +33,7 @@ __all__ = ["Budget", "StoreErrorPolicy"]
 log = logging.getLogger("agent_budget")
 
 StoreErrorPolicy = Literal["fail_closed", "fail_open"]
-AlertCallback = Callable[[BudgetAlert], None]
 _LineSpec = tuple[str, str, bool, "int | None"]
-_REFUSED = ":refused"  # alert-state key suffix for refusals, apart from usage levels
 
 
 class _HoldIds:
@@ -125,18 +125,14 @@ class Budget:
         }
         self._line_specs: dict[tuple[str, str], tuple[_LineSpec, ...]] = {}
         self._alert_targets: dict[str, tuple[tuple[Budget, Limit] | None, ...]] = {}
-        pct = to_decimal("alert_at_pct", scope.alert_at_pct)
-        # Counters are integers, so "used >= pct * cap" is "used >= ceil(pct * cap)".
-        self._warn_at: dict[str, int] = {
-            lim.limit_type: int((pct * lim.amount).to_integral_value(rounding=ROUND_CEILING))
-            for lim in self._limits
-        }
+        self._alerter = Alerter(
+            scope.name,
+            clock,
+            warn_thresholds(self._limits, to_decimal("alert_at_pct", scope.alert_at_pct)),
+            max_alerts,
+        )
         self._lock = threading.Lock()
         self._records: deque[UsageRecord] = deque(maxlen=max_records)
-        self._alerts: deque[BudgetAlert] = deque(maxlen=max_alerts)
-        self._alert_count = 0
-        self._callbacks: list[AlertCallback] = []
-        self._alert_state = AlertState()
         self._pending = pending_for(self.store, max_pending)
         if save_definition:
             definition = scope.to_dict()
@@ -182,54 +178,15 @@ class Budget:
 
     def on_alert(self, callback: AlertCallback) -> None:
         """Call ``callback(alert)`` on every alert of this scope; exceptions are logged."""
-        if not callable(callback):
-            raise TypeError("on_alert needs a callable")
-        with self._lock:
-            self._callbacks.append(callback)
+        self._alerter.add_callback(callback)
 
     @property
     def alerts(self) -> list[BudgetAlert]:
-        with self._lock:
-            return list(self._alerts)
+        return self._alerter.alerts
 
-    def _fire(self, alert: BudgetAlert) -> None:
-        with self._lock:
-            self._alerts.append(alert)
-            self._alert_count += 1
-            callbacks = list(self._callbacks)
-        for callback in callbacks:
-            try:
-                callback(alert)
-            except Exception:
-                log.exception("alert callback %r failed for scope %r", callback, alert.scope)
-
-    def _alert_for(self, limit: Limit, committed: int, amount: int) -> None:
-        """Alert for ``limit`` after a commit of ``amount`` left it at ``committed``.
-
-        A commit that started below the warning threshold begins a new crossing (the window
-        moved on, the session was reset), so both this limit's level and refusal alerts
-        re-arm before the new level is judged: each fires once per crossing.
-        """
-        warn_at = self._warn_at[limit.limit_type]
-        state = self._alert_state
-        if committed - amount < warn_at and state.armed:
-            state.should_fire(limit.limit_type, None)
-            state.should_fire(limit.limit_type + _REFUSED, None)
-        if committed < warn_at:  # alert_at_pct <= 1, so also within the limit
-            return
-        level = AlertLevel.CRITICAL if committed > limit.amount else AlertLevel.WARNING
-        if not state.should_fire(limit.limit_type, level):
-            return
-        value = limit.to_user(committed)
-        cap = limit.to_user(limit.amount)
-        pct = committed / limit.amount if limit.amount else 1.0
-        if level is AlertLevel.CRITICAL:
-            message = f"Budget EXCEEDED: {limit.limit_type} used={_fmt(value)} limit={_fmt(cap)}"
-        else:
-            message = f"Budget WARNING: {limit.limit_type} at {pct:.0%} ({_fmt(value)}/{_fmt(cap)})"
-        self._fire(
-            BudgetAlert(self.name, level, message, value, cap, self.clock(), limit.limit_type)
-        )
+    @property
+    def _warn_at(self) -> dict[str, int]:
+        return self._alerter.warn_at
 
     # -- pricing ---------------------------------------------------------------------------
 
@@ -243,17 +200,7 @@ class Budget:
                     f"{self.rates.fallback}. Pass rates={{...}} to price it."
                 )
                 warnings.warn(message, BudgetWarning, stacklevel=3)
-                self._fire(
-                    BudgetAlert(
-                        self.name,
-                        AlertLevel.WARNING,
-                        message,
-                        0.0,
-                        0.0,
-                        self.clock(),
-                        "unknown_model",
-                    )
-                )
+                self._alerter.warn(message, "unknown_model")
         return resolved
 
     def estimate(self, model: str, input_tokens: int, output_tokens: int = 0) -> float:
@@ -309,53 +256,13 @@ class Budget:
     def _limit_of(self, line: Line) -> tuple[Budget, Limit] | None:
         return self._chain_limits.get((line.scope, line.metric))
 
-    def _exceeded_error(self, line: Line, level: Level, *, refused: bool) -> BudgetExceededError:
+    def _refusal(self, line: Line, level: Level, *, detail: str = "") -> BudgetExceededError:
+        """The error refusing a call at ``line`` (and its CRITICAL alert, once per crossing)."""
         found = self._limit_of(line)
         assert found is not None
         budget, limit = found
-        used = limit.to_user(level.committed)
-        reserved = limit.to_user(level.reserved)
-        requested = limit.to_user(line.amount)
-        cap = limit.to_user(limit.amount)
-        if refused:
-            message = (
-                f"budget {budget.name!r} refused the call: {limit.limit_type} would reach "
-                f"{_fmt(limit.to_user(level.committed + level.reserved + line.amount))} over "
-                f"the limit {_fmt(cap)} (used {_fmt(used)}, reserved {_fmt(reserved)}, "
-                f"requested {_fmt(requested)})"
-            )
-        else:
-            message = (
-                f"Budget EXCEEDED: {limit.limit_type} used={_fmt(used)} limit={_fmt(cap)} "
-                f"in scope {budget.name!r}"
-            )
-        return BudgetExceededError(
-            message,
-            budget.name,
-            limit.limit_type,
-            used,
-            cap,
-            reserved=reserved,
-            requested=requested,
-        )
-
-    def _refusal(self, line: Line, level: Level) -> BudgetExceededError:
-        error = self._exceeded_error(line, level, refused=True)
-        found = self._limit_of(line)
-        assert found is not None
-        budget, limit = found
-        if budget._alert_state.should_fire(limit.limit_type + _REFUSED, AlertLevel.CRITICAL):
-            budget._fire(
-                BudgetAlert(
-                    budget.name,
-                    AlertLevel.CRITICAL,
-                    str(error),
-                    error.used,
-                    error.limit,
-                    self.clock(),
-                    limit.limit_type,
-                )
-            )
+        error = refusal_error(budget.name, limit, level, line.amount, detail=detail)
+        budget._alerter.refused(limit.limit_type, str(error), error.used, error.limit)
         return error
 
     # -- store access ----------------------------------------------------------------------
@@ -448,16 +355,8 @@ class Budget:
             )
         except StoreError as exc:
             self._admit_despite_outage(exc, "admitting the call")
-            self._fire(
-                BudgetAlert(
-                    self.name,
-                    AlertLevel.WARNING,
-                    f"budget store unavailable, call admitted unchecked: {exc}",
-                    0.0,
-                    0.0,
-                    now,
-                    "store_unavailable",
-                )
+            self._alerter.warn(
+                f"budget store unavailable, call admitted unchecked: {exc}", "store_unavailable"
             )
             return reservation
         if not result.admitted:
@@ -571,7 +470,7 @@ class Budget:
             reservation_id=hold_id,
         )
         lines = tuple(self._lines(resolved.name, usage.total_tokens, cost, mode="all"))
-        payload = _record_payload(record) if self.store.keeps_ledger else None
+        payload = record_payload(record) if self.store.keeps_ledger else None
         if self._pending:
             self._flush_pending()
         try:
@@ -596,7 +495,7 @@ class Budget:
             self._alert_targets[model] = targets
         for target, line, level in zip(targets, lines, levels, strict=True):
             if target is not None:
-                target[0]._alert_for(target[1], level[0], line[2])
+                target[0]._alerter.after_commit(target[1], level[0], line[2])
 
     # -- the original API ------------------------------------------------------------------
 
@@ -677,8 +576,7 @@ class Budget:
             if found is None or not found[0]._scope.hard_stop:
                 continue
             if level.committed > found[1].amount:
-                hard = line._replace(limit=found[1].amount)
-                raise self._exceeded_error(hard, level, refused=False)
+                raise exceeded_error(found[0].name, found[1], level, line.amount)
 
     # -- inspection ------------------------------------------------------------------------
 
@@ -691,71 +589,20 @@ class Budget:
         totals, plus every limit's use. USD are floats rounded to 6 places, or Decimals with
         ``exact=True``. ``by_session`` breaks the retained records down by session_id."""
         counters = self.usage()
-
-        def money(nanos: int) -> float | Decimal:
-            return nanos_to_decimal(nanos) if exact else nanos_to_float(nanos)
-
-        def pair(tokens_metric: str, cost_metric: str) -> dict[str, Any]:
-            tok = counters.get(tokens_metric, Level())
-            cost = counters.get(cost_metric, Level())
-            return {
-                "tokens": tok.committed,
-                "cost_usd": money(cost.committed),
-                "reserved_tokens": tok.reserved,
-                "reserved_cost_usd": money(cost.reserved),
-            }
-
-        per_model: dict[str, dict[str, Any]] = {}
-        for metric, level in counters.items():
-            parsed = Metric.parse_model(metric)
-            if parsed is None:
-                continue
-            name, kind = parsed
-            entry = per_model.setdefault(name, {"tokens": 0, "cost_usd": money(0)})
-            if kind == "tokens":
-                entry["tokens"] = level.committed
-            else:
-                entry["cost_usd"] = money(level.committed)
-        limits: dict[str, dict[str, Any]] = {}
-        for limit in self._limits:
-            level = counters.get(limit.metric, Level())
-            if limit.unit == "usd":
-                used: Any = money(level.committed)
-                cap: Any = money(limit.amount)
-                held: Any = money(level.reserved)
-            else:
-                used, cap, held = level.committed, limit.amount, level.reserved
-            limits[limit.limit_type] = {
-                "used": used,
-                "reserved": held,
-                "limit": cap,
-                "pct": round(level.committed / limit.amount, 6) if limit.amount else 1.0,
-            }
         with self._lock:
-            alert_count = self._alert_count
             record_count = len(self._records)
             records = list(self._records) if by_session else []
-        out: dict[str, Any] = {
-            "scope": self.name,
-            "parent": self.parent.name if self.parent else None,
-            "session": pair(Metric.SESSION_TOKENS, Metric.SESSION_COST),
-            "day": pair(Metric.DAY_TOKENS, Metric.DAY_COST),
-            "per_model": per_model,
-            "limits": limits,
-            "alert_count": alert_count,
-            "record_count": record_count,
-        }
-        if by_session:
-            sessions: dict[str, dict[str, int]] = {}
-            for rec in records:
-                entry2 = sessions.setdefault(rec.session_id, {"tokens": 0, "cost_nanos": 0})
-                entry2["tokens"] += rec.total_tokens
-                entry2["cost_nanos"] += rec.cost_nanos
-            out["sessions"] = {
-                sid: {"tokens": v["tokens"], "cost_usd": money(v["cost_nanos"])}
-                for sid, v in sessions.items()
-            }
-        return out
+        return summarize(
+            scope=self.name,
+            parent=self.parent.name if self.parent else None,
+            counters=counters,
+            limits=self._limits,
+            alert_count=self._alerter.count,
+            record_count=record_count,
+            records=records,
+            exact=exact,
+            by_session=by_session,
+        )
 
     @property
     def records(self) -> list[UsageRecord]:
@@ -766,15 +613,14 @@ class Budget:
     def reset_session(self) -> None:
         """Start a new session: zero the session counters (day and per-model stay)."""
         self.store.reset(self.name, "session:", now=self.clock(), group=self.group)
-        for limit in self._limits:
-            if limit.metric.startswith("session:"):
-                self._alert_state.should_fire(limit.limit_type, None)
-                self._alert_state.should_fire(limit.limit_type + _REFUSED, None)
+        self._alerter.rearm(
+            limit.limit_type for limit in self._limits if limit.metric.startswith("session:")
+        )
 
     def reset(self) -> None:
         """Zero every counter of this scope: session, day window and per-model."""
         self.store.reset(self.name, "", now=self.clock(), group=self.group)
-        self._alert_state.clear()
+        self._alerter.clear()
 
     def __repr__(self) -> str:
         return f"Budget(scope={self.name!r}, store={type(self.store).__name__})"
@@ -784,32 +630,3 @@ def _check_ttl(name: str, value: object) -> None:
     dec = to_decimal(name, value, allow_zero=False)
     if dec > 10 * 365 * 86400:
         raise ValueError(f"{name} is unreasonably long: {value!r} seconds")
-
-
-def _fmt(value: float) -> str:
-    if float(value).is_integer():
-        return str(int(value))
-    return f"{value:.6f}".rstrip("0")
-
-
-def _record_payload(record: UsageRecord) -> dict[str, Any]:
-    return {
-        "session_id": record.session_id,
-        "model": record.model,
-        "input_tokens": record.input_tokens,
-        "output_tokens": record.output_tokens,
-        "cost_usd": record.cost_usd,
-        "timestamp": record.timestamp,
-        "metadata": {k: v for k, v in record.metadata.items() if _json_safe(v)},
-        "cache_read_tokens": record.cache_read_tokens,
-        "cache_write_tokens": record.cache_write_tokens,
-        "reasoning_tokens": record.reasoning_tokens,
-        "cost_nanos": record.cost_nanos,
-        "estimated": record.estimated,
-        "scope": record.scope,
-        "reservation_id": record.reservation_id,
-    }
-
-
-def _json_safe(value: object) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))

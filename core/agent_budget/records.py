@@ -9,7 +9,7 @@ from typing import Any
 
 from .money import nanos_to_decimal
 
-__all__ = ["UsageRecord"]
+__all__ = ["UsageRecord", "record_payload"]
 
 
 @dataclass
@@ -44,3 +44,28 @@ class UsageRecord:
     def cost(self) -> Decimal:
         """Exact cost in USD."""
         return nanos_to_decimal(self.cost_nanos)
+
+
+def record_payload(record: UsageRecord) -> dict[str, Any]:
+    """The record as the JSON-safe mapping a store's ledger keeps (metadata values that are
+    not plain scalars are left out)."""
+    return {
+        "session_id": record.session_id,
+        "model": record.model,
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+        "cost_usd": record.cost_usd,
+        "timestamp": record.timestamp,
+        "metadata": {k: v for k, v in record.metadata.items() if _json_safe(v)},
+        "cache_read_tokens": record.cache_read_tokens,
+        "cache_write_tokens": record.cache_write_tokens,
+        "reasoning_tokens": record.reasoning_tokens,
+        "cost_nanos": record.cost_nanos,
+        "estimated": record.estimated,
+        "scope": record.scope,
+        "reservation_id": record.reservation_id,
+    }
+
+
+def _json_safe(value: object) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))

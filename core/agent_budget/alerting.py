@@ -1,0 +1,143 @@
+"""Alerter: one scope's alert policy: callbacks, the recent alerts, and once-per-crossing.
+
+A limit alerts WARNING once when its usage reaches ``alert_at_pct`` of the cap and CRITICAL
+once when it is exceeded or a call is refused; a commit that starts below the warning
+threshold (the window moved on, the session was reset) re-arms both. Alert callbacks that
+raise are logged and never break accounting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from decimal import ROUND_CEILING, Decimal
+
+from .alerts import AlertLevel, AlertState, BudgetAlert
+from .scope import Limit
+
+__all__ = ["REFUSED", "AlertCallback", "Alerter", "format_amount", "warn_thresholds"]
+
+log = logging.getLogger("agent_budget")
+
+AlertCallback = Callable[[BudgetAlert], None]
+REFUSED = ":refused"
+"""Alert-state key suffix for refusals, kept apart from the usage level of the same limit."""
+
+
+def warn_thresholds(limits: Iterable[Limit], pct: Decimal) -> dict[str, int]:
+    """The integer warning threshold of each limit: counters are integers, so
+    ``used >= pct * cap`` is ``used >= ceil(pct * cap)``."""
+    return {
+        lim.limit_type: int((pct * lim.amount).to_integral_value(rounding=ROUND_CEILING))
+        for lim in limits
+    }
+
+
+def format_amount(value: float) -> str:
+    """An amount for a message: whole numbers without decimals, USD to 6 places."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.6f}".rstrip("0")
+
+
+class Alerter:
+    """The alerts of one scope: who hears them, the last ``max_alerts``, and which limits
+    have already fired in their current crossing."""
+
+    def __init__(
+        self,
+        scope: str,
+        clock: Callable[[], float],
+        warn_at: Mapping[str, int],
+        max_alerts: int,
+    ) -> None:
+        self.scope = scope
+        self.clock = clock
+        self.warn_at = dict(warn_at)
+        self.state = AlertState()
+        self._lock = threading.Lock()
+        self._alerts: deque[BudgetAlert] = deque(maxlen=max_alerts)
+        self._count = 0
+        self._callbacks: list[AlertCallback] = []
+
+    def add_callback(self, callback: AlertCallback) -> None:
+        if not callable(callback):
+            raise TypeError("on_alert needs a callable")
+        with self._lock:
+            self._callbacks.append(callback)
+
+    @property
+    def alerts(self) -> list[BudgetAlert]:
+        with self._lock:
+            return list(self._alerts)
+
+    @property
+    def count(self) -> int:
+        """Alerts fired in this process since the scope was made (not only those kept)."""
+        with self._lock:
+            return self._count
+
+    def fire(self, alert: BudgetAlert) -> None:
+        with self._lock:
+            self._alerts.append(alert)
+            self._count += 1
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            try:
+                callback(alert)
+            except Exception:
+                log.exception("alert callback %r failed for scope %r", callback, alert.scope)
+
+    def warn(self, message: str, limit_type: str) -> None:
+        """A WARNING that is about the scope, not a limit's level (unknown model, outage)."""
+        self.fire(
+            BudgetAlert(self.scope, AlertLevel.WARNING, message, 0.0, 0.0, self.clock(), limit_type)
+        )
+
+    def after_commit(self, limit: Limit, committed: int, amount: int) -> None:
+        """Alert for ``limit`` after a commit of ``amount`` left it at ``committed``."""
+        warn_at = self.warn_at[limit.limit_type]
+        state = self.state
+        if committed - amount < warn_at and state.armed:
+            state.should_fire(limit.limit_type, None)
+            state.should_fire(limit.limit_type + REFUSED, None)
+        if committed < warn_at:  # alert_at_pct <= 1, so also within the limit
+            return
+        level = AlertLevel.CRITICAL if committed > limit.amount else AlertLevel.WARNING
+        if not state.should_fire(limit.limit_type, level):
+            return
+        value = limit.to_user(committed)
+        cap = limit.to_user(limit.amount)
+        pct = committed / limit.amount if limit.amount else 1.0
+        if level is AlertLevel.CRITICAL:
+            message = (
+                f"Budget EXCEEDED: {limit.limit_type} used={format_amount(value)} "
+                f"limit={format_amount(cap)}"
+            )
+        else:
+            message = (
+                f"Budget WARNING: {limit.limit_type} at {pct:.0%} "
+                f"({format_amount(value)}/{format_amount(cap)})"
+            )
+        alert = BudgetAlert(self.scope, level, message, value, cap, self.clock(), limit.limit_type)
+        self.fire(alert)
+
+    def refused(self, limit_type: str, message: str, used: float, cap: float) -> None:
+        """A CRITICAL alert for a refusal by ``limit_type``, once per crossing."""
+        if self.state.should_fire(limit_type + REFUSED, AlertLevel.CRITICAL):
+            self.fire(
+                BudgetAlert(
+                    self.scope, AlertLevel.CRITICAL, message, used, cap, self.clock(), limit_type
+                )
+            )
+
+    def rearm(self, limit_types: Iterable[str]) -> None:
+        """Start a new crossing for these limits (their counters were reset)."""
+        for limit_type in limit_types:
+            self.state.should_fire(limit_type, None)
+            self.state.should_fire(limit_type + REFUSED, None)
+
+    def clear(self) -> None:
+        self.state.clear()
