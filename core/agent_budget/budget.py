@@ -16,9 +16,18 @@ from typing import Any, Literal
 from .alerting import AlertCallback, Alerter, warn_thresholds
 from .alerts import BudgetAlert
 from .errors import BudgetExceededError, BudgetWarning, StoreError, StoreUnavailableError
+from .events import (
+    Listeners,
+    RecordEvent,
+    RecordListener,
+    RefusalEvent,
+    RefusalListener,
+    alert_event,
+    refusal_event,
+)
 from .pending import PendingCommit, pending_for
 from .rates import ModelRates, RateTable, ResolvedModel
-from .records import UsageRecord, record_payload
+from .records import UsageRecord, price_source, record_payload
 from .refusals import exceeded_error, refusal_error
 from .reservation import Reservation
 from .scope import BudgetScope, Limit, Metric
@@ -131,6 +140,8 @@ class Budget:
             warn_thresholds(self._limits, to_decimal("alert_at_pct", scope.alert_at_pct)),
             max_alerts,
         )
+        self._listeners = Listeners()
+        self._alerter.add_callback(self._log_alert)
         self._lock = threading.Lock()
         self._records: deque[UsageRecord] = deque(maxlen=max_records)
         self._pending = pending_for(self.store, max_pending)
@@ -183,6 +194,41 @@ class Budget:
     @property
     def alerts(self) -> list[BudgetAlert]:
         return self._alerter.alerts
+
+    def on_record(self, callback: RecordListener) -> None:
+        """Call ``callback(RecordEvent)`` after each call of this scope is recorded (the
+        record and when the call started); exceptions are logged."""
+        self._listeners.add_record(callback)
+
+    def on_refusal(self, callback: RefusalListener) -> None:
+        """Call ``callback(RefusalEvent)`` when a call made on this scope is refused, by its
+        own limits or an ancestor's; exceptions are logged."""
+        self._listeners.add_refusal(callback)
+
+    def _log_alert(self, alert: BudgetAlert) -> None:
+        """Keep an alert in the store's events log (not an outage alert: the store is down)."""
+        if alert.limit_type == "store_unavailable":
+            return
+        limit = next((lim for lim in self._limits if lim.limit_type == alert.limit_type), None)
+        event = alert_event(alert, limit.unit if limit is not None else "")
+        self._store_call(self.store.record_event, event, group=self.group, quiet=True)
+
+    def _refused(self, error: BudgetExceededError, model: str, session_id: str) -> None:
+        """Note a refusal in the store's events log (best effort) and tell the listeners."""
+        unit = next(
+            (
+                lim.unit
+                for budget, lim in self._chain_limits.values()
+                if budget.name == error.scope and lim.limit_type == error.limit_type
+            ),
+            "",
+        )
+        event = RefusalEvent(error, self.name, model, session_id, unit, self.clock())
+        self._store_call(
+            self.store.record_event, refusal_event(event), group=self.group, quiet=True
+        )
+        if self._listeners.refusal:
+            self._listeners.emit_refusal(event)
 
     @property
     def _warn_at(self) -> dict[str, int]:
@@ -361,7 +407,9 @@ class Budget:
             return reservation
         if not result.admitted:
             assert result.refused_at is not None
-            raise self._refusal(lines[result.refused_at], result.levels[result.refused_at])
+            error = self._refusal(lines[result.refused_at], result.levels[result.refused_at])
+            self._refused(error, resolved.name, session_id)
+            raise error
         reservation.held = True
         return reservation
 
@@ -400,6 +448,7 @@ class Budget:
                 session_id=reservation.session_id,
                 metadata=meta,
                 estimated=estimated,
+                started_at=reservation.created_at,
             )
             reservation.record = record
             reservation.held = False
@@ -447,6 +496,7 @@ class Budget:
         session_id: str,
         metadata: Mapping[str, Any],
         estimated: bool,
+        started_at: float | None = None,
     ) -> tuple[UsageRecord, tuple[Line, ...], tuple[Level, ...] | None]:
         """Record usage; returns the record, its lines and their levels after the commit
         (None when the store was down and the commit was buffered)."""
@@ -468,6 +518,7 @@ class Budget:
             estimated=estimated,
             scope=self.name,
             reservation_id=hold_id,
+            price_source=price_source(resolved),
         )
         lines = tuple(self._lines(resolved.name, usage.total_tokens, cost, mode="all"))
         payload = record_payload(record) if self.store.keeps_ledger else None
@@ -479,10 +530,14 @@ class Budget:
             self._pending.add(PendingCommit(hold_id, lines, now, self.group, payload))
             with self._lock:
                 self._records.append(record)
+            if self._listeners.record:
+                self._listeners.emit_record(RecordEvent(record, started_at or now))
             return record, lines, None
         with self._lock:
             self._records.append(record)
         self._check_alerts(resolved.name, lines, result.levels)
+        if self._listeners.record:
+            self._listeners.emit_record(RecordEvent(record, started_at or now))
         return record, lines, result.levels
 
     def _check_alerts(self, model: str, lines: Sequence[Line], levels: Sequence[Level]) -> None:
@@ -532,6 +587,7 @@ class Budget:
                 # Only a hard limit refuses (and alerts); a soft one alerts when crossed.
                 error = self._refusal(line, level)
         if error is not None:
+            self._refused(error, resolved.name, "")
             raise error
 
     def record(

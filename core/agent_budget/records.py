@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .money import nanos_to_decimal
 
-__all__ = ["UsageRecord", "record_payload"]
+if TYPE_CHECKING:
+    from .rates import ResolvedModel
+
+__all__ = ["UsageRecord", "price_source", "record_payload"]
 
 
 @dataclass
@@ -35,6 +39,7 @@ class UsageRecord:
     estimated: bool = False
     scope: str = ""
     reservation_id: str = ""
+    price_source: str = ""
 
     @property
     def total_tokens(self) -> int:
@@ -64,8 +69,37 @@ def record_payload(record: UsageRecord) -> dict[str, Any]:
         "estimated": record.estimated,
         "scope": record.scope,
         "reservation_id": record.reservation_id,
+        "price_source": record.price_source,
     }
 
 
 def _json_safe(value: object) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
+
+
+_sources: dict[int, tuple[ResolvedModel, str]] = {}
+_sources_lock = threading.Lock()
+
+
+def price_source(resolved: ResolvedModel) -> str:
+    """Where a call's price came from: ``builtin:<row>@<effective date>`` for the built-in
+    table, ``rates:<row>`` for rates the caller gave, ``fallback`` for an unknown model
+    priced at the fallback rates. Cached per resolved model (resolutions are cached too)."""
+    hit = _sources.get(id(resolved))
+    if hit is not None and hit[0] is resolved:
+        return hit[1]
+    from .rates import builtin_rates
+
+    if not resolved.known:
+        source = "fallback"
+    else:
+        row = builtin_rates().get(resolved.price_key)
+        if row is not None and row.rates is resolved.rates:
+            source = f"builtin:{row.model}@{row.effective}"
+        else:
+            source = f"rates:{resolved.price_key}"
+    with _sources_lock:
+        if len(_sources) >= 4096:
+            _sources.clear()
+        _sources[id(resolved)] = (resolved, source)
+    return source

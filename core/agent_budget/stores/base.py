@@ -17,18 +17,32 @@ Semantics every store must share (the conformance suite in ``tests/`` checks the
   above a limit, exactly once per ``hold_id``: a second commit is a no-op. Commit after
   release still records (money was spent). ``release`` drops a live hold; it is a no-op for
   unknown, expired, committed or released ids.
+
+What happened, for reports (``stores/ledger.py`` holds the shared row fields and filters):
+
+- A store that ``keeps_ledger`` appends the ``record`` a commit receives to a bounded ledger,
+  atomically with the counters and once per ``hold_id``; ``ledger()`` returns matching rows
+  with the fields of ``LEDGER_FIELDS`` (same on every store) and ``aggregate()`` sums them per
+  scope, session, model and time bucket. ``record_event`` keeps refusals and alerts in a
+  bounded events log (``events()``) and counts them per scope and kind for good
+  (``event_counts()``).
+- Reads never write: ``peek`` / ``peek_many`` answer what ``read`` would without reaping,
+  dropping idle scopes or loading code on a server; ``ledger``, ``aggregate``, ``events``,
+  ``event_counts`` and ``load_scopes`` write nothing either. A store opened with
+  ``read_only=True`` refuses every write and never creates anything.
 """
 
 from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 from urllib.parse import SplitResult, urlsplit
 
 from ..errors import StoreConfigError
+from .ledger import aggregate_rows
 
 __all__ = [
     "STORE_QUERY_OPTIONS",
@@ -254,6 +268,88 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def delete_scope(self, name: str) -> None:
         """Forget a scope's definition (its counters stay until idle expiry)."""
+
+    # -- what happened: the ledger of calls and the events log, for reports ---------------
+    # Defaults for stores that keep neither; every built-in store overrides them.
+
+    read_only: bool = False
+    """True for a store opened with ``read_only=True``: writes raise StoreError."""
+
+    def ledger(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        session: str | None = None,
+        model: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Ledger rows with ``since <= timestamp < until`` of the scope(s), session and model
+        given (None: any), oldest first (or newest first), at most ``limit``. Each row has the
+        fields of ``LEDGER_FIELDS``. A store that keeps no ledger returns []."""
+        return []
+
+    def aggregate(
+        self,
+        *,
+        by: Sequence[str] = ("scope",),
+        bucket: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        session: str | None = None,
+        model: str | None = None,
+        order_by: str = "cost_nanos",
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Sums of the matching ledger rows per group of ``by`` (``scope``, ``session_id``,
+        ``model``, ``bucket`` of ``bucket`` seconds, ``price_source``, ``estimated``): each a
+        dict of the group's keys, ``calls``, ``estimated_calls`` and the summed token and
+        ``cost_nanos`` fields, largest ``order_by`` first, at most ``limit`` groups. This
+        default sums :meth:`ledger` rows; stores that can group natively override it."""
+        rows = self.ledger(since=since, until=until, scope=scope, session=session, model=model)
+        return aggregate_rows(rows, by, bucket=bucket, order_by=order_by, limit=limit)
+
+    def record_event(self, event: Mapping[str, Any], *, group: str) -> None:  # noqa: B027
+        """Keep a refusal or alert (fields of ``EVENT_FIELDS``) in the bounded events log and
+        count it; a no-op for stores without one."""
+
+    def events(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        kinds: Collection[str] | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Kept events in the time range, of the scope(s) (as the acting scope or the caller)
+        and kinds given, newest first by default, at most ``limit``."""
+        return []
+
+    def event_counts(
+        self, *, scope: str | Iterable[str] | None = None
+    ) -> dict[str, dict[str, int]]:
+        """Events ever recorded, per acting scope and kind (``{"user:1": {"refusal": 3}}``);
+        not bounded by the log's retention."""
+        return {}
+
+    def peek(self, scope: str, *, now: float, group: str) -> dict[str, Level]:
+        """What :meth:`read` returns, without writing anything. This default calls read();
+        stores whose read writes (reaps, drops idle scopes) override it."""
+        return self.read(scope, now=now, group=group)
+
+    def peek_many(self, scopes: Mapping[str, str], *, now: float) -> dict[str, dict[str, Level]]:
+        """:meth:`peek` of many scopes at once, ``{scope: group}`` in, ``{scope: counters}``
+        out; stores override it to batch the reads."""
+        return {name: self.peek(name, now=now, group=group) for name, group in scopes.items()}
+
+    def now(self) -> float | None:
+        """The store's own clock for reads (Redis with ``server_time``), else None."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the store is unusable afterwards."""

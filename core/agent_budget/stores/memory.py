@@ -5,7 +5,8 @@ from __future__ import annotations
 import heapq
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from itertools import islice
 from typing import Any
 from urllib.parse import SplitResult
 
@@ -21,6 +22,7 @@ from .base import (
     is_windowed,
     new_tuple,
 )
+from .ledger import EventFilter, LedgerFilter, check_limit, event_row, ledger_row
 
 __all__ = ["MemoryStore"]
 
@@ -79,10 +81,19 @@ class MemoryStore(Store):
     """
 
     schemes = ("memory",)
-    keeps_ledger = False
 
-    def __init__(self, options: StoreOptions | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        options: StoreOptions | None = None,
+        *,
+        ledger_size: int = 10_000,
+        events_size: int = 1_000,
+        **kwargs: Any,
+    ) -> None:
         self.options = options or StoreOptions(**kwargs)
+        self._ledger: deque[Mapping[str, Any]] = deque(maxlen=_size("ledger_size", ledger_size))
+        self._events: deque[dict[str, Any]] = deque(maxlen=_size("events_size", events_size))
+        self._event_counts: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
         self._scopes: OrderedDict[str, tuple[float, dict[str, _Counter]]] = OrderedDict()
         self._holds: dict[str, _Hold] = {}
@@ -95,6 +106,7 @@ class MemoryStore(Store):
     def _from_url(cls, url: str, parsed: SplitResult, **options: Any) -> Store:
         if parsed.netloc or parsed.path.strip("/"):
             raise StoreConfigError(f"memory:// takes no host or path, got {url!r}")
+        options.pop("read_only", None)  # a new memory store is empty: nothing to write
         return cls(**options)
 
     # -- internals (lock held) -------------------------------------------------------------
@@ -242,6 +254,8 @@ class MemoryStore(Store):
                     else:
                         counter.add(line.amount, now, opts)
                 self._finish(hold_id, "committed", now)
+                if record is not None:
+                    self._ledger.append(record)
             return CommitResult(applied, self._levels(counters, now))
 
     def release(self, hold_id: str, *, now: float, group: str) -> bool:
@@ -290,6 +304,63 @@ class MemoryStore(Store):
         with self._lock:
             self._defs.pop(name, None)
 
+    # -- the ledger and events: bounded rings ------------------------------------------------
+
+    def ledger(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        session: str | None = None,
+        model: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        wanted = LedgerFilter.of(
+            since=since, until=until, scope=scope, session=session, model=model
+        )
+        check_limit(limit)
+        with self._lock:
+            kept = list(self._ledger)
+        rows = (ledger_row(payload) for payload in (reversed(kept) if newest_first else kept))
+        return list(islice((row for row in rows if wanted.matches(row)), limit))
+
+    def record_event(self, event: Mapping[str, Any], *, group: str) -> None:
+        row = event_row(event)
+        with self._lock:
+            self._events.append(row)
+            kinds = self._event_counts.setdefault(row["scope"], {})
+            kinds[row["kind"]] = kinds.get(row["kind"], 0) + 1
+
+    def events(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        kinds: Collection[str] | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
+    ) -> list[dict[str, Any]]:
+        wanted = EventFilter.of(since=since, until=until, scope=scope, kinds=kinds)
+        check_limit(limit)
+        with self._lock:
+            kept = list(self._events)
+        rows = reversed(kept) if newest_first else iter(kept)
+        return [dict(row) for row in islice((r for r in rows if wanted.matches(r)), limit)]
+
+    def event_counts(
+        self, *, scope: str | Iterable[str] | None = None
+    ) -> dict[str, dict[str, int]]:
+        wanted = EventFilter.of(scope=scope).scopes
+        with self._lock:
+            return {
+                name: dict(kinds)
+                for name, kinds in self._event_counts.items()
+                if wanted is None or name in wanted
+            }
+
     def stats(self) -> dict[str, int]:
         """Sizes of the internal tables, for memory tests and benchmarks."""
         with self._lock:
@@ -305,4 +376,12 @@ class MemoryStore(Store):
                 "holds": len(self._holds),
                 "hold_heap": len(self._hold_expiry),
                 "tombstones": len(self._done),
+                "ledger": len(self._ledger),
+                "events": len(self._events),
             }
+
+
+def _size(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise StoreConfigError(f"{name} must be a non-negative int, got {value!r}")
+    return value

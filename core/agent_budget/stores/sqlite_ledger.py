@@ -1,0 +1,436 @@
+"""SQLiteStore's ledger, events log and read-only counter reads, as plain functions.
+
+The ledger table keeps one row per committed call with the queried fields as columns (so a
+report groups them in SQL) and the rest (metadata, reservation id) as JSON; files written by
+0.2, whose rows were JSON only, get the columns added and filled once. Nothing here writes
+except the :data:`INSERT_RECORD` statement, :func:`insert_event`, :func:`prune_events` and
+:func:`migrate`, which the store calls inside its write transactions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .base import Level, StoreOptions
+from .ledger import (
+    SUM_FIELDS,
+    EventFilter,
+    LedgerFilter,
+    check_aggregate,
+    check_limit,
+    event_row,
+    finish_groups,
+    group_dict,
+)
+
+__all__ = [
+    "INSERT_RECORD",
+    "LEDGER_SCHEMA",
+    "aggregate",
+    "event_counts",
+    "insert_event",
+    "migrate",
+    "peek_many",
+    "prune_events",
+    "query_events",
+    "query_ledger",
+    "record_params",
+]
+
+SCHEMA_VERSION = "2"
+
+LEDGER_SCHEMA = """
+CREATE INDEX IF NOT EXISTS ab_ledger_scope_ts ON ab_ledger (scope, ts);
+CREATE TABLE IF NOT EXISTS ab_events (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    event TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ab_events_ts ON ab_events (ts);
+CREATE TABLE IF NOT EXISTS ab_event_counts (
+    scope TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (scope, kind)
+) WITHOUT ROWID;
+"""
+"""Run after the store's own schema: indexes for the report's queries and the events log."""
+
+# Ledger columns added in schema 2: (column, type and default, the JSON path in 0.2 rows).
+_COLUMNS = (
+    ("session", "TEXT NOT NULL DEFAULT ''", "$.session_id"),
+    ("model", "TEXT NOT NULL DEFAULT ''", "$.model"),
+    ("input_tokens", "INTEGER NOT NULL DEFAULT 0", "$.input_tokens"),
+    ("output_tokens", "INTEGER NOT NULL DEFAULT 0", "$.output_tokens"),
+    ("cache_read_tokens", "INTEGER NOT NULL DEFAULT 0", "$.cache_read_tokens"),
+    ("cache_write_tokens", "INTEGER NOT NULL DEFAULT 0", "$.cache_write_tokens"),
+    ("reasoning_tokens", "INTEGER NOT NULL DEFAULT 0", "$.reasoning_tokens"),
+    ("cost_nanos", "INTEGER NOT NULL DEFAULT 0", "$.cost_nanos"),
+    ("estimated", "INTEGER NOT NULL DEFAULT 0", "$.estimated"),
+    ("price_source", "TEXT NOT NULL DEFAULT ''", "$.price_source"),
+)
+_IN_COLUMNS = frozenset(
+    {
+        "timestamp",
+        "scope",
+        "session_id",
+        "model",
+        *SUM_FIELDS,
+        "estimated",
+        "price_source",
+        "cost_usd",
+    }
+)
+_EVENTS_MAX = 100_000
+_IN_CHUNK = 500
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a ledger table of schema 1 (JSON rows) to schema 2 (columns), in the caller's
+    write transaction; a no-op once done."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(ab_ledger)")}
+    missing = [c for c in _COLUMNS if c[0] not in present]
+    for name, decl, _path in missing:
+        conn.execute(f"ALTER TABLE ab_ledger ADD COLUMN {name} {decl}")
+    if missing:
+        sets = ", ".join(
+            f"{name} = COALESCE(json_extract(record, '{path}'), {name})"
+            for name, _decl, path in missing
+        )
+        conn.execute(f"UPDATE ab_ledger SET {sets} WHERE json_valid(record)")
+    for statement in LEDGER_SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute(
+        "INSERT OR REPLACE INTO ab_meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
+    )
+
+
+INSERT_RECORD = (
+    "INSERT INTO ab_ledger (ts, hold_id, scope, session, model, input_tokens, output_tokens, "
+    "cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nanos, estimated, "
+    "price_source, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+"""Appends a commit's usage record to the ledger, with :func:`record_params`."""
+
+
+def record_params(now: float, hold_id: str, record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The parameters of :data:`INSERT_RECORD` for one record, made before the transaction
+    (a record that cannot be stored fails before anything is written)."""
+    get = record.get
+    scope = get("scope")
+    extra = {k: v for k, v in record.items() if k not in _IN_COLUMNS}
+    return (
+        now,
+        hold_id,
+        scope if isinstance(scope, str) else None,
+        str(get("session_id", "")),
+        str(get("model", "")),
+        int(get("input_tokens", 0)),
+        int(get("output_tokens", 0)),
+        int(get("cache_read_tokens", 0)),
+        int(get("cache_write_tokens", 0)),
+        int(get("reasoning_tokens", 0)),
+        int(get("cost_nanos", 0)),
+        1 if get("estimated") else 0,
+        str(get("price_source", "")),
+        json.dumps(extra, default=str, separators=(",", ":")),
+    )
+
+
+def _expressions(conn: sqlite3.Connection) -> dict[str, str]:
+    """SQL for each row field: the schema 2 columns, or JSON paths in a file still at schema
+    1 (opened read-only, so never migrated)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(ab_ledger)")}
+    out = {"timestamp": "ts", "scope": "COALESCE(scope, '')"}
+    for name, _decl, path in _COLUMNS:
+        field = "session_id" if name == "session" else name
+        out[field] = name if name in present else f"COALESCE(json_extract(record, '{path}'), 0)"
+    if "session" not in present:
+        out["session_id"] = "COALESCE(json_extract(record, '$.session_id'), '')"
+        out["model"] = "COALESCE(json_extract(record, '$.model'), '')"
+        out["price_source"] = "COALESCE(json_extract(record, '$.price_source'), '')"
+    return out
+
+
+def _where(
+    wanted: LedgerFilter, expr: Mapping[str, str], scopes: Sequence[str] | None
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if wanted.since is not None:
+        clauses.append("ts >= ?")
+        args.append(wanted.since)
+    if wanted.until is not None:
+        clauses.append("ts < ?")
+        args.append(wanted.until)
+    if scopes is not None:
+        clauses.append(f"scope IN ({', '.join('?' * len(scopes))})")
+        args.extend(scopes)
+    if wanted.session is not None:
+        clauses.append(f"{expr['session_id']} = ?")
+        args.append(wanted.session)
+    if wanted.model is not None:
+        clauses.append(f"{expr['model']} = ?")
+        args.append(wanted.model)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _scope_chunks(wanted: LedgerFilter) -> list[list[str] | None]:
+    """The filter's scopes in chunks small enough for one ``IN (...)`` (None: any scope)."""
+    if wanted.scopes is None:
+        return [None]
+    names = sorted(wanted.scopes)
+    return [names[i : i + _IN_CHUNK] for i in range(0, len(names), _IN_CHUNK)] or [[]]
+
+
+def query_ledger(
+    conn: sqlite3.Connection, wanted: LedgerFilter, limit: int | None, newest_first: bool
+) -> list[dict[str, Any]]:
+    """Ledger rows matching ``wanted``, in commit order (or newest first), at most ``limit``."""
+    check_limit(limit)
+    expr = _expressions(conn)
+    fields = ("timestamp", "scope", "session_id", "model", *SUM_FIELDS, "estimated")
+    select = ", ".join(expr[f] for f in fields)
+    order = "DESC" if newest_first else "ASC"
+    rows: list[tuple[Any, ...]] = []
+    for chunk in _scope_chunks(wanted):
+        where, args = _where(wanted, expr, chunk)
+        sql = (
+            f"SELECT id, {select}, {expr['price_source']}, hold_id, record FROM ab_ledger"
+            f"{where} ORDER BY id {order}"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows.extend(conn.execute(sql, args).fetchall())
+    if len(_scope_chunks(wanted)) > 1:
+        rows.sort(key=lambda r: r[0], reverse=newest_first)
+        rows = rows if limit is None else rows[:limit]
+    return [_row(r) for r in rows]
+
+
+def _row(r: Sequence[Any]) -> dict[str, Any]:
+    try:
+        extra = json.loads(r[-1]) if r[-1] else {}
+    except ValueError:
+        extra = {}
+    if not isinstance(extra, dict):
+        extra = {}
+    cost = int(r[10])
+    out = {
+        "timestamp": float(r[1]),
+        "scope": r[2] or "",
+        "session_id": str(r[3] or ""),
+        "model": str(r[4] or ""),
+        "input_tokens": int(r[5]),
+        "output_tokens": int(r[6]),
+        "cache_read_tokens": int(r[7]),
+        "cache_write_tokens": int(r[8]),
+        "reasoning_tokens": int(r[9]),
+        "cost_nanos": cost,
+        "cost_usd": cost / 1_000_000_000,
+        "estimated": bool(r[11]),
+        "price_source": str(r[12] or ""),
+        "reservation_id": str(extra.pop("reservation_id", None) or r[13]),
+        "metadata": extra.pop("metadata", None) or {},
+    }
+    for key in (
+        "session_id",
+        "model",
+        "timestamp",
+        "scope",
+        "price_source",
+        "estimated",
+        "cost_usd",
+        *SUM_FIELDS,
+    ):
+        extra.pop(key, None)  # a 0.2 row: its JSON repeats the columns
+    out.update(extra)
+    return out
+
+
+def aggregate(
+    conn: sqlite3.Connection,
+    wanted: LedgerFilter,
+    by: Sequence[str],
+    bucket: int | None,
+    order_by: str,
+    limit: int | None,
+) -> list[dict[str, Any]]:
+    """The ledger grouped and summed in SQL (see ``Store.aggregate``)."""
+    keys = check_aggregate(by, bucket, order_by, limit)
+    expr = _expressions(conn)
+    key_sql = []
+    for key in keys:
+        if key == "bucket":
+            size = int(bucket or 1)
+            key_sql.append(f"CAST(ts / {size} AS INTEGER) * {size}")
+        else:
+            key_sql.append(expr[key])
+    sums = ", ".join(f"SUM({expr[f]})" for f in SUM_FIELDS)
+    select = ", ".join([*key_sql, "COUNT(*)", f"SUM({expr['estimated']} != 0)", sums])
+    group = f" GROUP BY {', '.join(str(i) for i in range(1, len(keys) + 1))}" if keys else ""
+    order = {
+        "cost_nanos": f"SUM({expr['cost_nanos']})",
+        "calls": "COUNT(*)",
+        "tokens": f"SUM({expr['input_tokens']}) + SUM({expr['output_tokens']})",
+    }[order_by]
+    chunks = _scope_chunks(wanted)
+    rows: list[tuple[Any, ...]] = []
+    for chunk in chunks:
+        where, args = _where(wanted, expr, chunk)
+        sql = f"SELECT {select} FROM ab_ledger{where}{group}"
+        if len(chunks) == 1:
+            sql += f" ORDER BY {order} DESC"
+            if limit is not None:
+                sql += f" LIMIT {int(limit)}"
+        rows.extend(conn.execute(sql, args).fetchall())
+    n = len(keys)
+    merged: dict[tuple[Any, ...], list[int]] = {}
+    for row in rows:
+        if row[n] == 0:
+            continue  # no rows at all: SQL still answers one all-NULL row without GROUP BY
+        values = tuple(
+            bool(v) if k == "estimated" else v for k, v in zip(keys, row[:n], strict=True)
+        )
+        acc = merged.setdefault(values, [0] * (len(SUM_FIELDS) + 2))
+        for i, value in enumerate(row[n:]):
+            acc[i] += int(value or 0)
+    groups = [group_dict(keys, values, acc) for values, acc in merged.items()]
+    return finish_groups(groups, order_by, limit)
+
+
+def insert_event(conn: sqlite3.Connection, event: Mapping[str, Any]) -> None:
+    """Append an event to the log and count it (inside a write transaction)."""
+    row = event_row(event)
+    conn.execute(
+        "INSERT INTO ab_events (ts, kind, scope, caller, event) VALUES (?, ?, ?, ?, ?)",
+        (row["timestamp"], row["kind"], row["scope"], row["caller"], json.dumps(row)),
+    )
+    conn.execute(
+        "INSERT INTO ab_event_counts (scope, kind, n) VALUES (?, ?, 1) "
+        "ON CONFLICT (scope, kind) DO UPDATE SET n = n + 1",
+        (row["scope"], row["kind"]),
+    )
+
+
+def prune_events(conn: sqlite3.Connection, before: float | None) -> None:
+    """Bound the events log: drop events older than ``before`` and all but the newest
+    100,000 (the counts stay)."""
+    if before is not None:
+        conn.execute("DELETE FROM ab_events WHERE ts < ?", (before,))
+    conn.execute(
+        "DELETE FROM ab_events WHERE id <= (SELECT MAX(id) FROM ab_events) - ?", (_EVENTS_MAX,)
+    )
+
+
+def query_events(
+    conn: sqlite3.Connection, wanted: EventFilter, limit: int | None, newest_first: bool
+) -> list[dict[str, Any]]:
+    check_limit(limit)
+    clauses: list[str] = []
+    args: list[Any] = []
+    if wanted.since is not None:
+        clauses.append("ts >= ?")
+        args.append(wanted.since)
+    if wanted.until is not None:
+        clauses.append("ts < ?")
+        args.append(wanted.until)
+    if wanted.kinds is not None:
+        clauses.append(f"kind IN ({', '.join('?' * len(wanted.kinds))})")
+        args.extend(sorted(wanted.kinds))
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    order = "DESC" if newest_first else "ASC"
+    out: list[dict[str, Any]] = []
+    cursor = conn.execute(
+        f"SELECT scope, caller, event FROM ab_events{where} ORDER BY id {order}", args
+    )
+    for scope, caller, text in cursor:
+        if wanted.scopes is not None and scope not in wanted.scopes and caller not in wanted.scopes:
+            continue
+        out.append(json.loads(text))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def event_counts(
+    conn: sqlite3.Connection, scopes: Iterable[str] | None
+) -> dict[str, dict[str, int]]:
+    wanted = None if scopes is None else set(scopes)
+    out: dict[str, dict[str, int]] = {}
+    for scope, kind, n in conn.execute("SELECT scope, kind, n FROM ab_event_counts"):
+        if wanted is None or scope in wanted:
+            out.setdefault(scope, {})[kind] = int(n)
+    return out
+
+
+def peek_many(
+    conn: sqlite3.Connection, scopes: Iterable[str], now: float, opts: StoreOptions
+) -> dict[str, dict[str, Level]]:
+    """What ``read`` would answer for each scope, computed without writing: expired holds
+    are left out of ``reserved``, buckets past the window out of ``committed``, and scopes
+    idle past ``idle_ttl`` (holding nothing) read as empty."""
+    names = list(dict.fromkeys(scopes))
+    rows: dict[str, dict[str, list[Any]]] = {name: {} for name in names}
+    for i in range(0, len(names), _IN_CHUNK):
+        chunk = names[i : i + _IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        for scope, metric, total, reserved, lo, hi in conn.execute(
+            "SELECT scope, metric, total, reserved, lo, hi FROM ab_counters "
+            f"WHERE scope IN ({marks})",
+            chunk,
+        ):
+            rows[scope][metric] = [int(total), int(reserved), lo, hi]
+    for (lines,) in conn.execute("SELECT lines FROM ab_holds WHERE expires_at <= ?", (now,)):
+        for scope, metric, amount in json.loads(lines):
+            row = rows.get(scope, {}).get(metric)
+            if row is not None:
+                row[1] -= int(amount)
+    touched: dict[str, float] = {}
+    idle = opts.idle_ttl
+    if idle is not None:
+        for i in range(0, len(names), _IN_CHUNK):
+            chunk = names[i : i + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            touched.update(
+                conn.execute(
+                    f"SELECT scope, touched FROM ab_scopes WHERE scope IN ({marks})", chunk
+                ).fetchall()
+            )
+    horizon = now - opts.window_seconds - opts.bucket_seconds
+    out: dict[str, dict[str, Level]] = {}
+    for scope in names:
+        counters = rows[scope]
+        if (
+            idle is not None
+            and scope in touched
+            and touched[scope] <= now - idle
+            and not any(row[1] for row in counters.values())
+        ):
+            out[scope] = {}
+            continue
+        levels: dict[str, Level] = {}
+        for metric, (total, reserved, lo, hi) in counters.items():
+            committed = total
+            if lo is not None and lo <= horizon:
+                if hi <= horizon:
+                    committed = 0
+                else:
+                    (removed,) = conn.execute(
+                        "SELECT COALESCE(SUM(amount), 0) FROM ab_buckets "
+                        "WHERE scope = ? AND metric = ? AND start <= ?",
+                        (scope, metric, math.floor(horizon)),
+                    ).fetchone()
+                    committed = total - int(removed)
+            if committed or reserved:
+                levels[metric] = Level(committed, reserved)
+        out[scope] = levels
+    return out
