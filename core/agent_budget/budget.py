@@ -205,6 +205,10 @@ class Budget:
         own limits or an ancestor's; exceptions are logged."""
         self._listeners.add_refusal(callback)
 
+    def remove_listener(self, callback: Callable[..., None]) -> bool:
+        """Stop calling an ``on_record`` / ``on_refusal`` callback; True if it was there."""
+        return self._listeners.remove(callback)
+
     def _log_alert(self, alert: BudgetAlert) -> None:
         """Keep an alert in the store's events log (not an outage alert: the store is down)."""
         if alert.limit_type == "store_unavailable":

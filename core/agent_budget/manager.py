@@ -12,7 +12,8 @@ from typing import Any
 
 from .alerts import BudgetAlert
 from .budget import Budget, StoreErrorPolicy
-from .errors import UnknownScopeError
+from .errors import StoreError, UnknownScopeError
+from .events import Listeners, RecordListener, RefusalListener
 from .rates import ModelRates, RateTable
 from .records import UsageRecord
 from .reservation import Reservation
@@ -73,6 +74,8 @@ class BudgetManager:
         self._parents: OrderedDict[str, str | None] = OrderedDict()
         self._templates: list[ScopeTemplate] = []
         self._callbacks: list[Callable[[BudgetAlert], None]] = []
+        self._listeners = Listeners()
+        self._hooked = False
 
     # -- scopes ----------------------------------------------------------------------------
 
@@ -176,12 +179,26 @@ class BudgetManager:
                     f"parent scope {parent_name!r} of {name!r} is not registered"
                 )
         budget = self._make(replace(template.scope, name=name), parent_budget, None, save=False)
+        if name not in self._parents:
+            self._save_made(budget, template.prefix)
         self._parents[name] = parent_name
         self._parents.move_to_end(name)
         while len(self._parents) > max(100_000, 10 * self._max_cached):
             self._parents.popitem(last=False)
         self._cache(name, budget)
         return budget
+
+    def _save_made(self, budget: Budget, prefix: str) -> None:
+        """Record a template-made scope in the store's scope registry (name, parent,
+        template, limits), once per scope per process, so other processes, reports and the
+        CLI see it. Best effort: a store error is logged, never raised."""
+        definition = budget.scope.to_dict()
+        definition["parent"] = budget.parent.name if budget.parent else None
+        definition["template"] = prefix
+        try:
+            self.store.save_scope(budget.name, definition)
+        except StoreError:
+            log.warning("could not record scope %r in the store", budget.name, exc_info=True)
 
     def _cache(self, name: str, budget: Budget) -> None:
         self._cached[name] = budget
@@ -214,7 +231,41 @@ class BudgetManager:
             save_definition=save,
         )
         budget.on_alert(self._dispatch)
+        if self._hooked:
+            self._hook(budget)
         return budget
+
+    # -- call events -----------------------------------------------------------------------
+
+    def on_record(self, callback: RecordListener) -> None:
+        """Call ``callback(RecordEvent)`` after every call recorded by any scope of this
+        manager (see ``Budget.on_record``)."""
+        self._listeners.add_record(callback)
+        self._hook_all()
+
+    def on_refusal(self, callback: RefusalListener) -> None:
+        """Call ``callback(RefusalEvent)`` for every call refused in any scope of this
+        manager (see ``Budget.on_refusal``)."""
+        self._listeners.add_refusal(callback)
+        self._hook_all()
+
+    def remove_listener(self, callback: Callable[..., None]) -> bool:
+        """Stop calling an ``on_record`` / ``on_refusal`` callback; True if it was there."""
+        return self._listeners.remove(callback)
+
+    def _hook(self, budget: Budget) -> None:
+        budget.on_record(self._listeners.emit_record)
+        budget.on_refusal(self._listeners.emit_refusal)
+
+    def _hook_all(self) -> None:
+        """Forward every budget's events to the manager's listeners, from the first listener
+        on (until then budgets skip the work)."""
+        with self._lock:
+            if self._hooked:
+                return
+            self._hooked = True
+            for budget in [*self._registered.values(), *self._cached.values()]:
+                self._hook(budget)
 
     def remove(self, name: str) -> bool:
         """Forget a scope's Budget and definition (its recorded usage stays in the store)."""
@@ -226,25 +277,43 @@ class BudgetManager:
         return True
 
     def scopes(self) -> list[str]:
-        """Names of the scopes this manager knows: registered, cached, and saved in the store
-        by other processes."""
+        """Names of the scopes this manager knows: registered, cached, and every scope in the
+        store's registry (registered or made from a template by any process)."""
+        return self._names(self.store.load_scopes())
+
+    def _names(self, saved: Mapping[str, Any]) -> list[str]:
         with self._lock:
             names = list(self._registered) + [n for n in self._cached if n not in self._registered]
-        for name in self.store.load_scopes():
-            if name not in names:
-                names.append(name)
+        known = set(names)
+        names.extend(name for name in saved if name not in known)
         return names
 
-    def _budget_for_summary(self, name: str) -> Budget | None:
-        budget = self.get(name)
+    def _budget_for_summary(
+        self, name: str, saved: Mapping[str, Mapping[str, Any]] | None = None, depth: int = 0
+    ) -> Budget | None:
+        """The budget of ``name`` for reading: this process's own, else one built from the
+        store's registry (with its recorded parent), else one a template makes now."""
+        with self._lock:
+            budget = self._registered.get(name) or self._cached.get(name)
         if budget is not None:
             return budget
-        data = self.store.load_scopes().get(name)
+        if saved is None:
+            saved = self.store.load_scopes()
+        data = saved.get(name)
         if data is None:
-            return None
+            return self.get(name)
+        if depth > 32:
+            raise ValueError(f"scope parents nest too deeply at {name!r} (a cycle?)")
         with self._lock:
-            parent = self._budget_for_summary(data["parent"]) if data.get("parent") else None
+            parent_name = data.get("parent")
+            parent = (
+                self._budget_for_summary(str(parent_name), saved, depth + 1)
+                if parent_name
+                else None
+            )
             budget = self._make(BudgetScope.from_dict(data), parent, None, save=False)
+            if data.get("template"):
+                self._parents[name] = parent.name if parent else None
             self._cache(name, budget)
             return budget
 
@@ -305,8 +374,9 @@ class BudgetManager:
     def all_summaries(self, **kwargs: Any) -> dict[str, dict[str, Any]]:
         """Summaries of every known scope, read from the store (so other processes count)."""
         out = {}
-        for name in self.scopes():
-            budget = self._budget_for_summary(name)
+        saved = self.store.load_scopes()
+        for name in self._names(saved):
+            budget = self._budget_for_summary(name, saved)
             if budget is not None:
                 out[name] = budget.summary(**kwargs)
         return out

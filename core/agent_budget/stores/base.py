@@ -287,8 +287,9 @@ class Store(abc.ABC):
         newest_first: bool = False,
     ) -> list[dict[str, Any]]:
         """Ledger rows with ``since <= timestamp < until`` of the scope(s), session and model
-        given (None: any), oldest first (or newest first), at most ``limit``. Each row has the
-        fields of ``LEDGER_FIELDS``. A store that keeps no ledger returns []."""
+        given (None: any), by time, oldest first (or newest first; equal times in commit
+        order), at most ``limit``. Each row has the fields of ``LEDGER_FIELDS``. A store that
+        keeps no ledger returns []."""
         return []
 
     def aggregate(

@@ -322,8 +322,8 @@ class MemoryStore(Store):
         )
         check_limit(limit)
         with self._lock:
-            kept = list(self._ledger)
-        rows = (ledger_row(payload) for payload in (reversed(kept) if newest_first else kept))
+            kept = sorted(self._ledger, key=_timestamp, reverse=newest_first)
+        rows = (ledger_row(payload) for payload in kept)
         return list(islice((row for row in rows if wanted.matches(row)), limit))
 
     def record_event(self, event: Mapping[str, Any], *, group: str) -> None:
@@ -379,6 +379,10 @@ class MemoryStore(Store):
                 "ledger": len(self._ledger),
                 "events": len(self._events),
             }
+
+
+def _timestamp(record: Mapping[str, Any]) -> float:
+    return float(record.get("timestamp", 0.0))
 
 
 def _size(name: str, value: object) -> int:

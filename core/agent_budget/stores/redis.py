@@ -16,7 +16,7 @@ import hashlib
 import inspect
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlunsplit
 
 from ..errors import StoreConfigError, StoreError
+from . import redis_ledger
 from .base import (
     STORE_QUERY_OPTIONS,
     CommitResult,
@@ -35,6 +36,7 @@ from .base import (
     new_tuple,
     number_option,
 )
+from .ledger import EventFilter, LedgerFilter
 
 __all__ = ["RedisStore"]
 
@@ -140,10 +142,12 @@ def _bool_option(name: str, text: str) -> bool:
 def _parse_store_query(name: str, text: str) -> Any:
     if name == "key_prefix":
         return text
-    if name in ("server_time", "functions"):
+    if name in ("server_time", "functions", "read_only"):
         return _bool_option(name, text)
-    if name == "retries":
+    if name in ("retries", "ledger_maxlen"):
         return number_option(name, int, positive=False)(text)
+    if name == "retention_days":
+        return number_option(name, float, allow_none=True)(text)
     return STORE_QUERY_OPTIONS[name](text)
 
 
@@ -152,6 +156,9 @@ _STORE_QUERY_OPTIONS = (
     "server_time",
     "functions",
     "retries",
+    "ledger_maxlen",
+    "retention_days",
+    "read_only",
     *STORE_QUERY_OPTIONS,
 )
 
@@ -195,7 +202,10 @@ class RedisStore(Store):
     ``server_time=True`` (the default) the scripts read the server's clock, one clock for
     every host; ``False`` uses the ``now`` each caller passes (tests with a fake clock).
     ``functions=True`` (the default) runs the operations as Redis Functions where the server
-    allows, else as EVALSHA scripts; ``False`` always uses scripts.
+    allows, else as EVALSHA scripts; ``False`` always uses scripts. Each group keeps a ledger
+    stream of committed calls, capped at about ``ledger_maxlen`` entries (0: no ledger) and
+    ``retention_days`` (None: by length only). ``read_only=True`` refuses every write and
+    reads with plain commands only (no function or script is loaded).
     """
 
     schemes = _SCHEMES
@@ -207,6 +217,9 @@ class RedisStore(Store):
         key_prefix: str = "ab",
         server_time: bool = True,
         functions: bool = True,
+        ledger_maxlen: int = 100_000,
+        retention_days: float | None = 30.0,
+        read_only: bool = False,
         options: StoreOptions | None = None,
         **kwargs: Any,
     ) -> None:
@@ -227,6 +240,9 @@ class RedisStore(Store):
         if not isinstance(functions, bool):
             raise StoreConfigError(f"functions must be a bool, got {functions!r}")
         self._functions = functions
+        self._ledger_spec = _ledger_spec(ledger_maxlen, retention_days)
+        self._ledger_groups: set[str] = set()
+        self.read_only = bool(read_only)
         self.key_prefix = key_prefix
         self.server_time = server_time
         self._client_lock = threading.Lock()
@@ -372,6 +388,8 @@ class RedisStore(Store):
     def _eval(self, name: str, group: str, now: float, *args: str) -> Any:
         """Run one operation: one FCALL, or one EVALSHA where the server has no functions
         (plus a FUNCTION LOAD or SCRIPT LOAD the first time and after a restart)."""
+        if self.read_only:
+            raise StoreError(f"the Redis store is open read-only: cannot {name}")
         client = self.client
         keys_and_args = (self._base(group), f"{float(now)!r} {self._settings}", *args)
         try:
@@ -444,13 +462,20 @@ class RedisStore(Store):
         record: Mapping[str, Any] | None = None,
     ) -> CommitResult:
         blob = _encode(lines, limits=False)
-        fields = self._eval("commit", group, now, hold_id, blob).split()
+        if record is not None and self._ledger_spec and not self.read_only:
+            redis_ledger.note_group(self, group)
+            ledger = (self._ledger_spec, redis_ledger.encode_record(record))
+            fields = self._eval("commit", group, now, hold_id, blob, *ledger).split()
+        else:
+            fields = self._eval("commit", group, now, hold_id, blob).split()
         return CommitResult(fields[0] in (b"1", "1"), _levels(fields[1:]))
 
     def release(self, hold_id: str, *, now: float, group: str) -> bool:
         return bool(int(self._eval("release", group, now, hold_id)))
 
     def read(self, scope: str, *, now: float, group: str) -> dict[str, Level]:
+        if self.read_only:
+            return self.peek(scope, now=now, group=group)
         reply = self._eval("read", group, now, scope)
         return {
             _text(reply[i]): Level(int(reply[i + 1]), int(reply[i + 2]))
@@ -465,6 +490,7 @@ class RedisStore(Store):
         return f"{self.key_prefix}:scopes"
 
     def save_scope(self, name: str, data: Mapping[str, Any]) -> None:
+        self._writable("save a scope")
         text = json.dumps(dict(data), sort_keys=True)
         self._call(self.client.hset, self._defs_key, name, text)
 
@@ -473,7 +499,81 @@ class RedisStore(Store):
         return {_text(k): json.loads(_text(v)) for k, v in raw.items()}
 
     def delete_scope(self, name: str) -> None:
+        self._writable("delete a scope")
         self._call(self.client.hdel, self._defs_key, name)
+
+    # -- the ledger and events (plain commands; see redis_ledger) ---------------------------
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise StoreError(f"the Redis store is open read-only: cannot {what}")
+
+    def ledger(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        session: str | None = None,
+        model: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        wanted = LedgerFilter.of(
+            since=since, until=until, scope=scope, session=session, model=model
+        )
+        return redis_ledger.ledger_rows(self, wanted, limit, newest_first)
+
+    def aggregate(
+        self,
+        *,
+        by: Sequence[str] = ("scope",),
+        bucket: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        session: str | None = None,
+        model: str | None = None,
+        order_by: str = "cost_nanos",
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        wanted = LedgerFilter.of(
+            since=since, until=until, scope=scope, session=session, model=model
+        )
+        return redis_ledger.aggregate(self, wanted, by, bucket, order_by, limit)
+
+    def record_event(self, event: Mapping[str, Any], *, group: str) -> None:
+        self._writable("record an event")
+        redis_ledger.record_event(self, event, group)
+
+    def events(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        kinds: Collection[str] | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
+    ) -> list[dict[str, Any]]:
+        wanted = EventFilter.of(since=since, until=until, scope=scope, kinds=kinds)
+        return redis_ledger.query_events(self, wanted, limit, newest_first)
+
+    def event_counts(
+        self, *, scope: str | Iterable[str] | None = None
+    ) -> dict[str, dict[str, int]]:
+        return redis_ledger.event_counts(self, EventFilter.of(scope=scope).scopes)
+
+    def peek(self, scope: str, *, now: float, group: str) -> dict[str, Level]:
+        return self.peek_many({scope: group}, now=now)[scope]
+
+    def peek_many(self, scopes: Mapping[str, str], *, now: float) -> dict[str, dict[str, Level]]:
+        if self.server_time:
+            now = redis_ledger.server_now(self)
+        return redis_ledger.peek_many(self, scopes, now)
+
+    def now(self) -> float | None:
+        return redis_ledger.server_now(self) if self.server_time else None
 
     def ping(self) -> bool:
         """True when the server answers (raises StoreError otherwise)."""
@@ -491,6 +591,23 @@ class RedisStore(Store):
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.key_prefix!r}, server_time={self.server_time})"
+
+
+def _ledger_spec(maxlen: object, retention_days: object) -> str:
+    """The commit function's ledger argument: ``"<max entries> <max age ms>"`` ("" for no
+    ledger)."""
+    if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 0:
+        raise StoreConfigError(f"ledger_maxlen must be a non-negative int, got {maxlen!r}")
+    if retention_days is not None and (
+        isinstance(retention_days, bool)
+        or not isinstance(retention_days, (int, float))
+        or not 0 < retention_days < 100_000
+    ):
+        raise StoreConfigError(f"retention_days must be a positive number, got {retention_days!r}")
+    if maxlen == 0:
+        return ""
+    age = "" if retention_days is None else str(int(retention_days * 86_400_000))
+    return f"{maxlen} {age}"
 
 
 def _int(value: int) -> int:

@@ -194,7 +194,7 @@ def _scope_chunks(wanted: LedgerFilter) -> list[list[str] | None]:
 def query_ledger(
     conn: sqlite3.Connection, wanted: LedgerFilter, limit: int | None, newest_first: bool
 ) -> list[dict[str, Any]]:
-    """Ledger rows matching ``wanted``, in commit order (or newest first), at most ``limit``."""
+    """Ledger rows matching ``wanted``, oldest first (or newest first), at most ``limit``."""
     check_limit(limit)
     expr = _expressions(conn)
     fields = ("timestamp", "scope", "session_id", "model", *SUM_FIELDS, "estimated")
@@ -205,13 +205,13 @@ def query_ledger(
         where, args = _where(wanted, expr, chunk)
         sql = (
             f"SELECT id, {select}, {expr['price_source']}, hold_id, record FROM ab_ledger"
-            f"{where} ORDER BY id {order}"
+            f"{where} ORDER BY ts {order}, id {order}"
         )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         rows.extend(conn.execute(sql, args).fetchall())
     if len(_scope_chunks(wanted)) > 1:
-        rows.sort(key=lambda r: r[0], reverse=newest_first)
+        rows.sort(key=lambda r: (r[1], r[0]), reverse=newest_first)
         rows = rows if limit is None else rows[:limit]
     return [_row(r) for r in rows]
 

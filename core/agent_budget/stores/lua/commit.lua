@@ -1,8 +1,27 @@
 -- commit: ARGV[2] hold id, ARGV[3] the lines as JSON, [scope, metric, amount] each. Frees
 -- the hold (if live) and adds the amounts once per hold id, even above a limit. Returns
--- "<applied 1|0> <committed1> <reserved1> ...", the levels after it.
+-- "<applied 1|0> <committed1> <reserved1> ...", the levels after it. With a ledger,
+-- ARGV[4] is "<max entries> <max age ms or empty>" and ARGV[5] the usage record.
 local id = ARGV[2]
 local lines = decode_lines(ARGV[3])
+
+-- Append the record to the group's ledger stream, capped by length and age. Its id follows
+-- NOW, so readers find a time range by id; a clock that stepped back takes the next id.
+local function ledger_append(spec, record)
+  local maxlen, age = string.match(spec, '^(%d+) (%d*)$')
+  local key = BASE .. 'ledger'
+  local approx = tonumber(maxlen) >= 1000 and '~' or '='
+  local ms = math.floor(NOW * 1000)
+  local added = redis.pcall('XADD', key, 'MAXLEN', approx, maxlen, string.format('%d-*', ms),
+    'r', record)
+  if type(added) == 'table' and added.err then
+    redis.call('XADD', key, 'MAXLEN', approx, maxlen, '*', 'r', record)
+  end
+  if age ~= '' then
+    redis.call('XTRIM', key, 'MINID', approx, string.format('%d', ms - tonumber(age)))
+    redis.call('PEXPIRE', key, tonumber(age) + MARGIN * 1000)
+  end
+end
 
 reap()
 
@@ -21,6 +40,7 @@ touch(lines)
 if applied then
   for _, e in ipairs(lines) do add(load(e[1]), e[2], e[3]) end
   finish(id, 'c')
+  if ARGV[5] then ledger_append(ARGV[4], ARGV[5]) end
 else
   for _, e in ipairs(lines) do committed(load(e[1]), e[2]) end
 end
