@@ -1,7 +1,8 @@
 # The two set-up commands of the README: `make demo` and `make test`. Each creates or
 # reuses a virtualenv in .venv and installs what it needs; nothing else is assumed but
 # python3 (>= 3.10) with pip and venv. `make test` also makes sure a redis-server binary
-# exists (installing Debian's package when it can), since the store tests start their own.
+# exists (installing Debian's package when it can), since the store tests start their own,
+# and a Chromium binary, which the dashboard's browser tests drive headless.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -29,6 +30,7 @@ demo: $(BASE_STAMP)
 
 test: $(DEV_STAMP)
 	bash scripts/ensure-redis-server
+	bash scripts/ensure-chromium
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy

@@ -90,9 +90,12 @@ def test_report_on_a_shared_store(store_url):
     out = cli("report", "--store", url, "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    assert data["team-a"]["limits"]["day_tokens"]["used"] == 1500
-    assert data["team-a"]["limits"]["day_tokens"]["reserved"] == 200
-    assert data["global"]["day"]["cost_usd"] == "0.0075"
+    limits = {(row["scope"], row["limit"]): row for row in data["limits"]}
+    assert limits["team-a", "day_tokens"]["used"] == 1500
+    assert limits["team-a", "day_tokens"]["reserved"] == 200
+    assert limits["team-a", "day_tokens"]["unit"] == "tokens"
+    assert limits["global", "day_cost_usd"]["used"] == "0.0075"
+    assert limits["global", "day_cost_usd"]["unit"] == "USD"
     table = cli("report", "--store", url)
     assert table.returncode == 0 and "team-a" in table.stdout and "15.0%" in table.stdout
     missing = cli("report", "--store", url, "--scope", "nobody")
