@@ -42,8 +42,8 @@ function usd(text) { return "$" + text; }
 function shortUsd(value) {
   if (value === 0) return "$0";
   if (value >= 100) return "$" + value.toFixed(0);
-  if (value >= 1) return "$" + value.toFixed(2);
-  return "$" + value.toPrecision(2);
+  if (value >= 1) return "$" + value.toFixed(2).replace(/\.00$/, "");
+  return "$" + Number(value.toPrecision(2));
 }
 function utc(ts, withDate) {
   const iso = new Date(ts * 1000).toISOString();
@@ -138,16 +138,16 @@ function drawChart(container, period, rows, key, order, width, height) {
     for (const row of segments.values()) sum += row.cost_nanos / 1e9;
     max = Math.max(max, sum);
   }
-  const top = niceMax(max);
+  const { top, ticks } = niceScale(max);
   const plotW = width - margin.left - margin.right;
   const plotH = height - margin.top - margin.bottom;
   const chart = svg("svg", {
     viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `spend per ${key} over time`,
   });
-  for (let i = 0; i <= 4; i += 1) {
-    const y = margin.top + plotH - (plotH * i) / 4;
+  for (let i = 0; i <= ticks; i += 1) {
+    const y = margin.top + plotH - (plotH * i) / ticks;
     chart.append(svg("line", { class: i ? "grid" : "axis", x1: margin.left, x2: width - margin.right, y1: y, y2: y }));
-    chart.append(svg("text", { class: "tick", x: margin.left - 6, y: y + 4, "text-anchor": "end" }, shortUsd((top * i) / 4)));
+    chart.append(svg("text", { class: "tick", x: margin.left - 6, y: y + 4, "text-anchor": "end" }, shortUsd((top * i) / ticks)));
   }
   const step = plotW / Math.max(buckets.length, 1);
   const barW = Math.max(1, step * 0.72);
@@ -184,11 +184,18 @@ function drawChart(container, period, rows, key, order, width, height) {
   container.replaceChildren(chart, legend);
 }
 
-function niceMax(value) {
-  if (value <= 0) return 0;
-  const power = Math.pow(10, Math.floor(Math.log10(value)));
-  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * power >= value) return m * power;
-  return 10 * power;
+// A round step (1, 2, 2.5 or 5 times a power of ten) with at most five steps to the top.
+function niceScale(value) {
+  if (value <= 0) return { top: 0, ticks: 4 };
+  const power = Math.pow(10, Math.floor(Math.log10(value / 5)));
+  for (const m of [1, 2, 2.5, 5, 10]) {
+    const step = m * power;
+    if (value / step <= 5) {
+      const ticks = Math.max(1, Math.ceil(value / step - 1e-9));
+      return { top: step * ticks, ticks };
+    }
+  }
+  return { top: value, ticks: 4 };
 }
 
 function renderSpenders(rows, order) {
