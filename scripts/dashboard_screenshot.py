@@ -59,9 +59,8 @@ def simulate(url: str, end: float, seed: int = 11) -> None:
                     hold = mgr.reserve(user, model, prompt, 1_024, session_id=session)
                 except BudgetExceededError:
                     continue
-                hold.commit(
-                    Usage(prompt, rng.randint(60, 900), cache_read_tokens=rng.choice([0, prompt // 2]))
-                )
+                cached = rng.choice([0, prompt // 2])
+                hold.commit(Usage(prompt, rng.randint(60, 900), cache_read_tokens=cached))
         now[0] += 900
     mgr.close()
 

@@ -184,7 +184,7 @@ def test_the_command_serves_until_stopped(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert "agent-budget dashboard of" in line, line + (proc.stderr.read() if proc.stderr else "")
+        assert "agent-budget dashboard of" in line, line
         page_url = line.split(" on ")[1].split()[0]
         assert get(page_url, "/healthz") == (200, b"ok")
         assert get(page_url, "/api/report")[0] == 200
