@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -13,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Literal
 
+from .aio import off_loop
 from .alerting import AlertCallback, Alerter, warn_thresholds
 from .alerts import BudgetAlert
 from .errors import BudgetExceededError, BudgetWarning, StoreError, StoreUnavailableError
@@ -438,6 +440,63 @@ class Budget:
             )
             return False
 
+    # -- async forms: a store that waits on a disk or a network is never awaited on the loop --
+
+    async def areserve(
+        self,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int = 0,
+        *,
+        session_id: str = "",
+        ttl: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Reservation:
+        """:meth:`reserve` for async code. If the awaiting task is cancelled while the store
+        answers, a hold it took is released, so a cancelled call never keeps budget."""
+        call = functools.partial(
+            self.reserve,
+            model,
+            input_tokens,
+            max_output_tokens,
+            session_id=session_id,
+            ttl=ttl,
+            metadata=metadata,
+        )
+        if not self.store.does_io:
+            return call()
+        return await off_loop(call, undo=_release_quietly)
+
+    async def acommit(
+        self,
+        reservation: Reservation,
+        usage: Usage | None = None,
+        *,
+        model: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        estimated: bool | None = None,
+    ) -> UsageRecord:
+        """:meth:`commit` for async code; the commit completes even if the task is cancelled."""
+        call = functools.partial(
+            self.commit, reservation, usage, model=model, metadata=metadata, estimated=estimated
+        )
+        if not self.store.does_io:
+            return call()
+        return await off_loop(call)
+
+    async def arelease(self, reservation: Reservation) -> bool:
+        """:meth:`release` for async code."""
+        if not self.store.does_io:
+            return self.release(reservation)
+        return await off_loop(functools.partial(self.release, reservation))
+
+    async def acheck(self, model: str, input_tokens: int, output_tokens: int = 0) -> None:
+        """:meth:`check` for async code."""
+        call = functools.partial(self.check, model, input_tokens, output_tokens)
+        if not self.store.does_io:
+            return call()
+        return await off_loop(call)
+
     def _commit(
         self,
         hold_id: str,
@@ -630,3 +689,10 @@ def _check_ttl(name: str, value: object) -> None:
     dec = to_decimal(name, value, allow_zero=False)
     if dec > 10 * 365 * 86400:
         raise ValueError(f"{name} is unreasonably long: {value!r} seconds")
+
+
+def _release_quietly(reservation: Reservation) -> None:
+    try:
+        reservation.release()
+    except Exception:
+        log.warning("could not release hold %s of a cancelled call", reservation.id, exc_info=True)
