@@ -174,14 +174,14 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             return event_id
         data = payload or {}
         serialized = data.get(EventPayload.SERIALIZED)
-        kwargs = data.get(EventPayload.ADDITIONAL_KWARGS)
+        extra = data.get(EventPayload.ADDITIONAL_KWARGS)
         # LlamaIndex sends a refused event no end; the lifecycle frees what other budget
         # handlers already reserved for it.
         reservation = calls.start(
             event_id,
             model=model_from_serialized(serialized) or calls.default_model or _class(serialized),
-            input_tokens=lambda: self._input_tokens(data, kwargs),
-            max_output_tokens=max_output_tokens(kwargs, serialized),
+            input_tokens=lambda: self._input_tokens(data, extra),
+            max_output_tokens=max_output_tokens(extra, serialized),
         )
         span_id = active_span_id.get()
         with self._lock:
