@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from .records import UsageRecord
@@ -90,7 +91,7 @@ class Reservation:
         usage: Usage | None = None,
         *,
         model: str | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
         estimated: bool | None = None,
     ) -> UsageRecord:
         """Record the call's actual usage (see :meth:`Budget.commit`)."""

@@ -81,6 +81,7 @@ class MemoryStore(Store):
     """
 
     schemes = ("memory",)
+    does_io = False
 
     def __init__(
         self,
