@@ -143,3 +143,28 @@ def test_a_store_without_an_events_log_is_fine(clock: FakeClock) -> None:
     with pytest.raises(BudgetExceededError):
         budget.reserve("m", 50)
     assert budget.store.events() == [] and budget.store.event_counts() == {}
+
+
+def test_an_async_refusal_is_noted_off_the_event_loop(tmp_path, clock: FakeClock) -> None:
+    """On a store that does I/O, the refusal's store write and listeners never run on the
+    event loop's thread."""
+    import asyncio
+    import threading
+
+    budget = Budget(
+        BudgetScope("s", max_tokens_per_session=10),
+        RATES,
+        store=f"sqlite:///{tmp_path / 'b.db'}",
+        clock=clock,
+    )
+    threads: list[int] = []
+    budget.on_refusal(lambda event: threads.append(threading.get_ident()))
+
+    async def main() -> int:
+        with pytest.raises(BudgetExceededError):
+            await budget.areserve("m", 50)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert threads and threads[0] != loop_thread
+    assert sorted(e["kind"] for e in budget.store.events()) == ["alert", "refusal"]
