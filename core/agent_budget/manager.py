@@ -281,6 +281,12 @@ class BudgetManager:
         store's registry (registered or made from a template by any process)."""
         return self._names(self.store.load_scopes())
 
+    def budgets(self) -> list[Budget]:
+        """The Budget objects this manager holds now: registered ones, then the cached
+        template-made ones (most recently used last)."""
+        with self._lock:
+            return [*self._registered.values(), *self._cached.values()]
+
     def _names(self, saved: Mapping[str, Any]) -> list[str]:
         with self._lock:
             names = list(self._registered) + [n for n in self._cached if n not in self._registered]
