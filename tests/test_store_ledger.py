@@ -116,6 +116,8 @@ def test_sqlite_reads_a_ledger_written_by_0_2(tmp_path: Path, read_only: bool) -
         {"ticket": "T-9"},
     )
     assert row["reservation_id"] == "r-1" and row["price_source"] == ""
+    assert len(store.ledger(since=1_800_000_000.0 - 1)) == 1  # found by time (marks made)
+    assert store.ledger(since=1_800_000_000.0 + 1) == []
     [group] = store.aggregate(by=["model"], session="s1")
     assert (group["model"], group["calls"], group["cost_nanos"]) == ("gpt-4o", 1, 320_000)
     store.close()
@@ -123,6 +125,38 @@ def test_sqlite_reads_a_ledger_written_by_0_2(tmp_path: Path, read_only: bool) -
     version = conn.execute("SELECT value FROM ab_meta WHERE key = 'schema'").fetchone()[0]
     conn.close()
     assert version == ("1" if read_only else "2")  # a reader never migrates
+
+
+def test_sqlite_finds_rows_by_time_through_hour_marks(tmp_path: Path, clock: FakeClock) -> None:
+    """No index on the time (it would cost every commit a page): the first row id of each
+    hour finds a period, a clock that steps back a little still finds every row, and the
+    retention is exact."""
+    store = Store.from_url(f"sqlite:///{tmp_path / 'm.db'}?retention_days=1")
+    start = clock()
+    for i in range(50):
+        # ten rows an hour; the clock jumps two hours ahead at row 20, then back
+        clock.advance({20: 7_200, 21: -7_200, 30: -1_800}.get(i, 360))
+        store.commit(f"h{i}", [], now=clock(), group=G, record=_record(clock, i))
+    rows = store.ledger()
+    for since in (start, start + 7_000, start + 10_000, start + 20_000, start + 30_000):
+        wanted = [r["input_tokens"] for r in rows if r["timestamp"] >= since]
+        assert sorted(r["input_tokens"] for r in store.ledger(since=since)) == sorted(wanted)
+        groups = store.aggregate(by=["model"], since=since)
+        assert sum(g["calls"] for g in groups) == len(wanted)
+    conn = sqlite3.connect(tmp_path / "m.db")
+    hours = [h for (h,) in conn.execute("SELECT hour FROM ab_ledger_marks ORDER BY hour")]
+    plan = " ".join(str(r) for r in conn.execute("EXPLAIN QUERY PLAN SELECT * FROM ab_ledger"))
+    indexes = conn.execute(
+        "SELECT name FROM sqlite_master WHERE tbl_name = 'ab_ledger' AND type = 'index'"
+    ).fetchall()
+    conn.close()
+    assert len(hours) == 5 and indexes == [] and "SCAN" in plan
+    clock.advance(86_400 - 4 * 3600)  # the first rows pass the 1-day retention
+    store.commit("prune", [], now=clock(), group=G)  # maintenance runs with a commit
+    kept = [r["timestamp"] for r in store.ledger()]
+    assert kept == [t for t in sorted(r["timestamp"] for r in rows) if t >= clock() - 86_400]
+    assert 0 < len(kept) < 50
+    store.close()
 
 
 def test_sqlite_read_only_creates_nothing(tmp_path: Path, clock: FakeClock) -> None:

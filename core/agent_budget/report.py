@@ -12,9 +12,12 @@ reading process. Money is exact: ``cost_usd`` values are decimal strings (``"0.0
 from __future__ import annotations
 
 import math
+import os
 import re
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -25,7 +28,7 @@ from .money import nanos_to_decimal
 from .rates import RateTable
 from .scope import BudgetScope, Limit
 from .stores import Level, Store, open_store
-from .stores.ledger import SUM_FIELDS
+from .stores.ledger import SUM_FIELDS, aggregate_rows
 
 __all__ = [
     "BUCKETS",
@@ -251,6 +254,39 @@ def _merge(rows: Iterable[Mapping[str, Any]], key: Sequence[str]) -> list[dict[s
     return out
 
 
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _helper() -> ThreadPoolExecutor:
+    """One long-lived helper thread (per process: a forked child makes its own) for the
+    second query of every report; a store keeps a connection per thread, so a new thread
+    per report would open a new connection each time."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="agent-budget-report"))
+        return _pool[1]
+
+
+def _groups_and_sessions(
+    store: Store, query: Mapping[str, Any], size: int, top: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Ledger sums per (scope, model, bucket), and the top sessions: two SQL queries run
+    side by side where the store groups natively (each scans the period once), else one
+    pass over the rows, summed twice here."""
+    finest = ("scope", "model", "bucket")
+    if store.groups_natively:
+        pending = _helper().submit(store.aggregate, by=("session_id",), limit=top, **query)
+        groups = store.aggregate(by=finest, bucket=size, **query)
+        sessions = pending.result()
+    else:
+        rows = store.ledger(**query)
+        groups = aggregate_rows(rows, finest, bucket=size)
+        sessions = aggregate_rows(rows, ("session_id",), limit=top)
+    return groups, [_money(row) for row in sessions]
+
+
 def build_report(
     store: Store,
     *,
@@ -311,7 +347,7 @@ def build_report(
         "session": session,
         "model": model,
     }
-    groups = store.aggregate(by=("scope", "model", "bucket"), bucket=size, **query)
+    groups, sessions = _groups_and_sessions(store, query, size, top)
     for group in groups:
         group["scope"] = _rollup(group["scope"], registry, rollup)
     by_scope = _merge(groups, ("scope",))
@@ -336,7 +372,6 @@ def build_report(
     )
     for row in (*series_scope, *series_model):
         row["bucket_iso"] = iso(row["bucket"])
-    sessions = [_money(row) for row in store.aggregate(by=("session_id",), limit=top, **query)]
     kept = store.events(since=start, until=end, scope=wanted)
     refusals = [e for e in kept if e["kind"] == "refusal"]
     alerts = [e for e in kept if e["kind"] == "alert"]

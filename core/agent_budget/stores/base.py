@@ -277,6 +277,9 @@ class Store(abc.ABC):
 
     read_only: bool = False
     """True for a store opened with ``read_only=True``: writes raise StoreError."""
+    groups_natively: ClassVar[bool] = False
+    """True when :meth:`aggregate` runs where the rows live (SQL); else it sums
+    :meth:`ledger` rows, and a caller wanting several groupings should fetch rows once."""
 
     def ledger(
         self,

@@ -5,7 +5,7 @@ later writes gets SQLITE_BUSY at once in WAL mode, skipping the busy timeout), r
 another writer holds the lock, up to ``busy_timeout`` seconds. The file uses WAL with
 ``synchronous=NORMAL``: a committed transaction survives a process crash. Connections are
 per thread and reopened after a fork. Committed usage records go to a ledger table in the
-same transaction, pruned after ``retention_days``.
+same transaction, pruned after ``retention_days`` (see ``sqlite_ledger``).
 """
 
 from __future__ import annotations
@@ -37,13 +37,13 @@ from .base import (
 )
 from .ledger import EventFilter, LedgerFilter
 from .sqlite_ledger import (
-    INSERT_RECORD,
     aggregate,
     event_counts,
     insert_event,
+    insert_record,
     migrate,
     peek_many,
-    prune_events,
+    prune,
     query_events,
     query_ledger,
     record_params,
@@ -96,7 +96,6 @@ CREATE TABLE IF NOT EXISTS ab_ledger (
     scope TEXT,
     record TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS ab_ledger_ts ON ab_ledger (ts);
 CREATE TABLE IF NOT EXISTS ab_defs (name TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
 
@@ -135,6 +134,7 @@ class SQLiteStore(Store):
     """
 
     schemes = ("sqlite",)
+    groups_natively = True
 
     def __init__(
         self,
@@ -419,7 +419,7 @@ class SQLiteStore(Store):
                     tx.add(line.scope, line.metric, line.amount)
                 tx.finish(hold_id, "committed")
                 if ledger is not None:
-                    conn.execute(INSERT_RECORD, ledger)
+                    insert_record(conn, ledger)
             levels = tuple(
                 Level(tx.committed(line.scope, line.metric), tx.row(line.scope, line.metric)[1])
                 for line in lines
@@ -501,9 +501,7 @@ class SQLiteStore(Store):
         conn = tx.conn
         conn.execute("DELETE FROM ab_done WHERE expires_at <= ?", (now,))
         before = None if self.retention_days is None else now - self.retention_days * 86_400
-        if before is not None:
-            conn.execute("DELETE FROM ab_ledger WHERE ts < ?", (before,))
-        prune_events(conn, before)
+        prune(conn, before)
         idle = self.options.idle_ttl
         if idle is not None:
             rows = conn.execute(

@@ -1,9 +1,11 @@
 """SQLiteStore's ledger, events log and read-only counter reads, as plain functions.
 
 The ledger table keeps one row per committed call with the queried fields as columns (so a
-report groups them in SQL) and the rest (metadata, reservation id) as JSON; files written by
-0.2, whose rows were JSON only, get the columns added and filled once. Nothing here writes
-except the :data:`INSERT_RECORD` statement, :func:`insert_event`, :func:`prune_events` and
+report groups them in SQL) and the rest (metadata, anything unusual) as JSON; files written
+by 0.2, whose rows were JSON only, get the columns added and filled once. Rows are found by
+time through ``ab_ledger_marks``, the first row id of each hour, instead of an index on the
+time: an index would cost every commit one more page written, a mark costs one per hour.
+Nothing here writes except :func:`insert_record`, :func:`insert_event`, :func:`prune` and
 :func:`migrate`, which the store calls inside its write transactions.
 """
 
@@ -28,23 +30,28 @@ from .ledger import (
 )
 
 __all__ = [
-    "INSERT_RECORD",
     "LEDGER_SCHEMA",
     "aggregate",
     "event_counts",
     "insert_event",
+    "insert_record",
     "migrate",
     "peek_many",
-    "prune_events",
+    "prune",
     "query_events",
     "query_ledger",
     "record_params",
 ]
 
 SCHEMA_VERSION = "2"
+HOUR = 3600
 
 LEDGER_SCHEMA = """
-CREATE INDEX IF NOT EXISTS ab_ledger_scope_ts ON ab_ledger (scope, ts);
+DROP INDEX IF EXISTS ab_ledger_ts;
+CREATE TABLE IF NOT EXISTS ab_ledger_marks (
+    hour INTEGER PRIMARY KEY,
+    first_id INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS ab_events (
     id INTEGER PRIMARY KEY,
     ts REAL NOT NULL,
@@ -61,7 +68,7 @@ CREATE TABLE IF NOT EXISTS ab_event_counts (
     PRIMARY KEY (scope, kind)
 ) WITHOUT ROWID;
 """
-"""Run after the store's own schema: indexes for the report's queries and the events log."""
+"""Run after the store's own schema: the hour marks and the events log."""
 
 # Ledger columns added in schema 2: (column, type and default, the JSON path in 0.2 rows).
 _COLUMNS = (
@@ -88,6 +95,9 @@ _IN_COLUMNS = frozenset(
         "cost_usd",
     }
 )
+_PLAIN = _IN_COLUMNS | {"reservation_id", "metadata"}
+"""Fields a record stores in columns (the reservation id is the row's hold id): a record
+with no others and no metadata needs no JSON."""
 _EVENTS_MAX = 100_000
 _IN_CHUNK = 500
 
@@ -105,11 +115,29 @@ def migrate(conn: sqlite3.Connection) -> None:
             for name, _decl, path in missing
         )
         conn.execute(f"UPDATE ab_ledger SET {sets} WHERE json_valid(record)")
+    fresh = not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ab_ledger_marks'"
+    ).fetchone()
     for statement in LEDGER_SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
+    if fresh:  # mark the rows already there
+        conn.execute(
+            f"INSERT OR IGNORE INTO ab_ledger_marks (hour, first_id) "
+            f"SELECT CAST(ts / {HOUR} AS INTEGER), MIN(id) FROM ab_ledger GROUP BY 1"
+        )
     conn.execute(
         "INSERT OR REPLACE INTO ab_meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
+    )
+
+
+def insert_record(conn: sqlite3.Connection, params: Sequence[Any]) -> None:
+    """Append a record (:func:`record_params`) and mark its hour's first row (a no-op read
+    once the hour has its mark)."""
+    row_id = conn.execute(INSERT_RECORD, params).lastrowid
+    conn.execute(
+        "INSERT OR IGNORE INTO ab_ledger_marks (hour, first_id) VALUES (?, ?)",
+        (int(params[0] // HOUR), row_id),
     )
 
 
@@ -126,7 +154,10 @@ def record_params(now: float, hold_id: str, record: Mapping[str, Any]) -> tuple[
     (a record that cannot be stored fails before anything is written)."""
     get = record.get
     scope = get("scope")
-    extra = {k: v for k, v in record.items() if k not in _IN_COLUMNS}
+    text = ""
+    if get("metadata") or get("reservation_id") != hold_id or not record.keys() <= _PLAIN:
+        extra = {k: v for k, v in record.items() if k not in _IN_COLUMNS}
+        text = json.dumps(extra, default=str, separators=(",", ":"))
     return (
         now,
         hold_id,
@@ -141,7 +172,7 @@ def record_params(now: float, hold_id: str, record: Mapping[str, Any]) -> tuple[
         int(get("cost_nanos", 0)),
         1 if get("estimated") else 0,
         str(get("price_source", "")),
-        json.dumps(extra, default=str, separators=(",", ":")),
+        text,
     )
 
 
@@ -160,11 +191,37 @@ def _expressions(conn: sqlite3.Connection) -> dict[str, str]:
     return out
 
 
+def _first_id(conn: sqlite3.Connection, since: float | None) -> int | None:
+    """The lowest row id whose time can be at or after ``since``: every row's hour has a
+    mark at or below its id, so no row of a later hour comes before the least mark of the
+    hours from ``since`` on, whatever order the clocks wrote them in. None: read from the
+    start (no ``since``, or a file without marks opened read-only before any migration)."""
+    if since is None:
+        return None
+    try:
+        (found,) = conn.execute(
+            "SELECT MIN(first_id) FROM ab_ledger_marks WHERE hour >= ?",
+            (math.floor(since / HOUR),),
+        ).fetchone()
+    except sqlite3.OperationalError:  # no marks table: schema 1
+        return None
+    if found is None:  # nothing that recent: start past the last row
+        (last,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM ab_ledger").fetchone()
+        return int(last) + 1
+    return int(found)
+
+
 def _where(
-    wanted: LedgerFilter, expr: Mapping[str, str], scopes: Sequence[str] | None
+    wanted: LedgerFilter,
+    expr: Mapping[str, str],
+    scopes: Sequence[str] | None,
+    first: int | None = None,
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
+    if first is not None:
+        clauses.append("id >= ?")
+        args.append(first)
     if wanted.since is not None:
         clauses.append("ts >= ?")
         args.append(wanted.since)
@@ -200,9 +257,10 @@ def query_ledger(
     fields = ("timestamp", "scope", "session_id", "model", *SUM_FIELDS, "estimated")
     select = ", ".join(expr[f] for f in fields)
     order = "DESC" if newest_first else "ASC"
+    first = _first_id(conn, wanted.since)
     rows: list[tuple[Any, ...]] = []
     for chunk in _scope_chunks(wanted):
-        where, args = _where(wanted, expr, chunk)
+        where, args = _where(wanted, expr, chunk, first)
         sql = (
             f"SELECT id, {select}, {expr['price_source']}, hold_id, record FROM ab_ledger"
             f"{where} ORDER BY ts {order}, id {order}"
@@ -283,9 +341,10 @@ def aggregate(
         "tokens": f"SUM({expr['input_tokens']}) + SUM({expr['output_tokens']})",
     }[order_by]
     chunks = _scope_chunks(wanted)
+    first = _first_id(conn, wanted.since)
     rows: list[tuple[Any, ...]] = []
     for chunk in chunks:
-        where, args = _where(wanted, expr, chunk)
+        where, args = _where(wanted, expr, chunk, first)
         sql = f"SELECT {select} FROM ab_ledger{where}{group}"
         if len(chunks) == 1:
             sql += f" ORDER BY {order} DESC"
@@ -321,10 +380,25 @@ def insert_event(conn: sqlite3.Connection, event: Mapping[str, Any]) -> None:
     )
 
 
-def prune_events(conn: sqlite3.Connection, before: float | None) -> None:
-    """Bound the events log: drop events older than ``before`` and all but the newest
-    100,000 (the counts stay)."""
+def prune(conn: sqlite3.Connection, before: float | None) -> None:
+    """Bound the ledger and the events log (in the store's maintenance transaction): drop
+    ledger rows of the hours before ``before`` (by id, through the marks: no scan), events
+    older than ``before``, and all but the newest 100,000 events (the counts stay)."""
     if before is not None:
+        cutoff = math.floor(before / HOUR)
+        low = _first_id(conn, cutoff * HOUR)
+        assert low is not None
+        # Every row below ``low`` is of an hour before the cutoff's; the cutoff's own hour
+        # (up to the next hour's least mark) is pruned row by row.
+        (high,) = conn.execute(
+            "SELECT MIN(first_id) FROM ab_ledger_marks WHERE hour > ?", (cutoff,)
+        ).fetchone()
+        conn.execute("DELETE FROM ab_ledger WHERE id < ?", (low,))
+        conn.execute(
+            "DELETE FROM ab_ledger WHERE id >= ? AND id < ? AND ts < ?",
+            (low, 2**63 - 1 if high is None else high, before),
+        )
+        conn.execute("DELETE FROM ab_ledger_marks WHERE hour < ?", (cutoff,))
         conn.execute("DELETE FROM ab_events WHERE ts < ?", (before,))
     conn.execute(
         "DELETE FROM ab_events WHERE id <= (SELECT MAX(id) FROM ab_events) - ?", (_EVENTS_MAX,)
