@@ -287,3 +287,24 @@ def test_redis_events_survive_a_clock_that_steps_back(redis_url: str, clock: Fak
     assert times == [clock() - 10, clock(), clock() + 50]  # all kept, by their time
     assert store.event_counts() == {"s": {"alert": 3}}
     store.close()
+
+
+@pytest.mark.redis
+def test_redis_ledger_on_the_server_clock_and_with_idle_expiry(redis_url: str) -> None:
+    """By default ids come from the server's clock (one clock for every host); with an
+    idle ttl the stream expires like every other key of the group."""
+    import time as _time
+
+    import redis
+
+    store = Store.from_url(f"{redis_url}?idle_ttl=600&retention_days=2")
+    budget = Budget(BudgetScope("s"), RATES, store=store)
+    budget.record("x", "m", 3, 4)
+    admin = redis.Redis.from_url(redis_url)
+    [(entry_id, _fields)] = admin.xrange("ab:{s}:ledger")
+    server_ms = int(entry_id.decode().split("-")[0])
+    assert abs(server_ms / 1000 - _time.time()) < 60
+    assert 0 < admin.pttl("ab:{s}:ledger") <= (2 * 86_400 + 60) * 1000
+    assert [r["output_tokens"] for r in store.ledger(since=_time.time() - 60)] == [4]
+    admin.close()
+    store.close()

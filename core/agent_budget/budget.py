@@ -31,7 +31,7 @@ from .events import (
 )
 from .pending import PendingCommit, pending_for
 from .rates import ModelRates, RateTable, ResolvedModel
-from .records import UsageRecord, price_source, record_payload
+from .records import UsageRecord, price_source
 from .refusals import exceeded_error, refusal_error
 from .remaining import Remaining, remaining_of
 from .reservation import Reservation
@@ -644,7 +644,7 @@ class Budget:
             price_source=price_source(resolved),
         )
         lines = tuple(self._lines(resolved.name, usage.total_tokens, cost, mode="all"))
-        payload = record_payload(record) if self.store.keeps_ledger else None
+        payload = self.store.ledger_entry(record) if self.store.keeps_ledger else None
         if self._pending:
             self._flush_pending()
         try:

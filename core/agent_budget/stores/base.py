@@ -42,6 +42,7 @@ from typing import Any, ClassVar, NamedTuple
 from urllib.parse import SplitResult, urlsplit
 
 from ..errors import StoreConfigError
+from ..records import UsageRecord, record_payload
 from .ledger import aggregate_rows
 
 __all__ = [
@@ -277,6 +278,14 @@ class Store(abc.ABC):
 
     read_only: bool = False
     """True for a store opened with ``read_only=True``: writes raise StoreError."""
+
+    @staticmethod
+    def ledger_entry(record: UsageRecord) -> Any:
+        """What :meth:`commit` receives as ``record`` for a usage record: the JSON-safe
+        mapping of ``record_payload`` (a store that keeps records in process memory may
+        keep the record itself, and convert it when read)."""
+        return record_payload(record)
+
     groups_natively: ClassVar[bool] = False
     """True when :meth:`aggregate` runs where the rows live (SQL); else it sums
     :meth:`ledger` rows, and a caller wanting several groupings should fetch rows once."""

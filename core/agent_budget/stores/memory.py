@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import SplitResult
 
 from ..errors import StoreConfigError
+from ..records import UsageRecord, record_payload
 from .base import (
     CommitResult,
     Level,
@@ -83,6 +84,10 @@ class MemoryStore(Store):
     schemes = ("memory",)
     does_io = False
 
+    @staticmethod
+    def ledger_entry(record: UsageRecord) -> Any:
+        return record  # kept as is, made a row only when read
+
     def __init__(
         self,
         options: StoreOptions | None = None,
@@ -92,7 +97,9 @@ class MemoryStore(Store):
         **kwargs: Any,
     ) -> None:
         self.options = options or StoreOptions(**kwargs)
-        self._ledger: deque[Mapping[str, Any]] = deque(maxlen=_size("ledger_size", ledger_size))
+        self._ledger: deque[Mapping[str, Any] | UsageRecord] = deque(
+            maxlen=_size("ledger_size", ledger_size)
+        )
         self._events: deque[dict[str, Any]] = deque(maxlen=_size("events_size", events_size))
         self._event_counts: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
@@ -324,7 +331,7 @@ class MemoryStore(Store):
         check_limit(limit)
         with self._lock:
             kept = sorted(self._ledger, key=_timestamp, reverse=newest_first)
-        rows = (ledger_row(payload) for payload in kept)
+        rows = (ledger_row(_payload(entry)) for entry in kept)
         return list(islice((row for row in rows if wanted.matches(row)), limit))
 
     def record_event(self, event: Mapping[str, Any], *, group: str) -> None:
@@ -382,8 +389,14 @@ class MemoryStore(Store):
             }
 
 
-def _timestamp(record: Mapping[str, Any]) -> float:
+def _timestamp(record: Mapping[str, Any] | UsageRecord) -> float:
+    if isinstance(record, UsageRecord):
+        return record.timestamp
     return float(record.get("timestamp", 0.0))
+
+
+def _payload(record: Mapping[str, Any] | UsageRecord) -> Mapping[str, Any]:
+    return record_payload(record) if isinstance(record, UsageRecord) else record
 
 
 def _size(name: str, value: object) -> int:

@@ -240,7 +240,7 @@ class RedisStore(Store):
         if not isinstance(functions, bool):
             raise StoreConfigError(f"functions must be a bool, got {functions!r}")
         self._functions = functions
-        self._ledger_spec = _ledger_spec(ledger_maxlen, retention_days)
+        self._ledger_spec = _ledger_spec(ledger_maxlen, retention_days, server_time)
         self._ledger_groups: set[str] = set()
         self.read_only = bool(read_only)
         self.key_prefix = key_prefix
@@ -593,9 +593,9 @@ class RedisStore(Store):
         return f"RedisStore(prefix={self.key_prefix!r}, server_time={self.server_time})"
 
 
-def _ledger_spec(maxlen: object, retention_days: object) -> str:
-    """The commit function's ledger argument: ``"<max entries> <max age ms>"`` ("" for no
-    ledger)."""
+def _ledger_spec(maxlen: object, retention_days: object, server_time: bool) -> str:
+    """The commit function's ledger argument: ``"<max entries> <max age ms> <server clock
+    1|0>"`` ("" for no ledger)."""
     if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 0:
         raise StoreConfigError(f"ledger_maxlen must be a non-negative int, got {maxlen!r}")
     if retention_days is not None and (
@@ -607,7 +607,7 @@ def _ledger_spec(maxlen: object, retention_days: object) -> str:
     if maxlen == 0:
         return ""
     age = "" if retention_days is None else str(int(retention_days * 86_400_000))
-    return f"{maxlen} {age}"
+    return f"{maxlen} {age} {'1' if server_time else '0'}"
 
 
 def _int(value: int) -> int:

@@ -1,25 +1,32 @@
 -- commit: ARGV[2] hold id, ARGV[3] the lines as JSON, [scope, metric, amount] each. Frees
 -- the hold (if live) and adds the amounts once per hold id, even above a limit. Returns
 -- "<applied 1|0> <committed1> <reserved1> ...", the levels after it. With a ledger,
--- ARGV[4] is "<max entries> <max age ms or empty>" and ARGV[5] the usage record.
+-- ARGV[4] is how to keep it (see ledger_append) and ARGV[5] the usage record.
 local id = ARGV[2]
 local lines = decode_lines(ARGV[3])
 
--- Append the record to the group's ledger stream, capped by length and age. Its id follows
--- NOW, so readers find a time range by id; a clock that stepped back takes the next id.
+-- Append the record to the group's ledger stream, capped by length and age. ARGV[4] is
+-- "<max entries> <max age ms or empty> <1: ids from the server's clock | 0: from NOW>".
+-- Ids follow the time, so readers find a period by id; a caller's clock that stepped back
+-- takes the next id. With an idle ttl the stream expires like every other key.
 local function ledger_append(spec, record)
-  local maxlen, age = string.match(spec, '^(%d+) (%d*)$')
+  local maxlen, age, server = string.match(spec, '^(%d+) (%d*) ([01])$')
   local key = BASE .. 'ledger'
   local approx = tonumber(maxlen) >= 1000 and '~' or '='
   local ms = math.floor(NOW * 1000)
-  local added = redis.pcall('XADD', key, 'MAXLEN', approx, maxlen, string.format('%d-*', ms),
-    'r', record)
-  if type(added) == 'table' and added.err then
-    redis.call('XADD', key, 'MAXLEN', approx, maxlen, '*', 'r', record)
+  local added = false
+  if server == '0' then
+    local reply = redis.pcall('XADD', key, 'MAXLEN', approx, maxlen,
+      string.format('%d-*', ms), 'r', record)
+    added = type(reply) ~= 'table' or reply.err == nil
   end
+  if not added then redis.call('XADD', key, 'MAXLEN', approx, maxlen, '*', 'r', record) end
   if age ~= '' then
     redis.call('XTRIM', key, 'MINID', approx, string.format('%d', ms - tonumber(age)))
-    redis.call('PEXPIRE', key, tonumber(age) + MARGIN * 1000)
+  end
+  if IDLE ~= nil then
+    local keep = math.max(tonumber(age) or 0, math.ceil((IDLE + MARGIN) * 1000))
+    redis.call('PEXPIRE', key, keep + MARGIN * 1000)
   end
 end
 
