@@ -12,12 +12,9 @@ reading process. Money is exact: ``cost_usd`` values are decimal strings (``"0.0
 from __future__ import annotations
 
 import math
-import os
 import re
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -26,9 +23,9 @@ from urllib.parse import urlsplit, urlunsplit
 from .errors import UnknownScopeError
 from .money import nanos_to_decimal
 from .rates import RateTable
+from .report_spend import COUNTED, add, read_spend
 from .scope import BudgetScope, Limit
 from .stores import Level, Store, open_store
-from .stores.ledger import SUM_FIELDS, aggregate_rows
 
 __all__ = [
     "BUCKETS",
@@ -237,54 +234,46 @@ def _money(group: dict[str, Any]) -> dict[str, Any]:
     return group
 
 
-def _merge(rows: Iterable[Mapping[str, Any]], key: Sequence[str]) -> list[dict[str, Any]]:
-    """Sum aggregate rows that share ``key`` (after a rollup or a cut to the top N)."""
-    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
-    counted = ("calls", "estimated_calls", *SUM_FIELDS)
-    for row in rows:
-        k = tuple(row[name] for name in key)
-        acc = merged.get(k)
+def _row(keys: Mapping[str, Any], sums: Sequence[int]) -> dict[str, Any]:
+    """An aggregate row: its keys, every sum, ``tokens`` and exact ``cost_usd``."""
+    return _money({**keys, **dict(zip(COUNTED, sums, strict=True))})
+
+
+def _ranked(table: Mapping[Any, Sequence[int]], names: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows of ``{key tuple: sums}``, largest cost first (then by key)."""
+    rows = [_row(dict(zip(names, key, strict=True)), sums) for key, sums in table.items()]
+    rows.sort(key=lambda r: (-r["cost_nanos"], [str(r[n]) for n in names]))
+    return rows
+
+
+def _summed(pairs: Iterable[tuple[Any, Sequence[int]]]) -> dict[Any, list[int]]:
+    out: dict[Any, list[int]] = {}
+    for key, sums in pairs:
+        acc = out.get(key)
         if acc is None:
-            merged[k] = {**{name: row[name] for name in key}, **{c: row[c] for c in counted}}
+            out[key] = list(sums)
         else:
-            for c in counted:
-                acc[c] += row[c]
-    out = [_money(row) for row in merged.values()]
-    out.sort(key=lambda r: (-r["cost_nanos"], [str(r[k]) for k in key]))
+            add(acc, sums)
     return out
 
 
-_pool: tuple[int, ThreadPoolExecutor] | None = None
-_pool_lock = threading.Lock()
-
-
-def _helper() -> ThreadPoolExecutor:
-    """One long-lived helper thread (per process: a forked child makes its own) for the
-    second query of every report; a store keeps a connection per thread, so a new thread
-    per report would open a new connection each time."""
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool[0] != os.getpid():
-            _pool = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="agent-budget-report"))
-        return _pool[1]
-
-
-def _groups_and_sessions(
-    store: Store, query: Mapping[str, Any], size: int, top: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Ledger sums per (scope, model, bucket), and the top sessions: two SQL queries run
-    side by side where the store groups natively (each scans the period once), else one
-    pass over the rows, summed twice here."""
-    finest = ("scope", "model", "bucket")
-    if store.groups_natively:
-        pending = _helper().submit(store.aggregate, by=("session_id",), limit=top, **query)
-        groups = store.aggregate(by=finest, bucket=size, **query)
-        sessions = pending.result()
-    else:
-        rows = store.ledger(**query)
-        groups = aggregate_rows(rows, finest, bucket=size)
-        sessions = aggregate_rows(rows, ("session_id",), limit=top)
-    return groups, [_money(row) for row in sessions]
+def _series(
+    per_bucket: Mapping[tuple[int, str], Sequence[int]],
+    totals: Mapping[int, Sequence[int]],
+    name: str,
+) -> list[dict[str, Any]]:
+    """Series rows per (bucket, ``name``), with "(other)" holding what each bucket's total
+    has beyond the named rows."""
+    shown = _summed((bucket, sums) for (bucket, _), sums in per_bucket.items())
+    rows = [_row({"bucket": b, name: key}, sums) for (b, key), sums in per_bucket.items()]
+    for bucket, total in totals.items():
+        rest = [t - s for t, s in zip(total, shown.get(bucket, [0] * len(COUNTED)), strict=True)]
+        if rest[0]:
+            rows.append(_row({"bucket": bucket, name: OTHER}, rest))
+    rows.sort(key=lambda r: (r["bucket"], -r["cost_nanos"], r[name] == OTHER, r[name]))
+    for row in rows:
+        row["bucket_iso"] = iso(row["bucket"])
+    return rows
 
 
 def build_report(
@@ -299,6 +288,7 @@ def build_report(
     rollup: str | None = None,
     top: int = 10,
     events: int = 20,
+    sessions: bool = True,
     now: float | None = None,
     rates: RateTable | None = None,
     url: str | None = None,
@@ -310,7 +300,8 @@ def build_report(
     ``model`` to one of each. ``rollup`` (a name prefix such as ``"user:"``) counts each
     call under its nearest ancestor with that prefix, so conversations roll up to their
     tenant. ``top`` bounds the spender, session and series lists (the rest is summed as
-    "(other)" in series); ``events`` bounds the recent refusals and alerts listed.
+    "(other)" in series); ``events`` bounds the recent refusals and alerts listed;
+    ``sessions=False`` skips the per-session breakdown (a query over every row).
     """
     if bucket not in BUCKETS:
         raise ValueError(f"bucket must be one of {sorted(BUCKETS)}, got {bucket!r}")
@@ -347,31 +338,44 @@ def build_report(
         "session": session,
         "model": model,
     }
-    groups, sessions = _groups_and_sessions(store, query, size, top)
-    for group in groups:
-        group["scope"] = _rollup(group["scope"], registry, rollup)
-    by_scope = _merge(groups, ("scope",))
+    rolled: dict[str, str] = {}
+
+    def roll(name: str) -> str:
+        found = rolled.get(name)
+        if found is None:
+            found = rolled[name] = _rollup(name, registry, rollup)
+        return found
+
+    def lead(scope_model: Mapping[tuple[str, str], Sequence[int]]) -> set[str]:
+        cost = _summed((roll(scope), sums) for (scope, _), sums in scope_model.items())
+        best = set(sorted(cost, key=lambda name: (-cost[name][-1], name))[:top])
+        return {scope for scope, _ in scope_model if roll(scope) in best}
+
+    spend = read_spend(store, query, size, top, lead, sessions=sessions)
+    by_scope = _ranked(
+        _summed(((roll(scope),), sums) for (scope, _), sums in spend.scope_model.items()),
+        ("scope",),
+    )
     for row in by_scope:
         info = registry.get(row["scope"])
         row["parent"] = info.parent if info else None
         row["template"] = info.template if info else None
-    by_model = _merge(groups, ("model",))
-    totals = _merge(({**g, "all": True} for g in groups), ("all",))
-    empty = {"all": True, "calls": 0, "estimated_calls": 0, **dict.fromkeys(SUM_FIELDS, 0)}
-    total = totals[0] if totals else _money(empty)
-    total.pop("all")
-    leaders = {row["scope"] for row in by_scope[:top]}
-    models = {row["model"] for row in by_model[:top]}
-    series_scope = _merge(
-        ({**g, "scope": g["scope"] if g["scope"] in leaders else OTHER} for g in groups),
-        ("bucket", "scope"),
+    by_model = _ranked(
+        _summed(((model,), sums) for (_, model), sums in spend.scope_model.items()), ("model",)
     )
-    series_model = _merge(
-        ({**g, "model": g["model"] if g["model"] in models else OTHER} for g in groups),
-        ("bucket", "model"),
+    everything = _summed(((), sums) for sums in spend.scope_model.values())
+    total = _row({}, everything.get((), [0] * len(COUNTED)))
+    per_bucket = _summed((bucket, sums) for (bucket, _), sums in spend.bucket_model.items())
+    leaders = {row["model"] for row in by_model[:top]}
+    series_model = _series(
+        {k: v for k, v in spend.bucket_model.items() if k[1] in leaders}, per_bucket, "model"
     )
-    for row in (*series_scope, *series_model):
-        row["bucket_iso"] = iso(row["bucket"])
+    series_scope = _series(
+        _summed(((b, roll(scope)), sums) for (b, scope), sums in spend.bucket_scope.items()),
+        per_bucket,
+        "scope",
+    )
+    by_session = [_row({"session_id": sid}, sums) for sid, sums in spend.sessions]
     kept = store.events(since=start, until=end, scope=wanted)
     refusals = [e for e in kept if e["kind"] == "refusal"]
     alerts = [e for e in kept if e["kind"] == "alert"]
@@ -406,7 +410,7 @@ def build_report(
         "by_scope": by_scope,
         "top_spenders": by_scope[:top],
         "by_model": by_model,
-        "by_session": sessions,
+        "by_session": by_session,
         "series_by_scope": series_scope,
         "series_by_model": series_model,
         "refusals": {

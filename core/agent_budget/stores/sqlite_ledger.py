@@ -333,7 +333,7 @@ def aggregate(
         else:
             key_sql.append(expr[key])
     sums = ", ".join(f"SUM({expr[f]})" for f in SUM_FIELDS)
-    select = ", ".join([*key_sql, "COUNT(*)", f"SUM({expr['estimated']} != 0)", sums])
+    select = ", ".join([*key_sql, "COUNT(*)", f"SUM({expr['estimated']})", sums])
     group = f" GROUP BY {', '.join(str(i) for i in range(1, len(keys) + 1))}" if keys else ""
     order = {
         "cost_nanos": f"SUM({expr['cost_nanos']})",
