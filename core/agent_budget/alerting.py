@@ -134,31 +134,44 @@ class Alerter:
         )
 
     def after_commit(self, limit: Limit, committed: int, amount: int) -> None:
-        """Alert for ``limit`` after a commit of ``amount`` left it at ``committed``."""
-        warn_at = self.warn_at[limit.limit_type]
-        state = self.state
-        if committed - amount < warn_at and state.armed:
-            state.should_fire(limit.limit_type, None)
-            state.should_fire(limit.limit_type + REFUSED, None)
-        if committed < warn_at:  # alert_at_pct <= 1, so also within the limit
-            return
-        level = AlertLevel.CRITICAL if committed > limit.amount else AlertLevel.WARNING
-        if not state.should_fire(limit.limit_type, level):
+        """Alert for ``limit`` if the commit of ``amount`` that left it at ``committed``
+        crossed a threshold: WARNING when it went from below ``alert_at_pct`` of the cap to
+        at or above it (and not over the cap), CRITICAL when it went over the cap.
+
+        ``committed`` is read atomically with the commit, so ``committed - amount`` is the
+        level just before it: exactly one commit crosses each threshold, whatever the number
+        of threads, processes or hosts, and a window that moved on or a reset session
+        re-arms both by letting usage fall below them again. A commit that starts below the
+        warning threshold also re-arms this scope's refusal alert.
+        """
+        # A threshold of 0 (alert_at_pct=0) means "at the first usage".
+        warn_at = self.warn_at[limit.limit_type] or 1
+        before = committed - amount
+        if before < warn_at and self.state.armed:
+            self.state.should_fire(limit.limit_type + REFUSED, None)
+        cap = limit.amount
+        if before <= cap < committed:
+            level = AlertLevel.CRITICAL
+        elif before < warn_at <= committed <= cap:
+            level = AlertLevel.WARNING
+        else:
             return
         value = limit.to_user(committed)
-        cap = limit.to_user(limit.amount)
-        pct = committed / limit.amount if limit.amount else 1.0
+        cap_user = limit.to_user(cap)
         if level is AlertLevel.CRITICAL:
             message = (
                 f"Budget EXCEEDED: {limit.limit_type} used={format_amount(value)} "
-                f"limit={format_amount(cap)}"
+                f"limit={format_amount(cap_user)}"
             )
         else:
+            pct = committed / cap if cap else 1.0
             message = (
                 f"Budget WARNING: {limit.limit_type} at {pct:.0%} "
-                f"({format_amount(value)}/{format_amount(cap)})"
+                f"({format_amount(value)}/{format_amount(cap_user)})"
             )
-        alert = BudgetAlert(self.scope, level, message, value, cap, self.clock(), limit.limit_type)
+        alert = BudgetAlert(
+            self.scope, level, message, value, cap_user, self.clock(), limit.limit_type
+        )
         self.fire(alert)
 
     def refused(self, limit_type: str, message: str, used: float, cap: float) -> None:
