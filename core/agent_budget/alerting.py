@@ -23,7 +23,8 @@ log = logging.getLogger("agent_budget")
 
 AlertCallback = Callable[[BudgetAlert], None]
 REFUSED = ":refused"
-"""Alert-state key suffix for refusals, kept apart from the usage level of the same limit."""
+"""Alert-state key suffix for pre-call alerts (refusals, ``check()``), kept apart from the
+usage level of the same limit."""
 
 
 def warn_thresholds(limits: Iterable[Limit], pct: Decimal) -> dict[str, int]:
@@ -106,19 +107,35 @@ class Alerter:
         if committed < warn_at:  # alert_at_pct <= 1, so also within the limit
             return
         level = AlertLevel.CRITICAL if committed > limit.amount else AlertLevel.WARNING
-        if not state.should_fire(limit.limit_type, level):
+        if state.should_fire(limit.limit_type, level):
+            self._fire_level(limit, level, committed, prospective=False)
+
+    def prospective(self, limit: Limit, total: int) -> None:
+        """Alert for ``check()`` of a call that would bring ``limit`` to ``total``: WARNING
+        from ``alert_at_pct``, CRITICAL above the cap (a soft limit; a hard one refuses
+        instead), as the original API's check did. Pre-call alerts (these and refusals)
+        fire once per crossing of their own, apart from the alerts of usage committed."""
+        if total < self.warn_at[limit.limit_type]:
             return
-        value = limit.to_user(committed)
+        level = AlertLevel.CRITICAL if total > limit.amount else AlertLevel.WARNING
+        if self.state.should_fire(limit.limit_type + REFUSED, level):
+            self._fire_level(limit, level, total, prospective=True)
+
+    def _fire_level(
+        self, limit: Limit, level: AlertLevel, amount: int, *, prospective: bool
+    ) -> None:
+        value = limit.to_user(amount)
         cap = limit.to_user(limit.amount)
-        pct = committed / limit.amount if limit.amount else 1.0
+        pct = amount / limit.amount if limit.amount else 1.0
+        would = " would reach" if prospective else ""
         if level is AlertLevel.CRITICAL:
             message = (
-                f"Budget EXCEEDED: {limit.limit_type} used={format_amount(value)} "
+                f"Budget EXCEEDED: {limit.limit_type}{would} used={format_amount(value)} "
                 f"limit={format_amount(cap)}"
             )
         else:
             message = (
-                f"Budget WARNING: {limit.limit_type} at {pct:.0%} "
+                f"Budget WARNING: {limit.limit_type}{would or ' at'} {pct:.0%} "
                 f"({format_amount(value)}/{format_amount(cap)})"
             )
         alert = BudgetAlert(self.scope, level, message, value, cap, self.clock(), limit.limit_type)

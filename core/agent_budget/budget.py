@@ -256,12 +256,16 @@ class Budget:
     def _limit_of(self, line: Line) -> tuple[Budget, Limit] | None:
         return self._chain_limits.get((line.scope, line.metric))
 
-    def _refusal(self, line: Line, level: Level, *, detail: str = "") -> BudgetExceededError:
+    def _refusal(
+        self, line: Line, level: Level, *, detail: str = "", prospective: bool = False
+    ) -> BudgetExceededError:
         """The error refusing a call at ``line`` (and its CRITICAL alert, once per crossing)."""
         found = self._limit_of(line)
         assert found is not None
         budget, limit = found
-        error = refusal_error(budget.name, limit, level, line.amount, detail=detail)
+        error = refusal_error(
+            budget.name, limit, level, line.amount, detail=detail, prospective=prospective
+        )
         budget._alerter.refused(limit.limit_type, str(error), error.used, error.limit)
         return error
 
@@ -501,7 +505,12 @@ class Budget:
 
     def check(self, model: str, input_tokens: int, output_tokens: int = 0) -> None:
         """Raise :class:`BudgetExceededError` if a call of this size would cross a hard
-        limit now (counting other calls' holds). Records and holds nothing."""
+        limit now (counting other calls' holds). Records and holds nothing.
+
+        As in the original API, the error's ``used`` is the total the call would reach
+        (``requested`` and ``reserved`` say what it is made of), and the prospective total
+        alerts: WARNING from ``alert_at_pct``, CRITICAL above a soft (``hard_stop=False``)
+        limit, once per crossing."""
         check_tokens("input_tokens", input_tokens)
         check_tokens("output_tokens", output_tokens)
         resolved = self._resolve(model)
@@ -524,13 +533,14 @@ class Budget:
         error: BudgetExceededError | None = None
         for line, level in zip(lines, result.levels, strict=True):
             assert line.limit is not None
-            if level.committed + level.reserved + line.amount <= line.limit:
-                continue
+            total = level.committed + level.reserved + line.amount
             found = self._limit_of(line)
             assert found is not None
-            if found[0]._scope.hard_stop and error is None:
-                # Only a hard limit refuses (and alerts); a soft one alerts when crossed.
-                error = self._refusal(line, level)
+            if total > line.limit and found[0]._scope.hard_stop:
+                if error is None:  # the first hard limit crossed refuses (and alerts)
+                    error = self._refusal(line, level, prospective=True)
+            else:
+                found[0]._alerter.prospective(found[1], total)
         if error is not None:
             raise error
 
