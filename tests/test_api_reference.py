@@ -57,7 +57,7 @@ class Segment:
 def segments() -> list[Segment]:
     out: list[Segment] = []
     for index, row in enumerate(table_rows(api_section())):
-        found = re.findall(r"`([^`]+)`", first_cell(row))
+        found = [t.replace("\\|", "|") for t in re.findall(r"`([^`]+)`", first_cell(row))]
         first = found[0].split("(")[0]
         subject = resolve(first.split(".")[0] if "." in first else first, None)
         out.extend(Segment(text, index, subject) for text in found)

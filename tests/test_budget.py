@@ -403,6 +403,7 @@ def test_summary_shape(clock):
         "used": 0.021,
         "reserved": 0.0,
         "limit": 1.0,
+        "remaining": 0.979,
         "pct": 0.021,
     }
     assert s["limits"]["model_m_tokens"]["used"] == 16

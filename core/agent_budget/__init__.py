@@ -21,6 +21,7 @@ from .records import UsageRecord
 from .reservation import Reservation
 from .scope import BudgetScope
 from .stores import MemoryStore, Store, StoreOptions, open_store
+from .summary import BudgetSummary, ExactBudgetSummary, Usd
 from .tokens import CachedCounter, HeuristicCounter, TokenCounter, count_messages, default_counter
 from .tracking import RunTracker
 from .usage import Usage, usage_from_mapping
@@ -35,8 +36,10 @@ __all__ = [
     "BudgetExceededError",
     "BudgetManager",
     "BudgetScope",
+    "BudgetSummary",
     "BudgetWarning",
     "CachedCounter",
+    "ExactBudgetSummary",
     "HeuristicCounter",
     "MemoryStore",
     "ModelRates",
@@ -55,6 +58,7 @@ __all__ = [
     "UnknownScopeError",
     "Usage",
     "UsageRecord",
+    "Usd",
     "__version__",
     "budget_scope",
     "builtin_rates",

@@ -11,7 +11,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from .alerting import AlertCallback, Alerter, warn_thresholds
 from .alerts import BudgetAlert
@@ -24,7 +24,7 @@ from .reservation import Reservation
 from .scope import BudgetScope, Limit, Metric
 from .stores import Level, Line, Store, open_store
 from .stores.base import new_tuple
-from .summary import summarize
+from .summary import BudgetSummary, ExactBudgetSummary, summarize
 from .usage import Usage
 from .validate import MAX_TOKENS, check_tokens, to_decimal
 
@@ -594,10 +594,21 @@ class Budget:
         """Raw counters of this scope from the store: metric -> Level(committed, reserved)."""
         return dict(self.store.read(self.name, now=self.clock(), group=self.group))
 
-    def summary(self, *, exact: bool = False, by_session: bool = False) -> dict[str, Any]:
+    @overload
+    def summary(
+        self, *, exact: Literal[False] = False, by_session: bool = False
+    ) -> BudgetSummary: ...
+
+    @overload
+    def summary(self, *, exact: Literal[True], by_session: bool = False) -> ExactBudgetSummary: ...
+
+    def summary(
+        self, *, exact: bool = False, by_session: bool = False
+    ) -> BudgetSummary | ExactBudgetSummary:
         """Current usage: ``session``, ``day`` (rolling 24 h) and ``per_model`` token and USD
-        totals, plus every limit's use. USD are floats rounded to 6 places, or Decimals with
-        ``exact=True``. ``by_session`` breaks the retained records down by session_id."""
+        totals, plus every limit's use and ``remaining``. USD are floats rounded to 6 places
+        (printed as plain decimals), or Decimals with ``exact=True``. ``by_session`` breaks
+        the retained records down by session_id. See :mod:`agent_budget.summary`."""
         counters = self.usage()
         with self._lock:
             record_count = len(self._records)

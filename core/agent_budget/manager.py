@@ -8,7 +8,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal, overload
 
 from .alerts import BudgetAlert
 from .budget import Budget, StoreErrorPolicy
@@ -18,6 +18,7 @@ from .records import UsageRecord
 from .reservation import Reservation
 from .scope import BudgetScope
 from .stores import Store, open_store
+from .summary import BudgetSummary, ExactBudgetSummary
 from .validate import check_name, check_tokens
 
 __all__ = ["BudgetManager", "ScopeTemplate"]
@@ -296,19 +297,50 @@ class BudgetManager:
             raise UnknownScopeError(f"No budget registered for scope '{scope_name}'")
         return budget.reserve(model, input_tokens, max_output_tokens, **kwargs)
 
-    def summary(self, name: str, **kwargs: Any) -> dict[str, Any]:
+    @overload
+    def summary(
+        self, name: str, *, exact: Literal[False] = False, by_session: bool = False
+    ) -> BudgetSummary: ...
+
+    @overload
+    def summary(
+        self, name: str, *, exact: Literal[True], by_session: bool = False
+    ) -> ExactBudgetSummary: ...
+
+    def summary(
+        self, name: str, *, exact: bool = False, by_session: bool = False
+    ) -> BudgetSummary | ExactBudgetSummary:
+        """``Budget.summary()`` of scope ``name`` (UnknownScopeError if there is none)."""
         budget = self._budget_for_summary(name)
         if budget is None:
             raise UnknownScopeError(f"No budget registered for scope '{name}'")
-        return budget.summary(**kwargs)
+        if exact:
+            return budget.summary(exact=True, by_session=by_session)
+        return budget.summary(by_session=by_session)
 
-    def all_summaries(self, **kwargs: Any) -> dict[str, dict[str, Any]]:
+    @overload
+    def all_summaries(
+        self, *, exact: Literal[False] = False, by_session: bool = False
+    ) -> dict[str, BudgetSummary]: ...
+
+    @overload
+    def all_summaries(
+        self, *, exact: Literal[True], by_session: bool = False
+    ) -> dict[str, ExactBudgetSummary]: ...
+
+    def all_summaries(
+        self, *, exact: bool = False, by_session: bool = False
+    ) -> dict[str, BudgetSummary] | dict[str, ExactBudgetSummary]:
         """Summaries of every known scope, read from the store (so other processes count)."""
-        out = {}
+        out: dict[str, Any] = {}
         for name in self.scopes():
             budget = self._budget_for_summary(name)
             if budget is not None:
-                out[name] = budget.summary(**kwargs)
+                out[name] = (
+                    budget.summary(exact=True, by_session=by_session)
+                    if exact
+                    else budget.summary(by_session=by_session)
+                )
         return out
 
     def close(self) -> None:
