@@ -118,6 +118,7 @@ def test_commit_after_hold_expired_still_records(clock):
     assert b.usage()["session:tokens"].committed == 50
 
 
+@pytest.mark.filterwarnings("ignore:a `with budget.reserve")  # tests/test_names.py
 def test_context_manager_releases_on_error_and_commits_estimate_otherwise(clock):
     b = make(clock, max_tokens_per_session=1000)
     with pytest.raises(RuntimeError), b.reserve("m", 10, 10):
