@@ -8,11 +8,14 @@ raise are logged and never break accounting.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import ROUND_CEILING, Decimal
+from typing import Any
 
 from .alerts import AlertLevel, AlertState, BudgetAlert
 from .scope import Limit
@@ -21,7 +24,7 @@ __all__ = ["REFUSED", "AlertCallback", "Alerter", "format_amount", "warn_thresho
 
 log = logging.getLogger("agent_budget")
 
-AlertCallback = Callable[[BudgetAlert], None]
+AlertCallback = Callable[[BudgetAlert], "Awaitable[None] | None"]
 REFUSED = ":refused"
 """Alert-state key suffix for pre-call alerts (refusals, ``check()``), kept apart from the
 usage level of the same limit."""
@@ -62,8 +65,10 @@ class Alerter:
         self._alerts: deque[BudgetAlert] = deque(maxlen=max_alerts)
         self._count = 0
         self._callbacks: list[AlertCallback] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     def add_callback(self, callback: AlertCallback) -> None:
+        """Call ``callback(alert)`` on every alert: a function, or an ``async def`` one."""
         if not callable(callback):
             raise TypeError("on_alert needs a callable")
         with self._lock:
@@ -81,15 +86,47 @@ class Alerter:
             return self._count
 
     def fire(self, alert: BudgetAlert) -> None:
+        """Keep ``alert`` and hand it to every callback.
+
+        On a thread running an event loop the callbacks never run on the loop: plain ones go
+        to the loop's default executor and ``async`` ones become tasks, so a slow callback
+        cannot stall the app. Elsewhere they run here, in order.
+        """
         with self._lock:
             self._alerts.append(alert)
             self._count += 1
             callbacks = list(self._callbacks)
+        if not callbacks:
+            return
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
         for callback in callbacks:
-            try:
-                callback(alert)
-            except Exception:
-                log.exception("alert callback %r failed for scope %r", callback, alert.scope)
+            if loop is None:
+                self._call(callback, alert)
+            elif inspect.iscoroutinefunction(callback):
+                task = loop.create_task(self._acall(callback, alert))
+                self._tasks.add(task)  # tasks are weakly held by the loop
+                task.add_done_callback(self._tasks.discard)
+            else:
+                loop.run_in_executor(None, self._call, callback, alert)
+
+    def _call(self, callback: AlertCallback, alert: BudgetAlert) -> None:
+        try:
+            result = callback(alert)
+            if inspect.isawaitable(result):
+                asyncio.run(_awaited(result))
+        except Exception:
+            log.exception("alert callback %r failed for scope %r", callback, alert.scope)
+
+    async def _acall(self, callback: AlertCallback, alert: BudgetAlert) -> None:
+        try:
+            result = callback(alert)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("alert callback %r failed for scope %r", callback, alert.scope)
 
     def warn(self, message: str, limit_type: str) -> None:
         """A WARNING that is about the scope, not a limit's level (unknown model, outage)."""
@@ -158,3 +195,7 @@ class Alerter:
 
     def clear(self) -> None:
         self.state.clear()
+
+
+async def _awaited(awaitable: Awaitable[None]) -> None:
+    await awaitable

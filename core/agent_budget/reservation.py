@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import BudgetWarning
@@ -93,7 +94,7 @@ class Reservation:
         usage: Usage | None = None,
         *,
         model: str | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
         estimated: bool | None = None,
     ) -> UsageRecord:
         """Record the call's actual usage (see :meth:`Budget.commit`)."""

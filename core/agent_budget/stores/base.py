@@ -166,6 +166,9 @@ class Store(abc.ABC):
     keeps_ledger: ClassVar[bool] = True
     """Whether ``commit`` stores the usage record it is given (else the budget skips building
     it)."""
+    does_io: ClassVar[bool] = True
+    """Whether an operation may wait on a disk or a network; async callers run such a store's
+    operations off the event loop."""
     _registry: ClassVar[dict[str, type[Store]]] = {}
 
     options: StoreOptions

@@ -80,6 +80,7 @@ class MemoryStore(Store):
 
     schemes = ("memory",)
     keeps_ledger = False
+    does_io = False
 
     def __init__(self, options: StoreOptions | None = None, **kwargs: Any) -> None:
         self.options = options or StoreOptions(**kwargs)

@@ -32,7 +32,7 @@ from pydantic import PrivateAttr
 
 from agent_budget import Budget, BudgetManager
 
-from ._llamaindex_handler import BudgetCallbackHandler
+from .handler import BudgetCallbackHandler
 
 __all__ = ["install", "installed_handlers", "uninstall"]
 

@@ -1,4 +1,4 @@
-"""Reading LangChain callback payloads: model names, output caps, input size and usage.
+"""Reading LangChain callback payloads: model names, output caps, input size, usage, text.
 
 Pure functions over what langchain-core hands a callback handler, kept apart from the
 handler so each rule (where the model name lives, how a cache hit looks, which legacy run
@@ -27,11 +27,13 @@ __all__ = [
     "Outcome",
     "answered_model",
     "chat_input_tokens",
+    "completions",
     "max_output_tokens",
     "partial_text",
     "prompt_input_tokens",
     "read_outcome",
     "requested_model",
+    "response_text",
 ]
 
 log = logging.getLogger("agent_budget.langchain")
@@ -76,21 +78,22 @@ def requested_model(
 
 
 def max_output_tokens(
-    metadata: Mapping[str, Any], invocation_params: Mapping[str, Any], default: int
-) -> int:
+    metadata: Mapping[str, Any], invocation_params: Mapping[str, Any]
+) -> int | None:
     """The most output the request allows: ``ls_max_tokens``, then the invocation params'
-    cap under any of its usual names, else ``default``; times ``n`` when several
-    completions are requested."""
+    cap under any of its usual names; None when the request sets no cap."""
     cap = _positive_int(metadata.get("ls_max_tokens"))
     if cap is None:
         for key in _MAX_TOKEN_KEYS:
             cap = _positive_int(invocation_params.get(key))
             if cap is not None:
                 break
-    if cap is None:
-        cap = default
-    n = _positive_int(invocation_params.get("n"))
-    return cap * n if n is not None and n > 1 else cap
+    return cap
+
+
+def completions(invocation_params: Mapping[str, Any]) -> int:
+    """How many completions one request asks for (``n``), at least 1."""
+    return _positive_int(invocation_params.get("n")) or 1
 
 
 def _message_text(message: BaseMessage) -> str:
@@ -216,3 +219,13 @@ def partial_text(response: LLMResult | None) -> str | None:
     if isinstance(gen, GenerationChunk):
         return gen.text
     return None
+
+
+def response_text(response: LLMResult) -> str:
+    """The text (and tool calls) of every generation of an ended run."""
+    parts: list[str] = []
+    for gen_list in response.generations:
+        for gen in gen_list:
+            message = getattr(gen, "message", None)
+            parts.append(_message_text(message) if isinstance(message, BaseMessage) else gen.text)
+    return "".join(parts)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from agent_budget.context import ScopeSelection, budget_scope, current_scope
 
-from ._llamaindex_handler import BudgetCallbackHandler
-from ._llamaindex_install import install, installed_handlers, uninstall
+from .handler import BudgetCallbackHandler
+from .install import install, installed_handlers, uninstall
 
 __all__ = [
     "BudgetCallbackHandler",
