@@ -392,6 +392,9 @@ def test_idle_scopes_expire_from_memory_store(clock):
         Budget(BudgetScope(name=f"u{i}"), RATES, store=store, clock=clock).record("s", "m", 1, 0)
     clock.advance(3601)
     Budget(BudgetScope(name="fresh"), RATES, store=store, clock=clock).record("s", "m", 1, 0)
+    assert store.stats()["scopes"] == 101  # idle, but their rolling day still counts
+    clock.advance(86_400 + 900)
+    Budget(BudgetScope(name="fresh"), RATES, store=store, clock=clock).record("s", "m", 1, 0)
     assert store.stats()["scopes"] == 1
 
 
@@ -421,7 +424,8 @@ def test_store_is_an_abstract_interface():
 
 
 def test_idle_expiry_is_not_blocked_by_a_scope_holding_budget(clock):
-    store = MemoryStore(idle_ttl=3600)
+    # a window shorter than the idle time, so only the hold keeps a scope
+    store = MemoryStore(idle_ttl=3600, window_seconds=1800, bucket_seconds=900)
     held = Budget(
         BudgetScope(name="held", max_tokens_per_session=10**6),
         RATES,

@@ -232,7 +232,7 @@ class Budget:
                 self._line_specs.clear()
             self._line_specs[(model, mode)] = specs
         return [
-            new_tuple(Line, (scope, metric, cost if is_cost else tokens, limit))
+            new_tuple(Line, (scope, metric, cost if is_cost else tokens, limit, None))
             for scope, metric, is_cost, limit in specs
         ]
 

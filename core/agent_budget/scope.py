@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .money import usd_to_nanos
+from .stores.base import is_windowed
 from .validate import check_name, check_tokens, to_decimal
 
 __all__ = ["BudgetScope", "Limit", "Metric"]
@@ -48,7 +49,8 @@ class Limit:
 
     @property
     def windowed(self) -> bool:
-        return self.metric.startswith("day:")
+        """True when the counter is a rolling window (the stores' rule, in one place)."""
+        return is_windowed(self.metric)
 
     def to_user(self, value: int) -> float:
         """``value`` in the unit users see: tokens, or USD as a float."""
