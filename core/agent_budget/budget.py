@@ -12,7 +12,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from . import reserving
 from .admission import Refused, notify_waiters
@@ -30,7 +30,7 @@ from .reservation import Reservation
 from .scope import BudgetScope, Limit
 from .stores import Level, Line, Store, open_store
 from .stores.base import session_scope
-from .summary import summarize
+from .summary import BudgetSummary, ExactBudgetSummary, summarize
 from .usage import Usage
 from .validate import MAX_TOKENS, check_tokens, to_decimal
 from .windows import period_bounds
@@ -232,12 +232,20 @@ class Budget:
         return make_lines(specs, tokens, cost, session_id, now), specs
 
     def _refusal(
-        self, spec: LineSpec, line: Line, level: Level, *, detail: str = ""
+        self,
+        spec: LineSpec,
+        line: Line,
+        level: Level,
+        *,
+        detail: str = "",
+        prospective: bool = False,
     ) -> BudgetExceededError:
         """The error refusing a call at ``line`` (and its CRITICAL alert, once per crossing)."""
         budget, limit = spec.budget, spec.target
         assert limit is not None
-        error = refusal_error(budget.name, limit, level, line.amount, detail=detail)
+        error = refusal_error(
+            budget.name, limit, level, line.amount, detail=detail, prospective=prospective
+        )
         budget._alerter.refused(limit.limit_type, str(error), error.used, error.limit)
         return error
 
@@ -579,7 +587,12 @@ class Budget:
         self, model: str, input_tokens: int, output_tokens: int = 0, *, session_id: str = ""
     ) -> None:
         """Raise :class:`BudgetExceededError` if a call of this size would cross a hard
-        limit now (counting other calls' holds). Records and holds nothing."""
+        limit now (counting other calls' holds). Records and holds nothing.
+
+        As in the original API, the error's ``used`` is the total the call would reach
+        (``requested`` and ``reserved`` say what it is made of), and the prospective total
+        alerts: WARNING from ``alert_at_pct``, CRITICAL above a soft (``hard_stop=False``)
+        limit, once per crossing."""
         if not isinstance(session_id, str):
             raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
         check_tokens("input_tokens", input_tokens)
@@ -607,11 +620,14 @@ class Budget:
         error: BudgetExceededError | None = None
         for spec, line, level in zip(specs, lines, result.levels, strict=True):
             assert line.limit is not None
-            if level.committed + level.reserved + line.amount <= line.limit:
-                continue
-            if spec.budget._scope.hard_stop and error is None:
-                # Only a hard limit refuses (and alerts); a soft one alerts when crossed.
-                error = self._refusal(spec, line, level)
+            total = level.committed + level.reserved + line.amount
+            limit = spec.target
+            assert limit is not None
+            if total > line.limit and spec.budget._scope.hard_stop:
+                if error is None:  # the first hard limit crossed refuses (and alerts)
+                    error = self._refusal(spec, line, level, prospective=True)
+            else:
+                spec.budget._alerter.prospective(limit, total)
         if error is not None:
             raise error
 
@@ -682,10 +698,21 @@ class Budget:
         }
         return dict(self.store.read(self.name, now=now, group=self.group, periods=periods or None))
 
-    def summary(self, *, exact: bool = False, by_session: bool = False) -> dict[str, Any]:
+    @overload
+    def summary(
+        self, *, exact: Literal[False] = False, by_session: bool = False
+    ) -> BudgetSummary: ...
+
+    @overload
+    def summary(self, *, exact: Literal[True], by_session: bool = False) -> ExactBudgetSummary: ...
+
+    def summary(
+        self, *, exact: bool = False, by_session: bool = False
+    ) -> BudgetSummary | ExactBudgetSummary:
         """Current usage: ``session``, ``day`` (rolling 24 h) and ``per_model`` token and USD
-        totals, plus every limit's use. USD are floats rounded to 6 places, or Decimals with
-        ``exact=True``. ``by_session`` breaks the retained records down by session_id."""
+        totals, plus every limit's use and ``remaining``. USD are floats rounded to 6 places
+        (printed as plain decimals), or Decimals with ``exact=True``. ``by_session`` breaks
+        the retained records down by session_id. See :mod:`agent_budget.summary`."""
         counters = self.usage()
         with self._lock:
             record_count = len(self._records)

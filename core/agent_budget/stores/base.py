@@ -372,7 +372,7 @@ class Store(abc.ABC):
         _load_builtin_backends(scheme)
         backend = Store._registry.get(scheme)
         if backend is None:
-            known = ", ".join(sorted(Store._registry))
+            known = ", ".join(sorted(set(Store._registry) | set(BUILTIN_SCHEMES)))
             raise StoreConfigError(f"unknown store scheme {scheme!r} in {url!r} (known: {known})")
         return backend._from_url(url, parsed, **options)
 
@@ -451,6 +451,10 @@ class Store(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+BUILTIN_SCHEMES = ("memory", "sqlite", "redis", "rediss", "redis+cluster", "rediss+cluster")
+"""Schemes of the stores that ship with agent-budget (imported on first use)."""
 
 
 def _load_builtin_backends(scheme: str) -> None:
