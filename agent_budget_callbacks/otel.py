@@ -34,6 +34,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agent_budget import Budget, BudgetManager, __version__
 from agent_budget.events import RecordEvent, RefusalEvent
+from agent_budget.report import limit_periods
 from agent_budget.stores import Level
 
 __all__ = ["BudgetInstrumentation", "instrument"]
@@ -197,7 +198,11 @@ class BudgetInstrumentation:
                 return
             store = budgets[0].store
             now = store.now() or budgets[0].clock()
-            counters = store.peek_many({b.name: b.group for b in budgets}, now=now)
+            counters = store.peek_many(
+                {b.name: b.group for b in budgets},
+                now=now,
+                periods={b.name: limit_periods(b.limits, now) for b in budgets},
+            )
             for budget in budgets:
                 levels = counters.get(budget.name, {})
                 label = self.scope_label(budget.name)

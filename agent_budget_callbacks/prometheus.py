@@ -32,7 +32,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from agent_budget import BudgetManager, RateTable, Store, StoreError
-from agent_budget.report import ScopeInfo, ancestors, open_for_reading, scope_registry
+from agent_budget.report import (
+    ScopeInfo,
+    ancestors,
+    limit_periods,
+    open_for_reading,
+    scope_registry,
+)
 from agent_budget.scope import Metric as Counter
 from agent_budget.stores import Level
 
@@ -122,7 +128,13 @@ class BudgetCollector(Collector):
         registry = scope_registry(self.store)
         chosen, omitted = self.select(registry, now)
         groups = {name: ancestors(name, registry)[-1] for name in chosen}
-        counters = self.store.peek_many(groups, now=now) if groups else {}
+        limits = {
+            name: scope.limits(self.rates.canonical)
+            for name in chosen
+            if name in registry and (scope := registry[name].scope) is not None
+        }
+        periods = {name: limit_periods(found, now) for name, found in limits.items()}
+        counters = self.store.peek_many(groups, now=now, periods=periods) if groups else {}
         spend = CounterMetricFamily(
             self._name("spend_usd"),
             "Dollars spent since the scope's first use (its descendants' calls included)",
@@ -157,10 +169,7 @@ class BudgetCollector(Collector):
                 tokens.add_metric([name, model], count)
             day_spend.add_metric([name], levels.get(Counter.DAY_COST, Level()).committed / _NANOS)
             day_tokens.add_metric([name], levels.get(Counter.DAY_TOKENS, Level()).committed)
-            info = registry.get(name)
-            if info is None or info.scope is None:
-                continue
-            for lim in info.scope.limits(self.rates.canonical):
+            for lim in limits.get(name, ()):
                 level = levels.get(lim.metric, Level())
                 scale = _NANOS if lim.unit == "usd" else 1
                 values = [name, lim.limit_type, lim.unit]

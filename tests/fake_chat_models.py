@@ -123,6 +123,8 @@ class _FakeChat(BaseChatModel):
     error: Any = None
     """An exception raised by the provider after the call is counted."""
     before_call: Callable[[], None] | None = Field(default=None, exclude=True)
+    requests: list[dict[str, Any]] = Field(default_factory=list, exclude=True)
+    """The call-time kwargs (bound settings such as ``max_tokens``) of each provider call."""
 
     _cycle: Any = PrivateAttr(default=None)
     _cycle_lock: Any = PrivateAttr(default_factory=threading.Lock)
@@ -138,7 +140,8 @@ class _FakeChat(BaseChatModel):
             return AIMessage(content=reply.content, tool_calls=list(reply.tool_calls))
         return AIMessage(content=str(reply))
 
-    def _provider_call(self) -> None:
+    def _provider_call(self, kwargs: dict[str, Any] | None = None) -> None:
+        self.requests.append(dict(kwargs or {}))
         self.calls.hit()
         if self.before_call is not None:
             self.before_call()
@@ -196,7 +199,7 @@ class _FakeChat(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        self._provider_call()
+        self._provider_call(kwargs)
         return self._result(kwargs)
 
     async def _agenerate(
@@ -206,7 +209,7 @@ class _FakeChat(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        self._provider_call()
+        self._provider_call(kwargs)
         if self.hang:
             await asyncio.Event().wait()
         await asyncio.sleep(0)
@@ -263,7 +266,7 @@ class _FakeChat(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        self._provider_call()
+        self._provider_call(kwargs)
         yield from self._chunks(kwargs)
 
     async def _astream(
@@ -273,7 +276,7 @@ class _FakeChat(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        self._provider_call()
+        self._provider_call(kwargs)
         for index, chunk in enumerate(self._chunks(kwargs)):
             if self.hang or index == self.hang_after_chunks:
                 await asyncio.Event().wait()

@@ -26,6 +26,7 @@ from .rates import RateTable
 from .report_spend import COUNTED, add, read_spend
 from .scope import BudgetScope, Limit
 from .stores import Level, Store, open_store
+from .windows import period_bounds
 
 __all__ = [
     "BUCKETS",
@@ -33,6 +34,7 @@ __all__ = [
     "build_report",
     "descendants",
     "iso",
+    "limit_periods",
     "limit_rows",
     "open_for_reading",
     "parse_time",
@@ -171,15 +173,35 @@ def _rollup(name: str, registry: Mapping[str, ScopeInfo], prefix: str | None) ->
 
 
 def _window(limit: Limit) -> str:
+    """What a limit counts over, in words: "session", "rolling 24h", "rolling 1h",
+    "calendar month (Europe/Paris)", or "since first use" (per-model totals)."""
+    if limit.calendar is not None:
+        return f"calendar {limit.calendar[0]} ({limit.calendar[1]})"
     if limit.metric.startswith("session:"):
         return "session"
     if limit.metric.startswith("day:"):
         return "rolling 24h"
+    if limit.metric.startswith("roll:"):
+        seconds = int(limit.metric.split(":")[1])
+        for size, unit in ((86_400, "d"), (3_600, "h"), (60, "m")):
+            if seconds % size == 0:
+                return f"rolling {seconds // size}{unit}"
+        return f"rolling {seconds}s"
     return "since first use"
 
 
 def _amount(limit: Limit, value: int) -> int | str:
     return value if limit.unit == "tokens" else str(nanos_to_decimal(value))
+
+
+def limit_periods(limits: Iterable[Limit], now: float) -> dict[str, int]:
+    """The current period start of each calendar limit's counter (as ``Budget.usage``
+    reads them), so a counter of a past period reads as zero."""
+    return {
+        lim.metric: period_bounds(lim.calendar[0], lim.calendar[1], now)[0]
+        for lim in limits
+        if lim.calendar is not None
+    }
 
 
 def limit_rows(
@@ -193,15 +215,22 @@ def limit_rows(
     """Every limit of the named scopes with what is used, held and left, in its unit
     (tokens, or USD as a decimal string), read from the store without writing."""
     table = rates or RateTable()
-    wanted = [n for n in dict.fromkeys(names) if n in registry and registry[n].scope]
+    defined = {
+        name: scope
+        for name in dict.fromkeys(names)
+        if name in registry and (scope := registry[name].scope) is not None
+    }
+    wanted = list(defined)
     groups = {name: ancestors(name, registry)[-1] for name in wanted}
-    counters = store.peek_many(groups, now=now) if groups else {}
+    limits = {name: scope.limits(table.canonical) for name, scope in defined.items()}
+    periods = {name: limit_periods(found, now) for name, found in limits.items()}
+    counters = store.peek_many(groups, now=now, periods=periods) if groups else {}
     rows: list[dict[str, Any]] = []
     for name in wanted:
         info = registry[name]
         assert info.scope is not None
         levels = counters.get(name, {})
-        for limit in info.scope.limits(table.canonical):
+        for limit in limits[name]:
             level = levels.get(limit.metric, Level())
             left = limit.amount - level.committed - level.reserved
             rows.append(

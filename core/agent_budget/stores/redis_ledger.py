@@ -24,7 +24,7 @@ from decimal import Decimal
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from .base import Level
+from .base import Level, window_of
 from .ledger import (
     EventFilter,
     LedgerFilter,
@@ -338,8 +338,15 @@ def _hold_lines(packed: bytes | str) -> list[tuple[str, str, int]]:
 
 
 def peek_many(
-    store: RedisStore, scopes: Mapping[str, str], now: float
+    store: RedisStore,
+    scopes: Mapping[str, str],
+    now: float,
+    periods: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, dict[str, Level]]:
+    """What the ``read`` function would answer for each scope, with plain commands: expired
+    holds are left out of ``reserved``, window buckets past the horizon out of ``committed``,
+    and a counter whose period is older than ``periods[scope][metric]`` reads as zero. (A
+    scope idle past ``idle_ttl`` still shows here until a writer drops it.)"""
     opts = store.options
     client = store.client
     names = list(scopes)
@@ -368,29 +375,35 @@ def peek_many(
                     continue
                 for scope, metric, amount in _hold_lines(packed):
                     stale[(scope, metric)] = stale.get((scope, metric), 0) + amount
-    horizon = now - opts.window_seconds - opts.bucket_seconds
-    # Windows with buckets past the horizon need their bucket hash to subtract those.
-    windows: list[tuple[str, str]] = []
+    # Windows with buckets past their horizon need their bucket hash to subtract those.
+    windows: list[tuple[str, str, float]] = []
     for name in names:
         fields = fields_of[name]
         for key, value in fields.items():
-            if key.startswith("lo:") and float(_text(value)) <= horizon:
-                metric = key[3:]
-                if float(_text(fields.get("hi:" + metric, b"0"))) > horizon:
-                    windows.append((name, metric))
+            if not key.startswith("lo:"):
+                continue
+            metric = key[3:]
+            span = window_of(metric, opts)
+            if span is None:
+                continue
+            horizon = now - span[0] - span[1]
+            if float(_text(value)) <= horizon < float(_text(fields.get("hi:" + metric, b"0"))):
+                windows.append((name, metric, horizon))
     removed: dict[tuple[str, str], int] = {}
     if windows:
         pipe = client.pipeline(transaction=False)
-        for name, metric in windows:
+        for name, metric, _ in windows:
             pipe.hgetall(f"{store._base(scopes[name])}w:{len(name.encode())}:{name}{metric}")
-        for (name, metric), buckets in zip(windows, store._call(pipe.execute), strict=True):
+        for (name, metric, horizon), buckets in zip(
+            windows, store._call(pipe.execute), strict=True
+        ):
             removed[(name, metric)] = sum(
                 _int(v) for k, v in buckets.items() if float(_text(k)) <= horizon
             )
-    out: dict[str, dict[str, Level]] = {}
-    for name in names:
-        out[name] = _levels(name, fields_of[name], stale, removed, horizon, now, opts.idle_ttl)
-    return out
+    return {
+        name: _levels(name, fields_of[name], stale, removed, now, opts, (periods or {}).get(name))
+        for name in names
+    }
 
 
 def _levels(
@@ -398,31 +411,30 @@ def _levels(
     fields: Mapping[str, Any],
     stale: Mapping[tuple[str, str], int],
     removed: Mapping[tuple[str, str], int],
-    horizon: float,
     now: float,
-    idle: float | None,
+    opts: Any,
+    periods: Mapping[str, int] | None,
 ) -> dict[str, Level]:
     metrics = {key[2:] for key in fields if key[:2] in ("t:", "r:")}
-    reserved = {m: _int(fields.get("r:" + m, 0)) - stale.get((name, m), 0) for m in metrics}
-    used = fields.get("u")
-    if (
-        idle is not None
-        and used is not None
-        and float(_text(used)) <= now - idle
-        and not any(reserved.values())
-    ):
-        return {}
     levels: dict[str, Level] = {}
     for metric in metrics:
+        reserved = _int(fields.get("r:" + metric, 0)) - stale.get((name, metric), 0)
         committed = _int(fields.get("t:" + metric, 0))
+        period = (periods or {}).get(metric)
+        stored = fields.get("p:" + metric)
+        span = window_of(metric, opts)
         lo = fields.get("lo:" + metric)
-        if metric.startswith("day:") and lo is not None and float(_text(lo)) <= horizon:
-            if float(_text(fields.get("hi:" + metric, b"0"))) <= horizon:
-                committed = 0
-            else:
-                committed -= removed.get((name, metric), 0)
-        if committed or reserved[metric]:
-            levels[metric] = Level(committed, reserved[metric])
+        if period is not None and (stored is None or period > int(float(_text(stored)))):
+            committed = 0
+        elif span is not None and lo is not None:
+            horizon = now - span[0] - span[1]
+            if float(_text(lo)) <= horizon:
+                if float(_text(fields.get("hi:" + metric, b"0"))) <= horizon:
+                    committed = 0
+                else:
+                    committed -= removed.get((name, metric), 0)
+        if committed or reserved:
+            levels[metric] = Level(committed, reserved)
     return levels
 
 

@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .base import Level, StoreOptions
+from .base import Level, StoreOptions, window_of
 from .ledger import (
     SUM_FIELDS,
     EventFilter,
@@ -43,7 +43,6 @@ __all__ = [
     "record_params",
 ]
 
-SCHEMA_VERSION = "2"
 HOUR = 3600
 
 LEDGER_SCHEMA = """
@@ -103,8 +102,8 @@ _IN_CHUNK = 500
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Bring a ledger table of schema 1 (JSON rows) to schema 2 (columns), in the caller's
-    write transaction; a no-op once done."""
+    """Bring a ledger of JSON rows (agent-budget 0.2) to columns, mark the hours, and make
+    the events tables, in the caller's write transaction; a no-op once done."""
     present = {row[1] for row in conn.execute("PRAGMA table_info(ab_ledger)")}
     missing = [c for c in _COLUMNS if c[0] not in present]
     for name, decl, _path in missing:
@@ -126,9 +125,6 @@ def migrate(conn: sqlite3.Connection) -> None:
             f"INSERT OR IGNORE INTO ab_ledger_marks (hour, first_id) "
             f"SELECT CAST(ts / {HOUR} AS INTEGER), MIN(id) FROM ab_ledger GROUP BY 1"
         )
-    conn.execute(
-        "INSERT OR REPLACE INTO ab_meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
-    )
 
 
 def insert_record(conn: sqlite3.Connection, params: Sequence[Any]) -> None:
@@ -447,63 +443,57 @@ def event_counts(
 
 
 def peek_many(
-    conn: sqlite3.Connection, scopes: Iterable[str], now: float, opts: StoreOptions
+    conn: sqlite3.Connection,
+    scopes: Iterable[str],
+    now: float,
+    opts: StoreOptions,
+    periods: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, dict[str, Level]]:
     """What ``read`` would answer for each scope, computed without writing: expired holds
-    are left out of ``reserved``, buckets past the window out of ``committed``, and scopes
-    idle past ``idle_ttl`` (holding nothing) read as empty."""
+    are left out of ``reserved``, window buckets past the horizon out of ``committed``, and
+    a counter whose period is older than ``periods[scope][metric]`` reads as zero. (A scope
+    idle past ``idle_ttl`` still shows here until a writer drops it.)"""
+    from .sqlite import _decode_lines, _from_db
+
     names = list(dict.fromkeys(scopes))
     rows: dict[str, dict[str, list[Any]]] = {name: {} for name in names}
     for i in range(0, len(names), _IN_CHUNK):
         chunk = names[i : i + _IN_CHUNK]
         marks = ", ".join("?" * len(chunk))
-        for scope, metric, total, reserved, lo, hi in conn.execute(
-            "SELECT scope, metric, total, reserved, lo, hi FROM ab_counters "
+        for scope, metric, total, reserved, lo, hi, period in conn.execute(
+            "SELECT scope, metric, total, reserved, lo, hi, period FROM ab_counters "
             f"WHERE scope IN ({marks})",
             chunk,
         ):
-            rows[scope][metric] = [int(total), int(reserved), lo, hi]
+            rows[scope][metric] = [_from_db(total), _from_db(reserved), lo, hi, period]
     for (lines,) in conn.execute("SELECT lines FROM ab_holds WHERE expires_at <= ?", (now,)):
-        for scope, metric, amount in json.loads(lines):
+        for scope, metric, amount in _decode_lines(lines):
             row = rows.get(scope, {}).get(metric)
             if row is not None:
-                row[1] -= int(amount)
-    touched: dict[str, float] = {}
-    idle = opts.idle_ttl
-    if idle is not None:
-        for i in range(0, len(names), _IN_CHUNK):
-            chunk = names[i : i + _IN_CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            touched.update(
-                conn.execute(
-                    f"SELECT scope, touched FROM ab_scopes WHERE scope IN ({marks})", chunk
-                ).fetchall()
-            )
-    horizon = now - opts.window_seconds - opts.bucket_seconds
+                row[1] -= amount
     out: dict[str, dict[str, Level]] = {}
     for scope in names:
-        counters = rows[scope]
-        if (
-            idle is not None
-            and scope in touched
-            and touched[scope] <= now - idle
-            and not any(row[1] for row in counters.values())
-        ):
-            out[scope] = {}
-            continue
+        wanted = (periods or {}).get(scope) or {}
         levels: dict[str, Level] = {}
-        for metric, (total, reserved, lo, hi) in counters.items():
+        for metric, (total, reserved, lo, hi, stored) in rows[scope].items():
             committed = total
-            if lo is not None and lo <= horizon:
-                if hi <= horizon:
+            span = window_of(metric, opts)
+            period = wanted.get(metric)
+            if period is not None and (stored is None or period > stored):
+                committed = 0
+            elif span is not None and lo is not None:
+                horizon = now - span[0] - span[1]
+                if lo <= horizon and hi <= horizon:
                     committed = 0
-                else:
-                    (removed,) = conn.execute(
-                        "SELECT COALESCE(SUM(amount), 0) FROM ab_buckets "
-                        "WHERE scope = ? AND metric = ? AND start <= ?",
-                        (scope, metric, math.floor(horizon)),
-                    ).fetchone()
-                    committed = total - int(removed)
+                elif lo <= horizon:
+                    committed = total - sum(
+                        _from_db(amount)
+                        for (amount,) in conn.execute(
+                            "SELECT amount FROM ab_buckets "
+                            "WHERE scope = ? AND metric = ? AND start <= ?",
+                            (scope, metric, math.floor(horizon)),
+                        )
+                    )
             if committed or reserved:
                 levels[metric] = Level(committed, reserved)
         out[scope] = levels
