@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .money import nanos_to_decimal
 from .report import OTHER, iso
 
 __all__ = ["SECTIONS", "render_csv", "render_text"]
@@ -111,6 +112,8 @@ def _cell(field: str, value: Any) -> str:
         return f"{float(value) * 100:.1f}%"
     if field == "unit":
         return "USD" if value == "usd" else str(value)
+    if field == "message" and len(str(value)) > 100:
+        return str(value)[:97] + "..."  # the whole text is in --json and --csv
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, bool):
@@ -165,7 +168,7 @@ def _series_grid(report: Row, top: int) -> list[str]:
         cells.append(
             [
                 iso(start),
-                f"{total / 1e9:.6f}" if total else "0",
+                str(nanos_to_decimal(total)),
                 *(found.get(n, "0") for n in names),
             ]
         )
@@ -186,10 +189,11 @@ def render_text(report: Row, *, section: str | None = None, top: int = 10) -> st
         " UTC)",
         "",
         (
-            f"totals: {totals['calls']} calls ({totals['estimated_calls']} estimated), "
-            f"{totals['tokens']} tokens (input {totals['input_tokens']}, output "
-            f"{totals['output_tokens']}, cache read {totals['cache_read_tokens']}, cache write "
-            f"{totals['cache_write_tokens']}, reasoning {totals['reasoning_tokens']}), "
+            f"totals: {totals['calls']:,} calls ({totals['estimated_calls']:,} estimated), "
+            f"{totals['tokens']:,} tokens (input {totals['input_tokens']:,}, output "
+            f"{totals['output_tokens']:,}, cache read {totals['cache_read_tokens']:,}, cache "
+            f"write {totals['cache_write_tokens']:,}, reasoning "
+            f"{totals['reasoning_tokens']:,}), "
             f"${totals['cost_usd']}"
         ),
         (
