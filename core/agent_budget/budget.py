@@ -142,6 +142,7 @@ class Budget:
             max_alerts,
         )
         self._listeners = Listeners()
+        self._first_use: Callable[[], None] | None = None  # set by a BudgetManager
         self._alerter.add_callback(self._log_alert)
         self._lock = threading.Lock()
         self._records: deque[UsageRecord] = deque(maxlen=max_records)
@@ -209,6 +210,12 @@ class Budget:
     def remove_listener(self, callback: Callable[..., None]) -> bool:
         """Stop calling an ``on_record`` / ``on_refusal`` callback; True if it was there."""
         return self._listeners.remove(callback)
+
+    def _note_first_use(self) -> None:
+        """Tell the manager that made this scope that it has recorded usage (once)."""
+        callback, self._first_use = self._first_use, None
+        if callback is not None:
+            callback()
 
     def _log_alert(self, alert: BudgetAlert) -> None:
         """Keep an alert in the store's events log (not an outage alert: the store is down)."""
@@ -641,6 +648,9 @@ class Budget:
         with self._lock:
             self._records.append(record)
         notify_waiters(self.store)
+        for node in self._chain:
+            if node._first_use is not None:
+                node._note_first_use()
         for spec, line, level in zip(specs, lines, result.levels, strict=True):
             if spec.target is not None:
                 spec.budget._alerter.after_commit(spec.target, level[0], line[2])

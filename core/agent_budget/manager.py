@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -78,6 +79,7 @@ class BudgetManager:
         self._callbacks: list[Callable[[BudgetAlert], None]] = []
         self._listeners = Listeners()
         self._hooked = False
+        self._recorded: set[str] = set()  # template-made scopes this process has recorded
 
     # -- scopes ----------------------------------------------------------------------------
 
@@ -197,8 +199,8 @@ class BudgetManager:
                     f"parent scope {parent_name!r} of {name!r} is not registered"
                 )
         budget = self._make(replace(template.scope, name=name), parent_budget, None, save=False)
-        if name not in self._parents:
-            self._save_made(budget, template.prefix)
+        if name not in self._recorded:  # recorded in the store when it first records usage
+            budget._first_use = functools.partial(self._save_made, budget, template.prefix)
         self._parents[name] = parent_name
         self._parents.move_to_end(name)
         while len(self._parents) > max(100_000, 10 * self._max_cached):
@@ -208,8 +210,9 @@ class BudgetManager:
 
     def _save_made(self, budget: Budget, prefix: str) -> None:
         """Record a template-made scope in the store's scope registry (name, parent,
-        template, limits), once per scope per process, so other processes, reports and the
-        CLI see it. Best effort: a store error is logged, never raised."""
+        template, limits) when it first records usage, once per scope per process, so other
+        processes, reports and the CLI see it (``get()`` alone writes nothing). Best effort:
+        a store error is logged, never raised."""
         definition = budget.scope.to_dict()
         definition["parent"] = budget.parent.name if budget.parent else None
         definition["template"] = prefix
@@ -217,6 +220,11 @@ class BudgetManager:
             self.store.save_scope(budget.name, definition)
         except StoreError:
             log.warning("could not record scope %r in the store", budget.name, exc_info=True)
+            return
+        with self._lock:
+            if len(self._recorded) >= max(100_000, 10 * self._max_cached):
+                self._recorded.clear()  # bounded: at worst a scope is recorded again
+            self._recorded.add(budget.name)
 
     def _cache(self, name: str, budget: Budget) -> None:
         self._cached[name] = budget
