@@ -156,9 +156,10 @@ def test_report_writes_nothing_to_a_sqlite_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.redis
-def test_report_loads_no_code_on_redis(redis_url: str) -> None:
+def test_report_loads_no_code_on_redis(redis_server_factory: Any) -> None:
     import redis
 
+    redis_url = redis_server_factory().url  # a private server: no other client touches it
     url = redis_url + "?server_time=0"
     truth = write_spend(url)
     admin = redis.Redis.from_url(redis_url)

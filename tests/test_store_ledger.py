@@ -237,10 +237,12 @@ def test_redis_ledger_rows_ride_the_commit_function(redis_url: str, clock: FakeC
 
 
 @pytest.mark.redis
-def test_redis_reads_use_plain_commands_only(redis_url: str, clock: FakeClock) -> None:
+def test_redis_reads_use_plain_commands_only(redis_server_factory: Any, clock: FakeClock) -> None:
     """A reader loads no function or script and writes nothing: it works against a server
     that has never seen agent-budget's code."""
     import redis
+
+    redis_url = redis_server_factory().url  # a private server: no other client touches it
 
     writer = Store.from_url(f"{redis_url}?server_time=0")
     budget = Budget(BudgetScope("s", max_tokens_per_day=14), RATES, store=writer, clock=clock)
