@@ -24,7 +24,7 @@ __all__ = ["COUNTED", "Spend", "read_spend"]
 
 COUNTED = ("calls", "estimated_calls", *SUM_FIELDS)
 """The sums of every aggregate row, in order."""
-_WIDTH = len(COUNTED)
+assert len(COUNTED) == 8  # add() below spells the eight out
 Sums = list[int]
 
 
@@ -39,8 +39,15 @@ class Spend:
 
 
 def add(into: Sums, other: Sequence[int]) -> None:
-    for i in range(_WIDTH):
-        into[i] += other[i]
+    """``into += other``, element by element (spelled out: this runs once per ledger row)."""
+    into[0] += other[0]
+    into[1] += other[1]
+    into[2] += other[2]
+    into[3] += other[3]
+    into[4] += other[4]
+    into[5] += other[5]
+    into[6] += other[6]
+    into[7] += other[7]
 
 
 def _sums(group: Mapping[str, Any]) -> Sums:
@@ -124,18 +131,11 @@ def _one_pass(
     lead: Callable[[dict[tuple[str, str], Sums]], set[str]],
     sessions: bool,
 ) -> Spend:
-    """Every grouping in one pass over the rows (a stream, for Redis: never all held)."""
-    scope_model: dict[tuple[str, str], Sums] = {}
-    bucket_model: dict[tuple[int, str], Sums] = {}
-    bucket_scope: dict[tuple[int, str], Sums] = {}
+    """Every grouping in one pass over the rows (a stream, for Redis: never all held): the
+    rows are summed per (scope, model, bucket) and per session, then the small first table
+    is folded into the three groupings."""
+    finest: dict[tuple[str, str, int], Sums] = {}
     by_session: dict[str, Sums] = {}
-    targets: list[tuple[dict[Any, Sums], Callable[[Mapping[str, Any], int], Any]]] = [
-        (scope_model, lambda r, b: (r["scope"], r["model"])),
-        (bucket_model, lambda r, b: (b, r["model"])),
-        (bucket_scope, lambda r, b: (b, r["scope"])),
-    ]
-    if sessions:
-        targets.append((by_session, lambda r, b: r["session_id"]))
     for row in rows:
         values = (
             1,
@@ -147,14 +147,31 @@ def _one_pass(
             row["reasoning_tokens"],
             row["cost_nanos"],
         )
-        start = int(row["timestamp"] // size) * size
-        for table, key_of in targets:
-            key = key_of(row, start)
-            acc = table.get(key)
+        key = (row["scope"], row["model"], int(row["timestamp"] // size) * size)
+        acc = finest.get(key)
+        if acc is None:
+            finest[key] = list(values)
+        else:
+            add(acc, values)
+        if sessions:
+            session = row["session_id"]
+            acc = by_session.get(session)
             if acc is None:
-                table[key] = list(values)
+                by_session[session] = list(values)
             else:
                 add(acc, values)
+    scope_model: dict[tuple[str, str], Sums] = {}
+    bucket_model: dict[tuple[int, str], Sums] = {}
+    bucket_scope: dict[tuple[int, str], Sums] = {}
+    tables: tuple[dict[Any, Sums], ...] = (scope_model, bucket_model, bucket_scope)
+    for (scope, model, bucket), sums in finest.items():
+        keys = ((scope, model), (bucket, model), (bucket, scope))
+        for table, found in zip(tables, keys, strict=True):
+            acc = table.get(found)
+            if acc is None:
+                table[found] = list(sums)
+            else:
+                add(acc, sums)
     leaders = lead(scope_model)
     ranked = sorted(by_session.items(), key=lambda kv: (-kv[1][-1], kv[0]))[:top]
     return Spend(
