@@ -470,9 +470,7 @@ class Store(abc.ABC):
         """What :meth:`commit` receives as ``record`` for a usage record: the JSON-safe
         mapping of ``record_payload`` (a store that keeps records in process memory may
         keep the record itself, and convert it when read)."""
-        from ..records import record_payload  # here: records needs the stores package
-
-        return record_payload(record)
+        return _record_payload()(record)
 
     groups_natively: ClassVar[bool] = False
     """True when :meth:`aggregate` runs where the rows live (SQL); else it sums
@@ -587,6 +585,14 @@ class Store(abc.ABC):
 
 BUILTIN_SCHEMES = ("memory", "sqlite", "redis", "rediss", "redis+cluster", "rediss+cluster")
 """Schemes of the stores that ship with agent-budget (imported on first use)."""
+
+
+@lru_cache(maxsize=1)
+def _record_payload() -> Callable[[UsageRecord], dict[str, Any]]:
+    """``records.record_payload``, imported on first use (records imports this package)."""
+    from ..records import record_payload
+
+    return record_payload
 
 
 def _load_builtin_backends(scheme: str) -> None:
