@@ -21,6 +21,7 @@ from agent_budget import (
     Usage,
     count_messages,
     usage_from_mapping,
+    with_response_details,
 )
 
 __all__ = [
@@ -188,7 +189,11 @@ def read_outcome(response: LLMResult) -> Outcome:
                 return Outcome(None, model, cache_hit=True)
             usage = _real_usage(meta)
             if usage is not None:
-                return Outcome(usage, model)
+                # Web searches and the service tier come beside usage_metadata.
+                extra = with_response_details(
+                    usage, getattr(message, "response_metadata", None), response.llm_output
+                )
+                return Outcome(extra, model)
     llm_output = response.llm_output
     if isinstance(llm_output, Mapping):
         token_usage = llm_output.get("token_usage")
@@ -197,7 +202,7 @@ def read_outcome(response: LLMResult) -> Outcome:
         for key in ("token_usage", "usage"):
             usage = _real_usage(llm_output.get(key))
             if usage is not None:
-                return Outcome(usage, model)
+                return Outcome(with_response_details(usage, llm_output), model)
     return Outcome(None, model)
 
 

@@ -23,7 +23,7 @@ from .scope import BudgetScope
 from .stores import MemoryStore, Store, StoreOptions, open_store
 from .tokens import CachedCounter, HeuristicCounter, TokenCounter, count_messages, default_counter
 from .tracking import RunTracker
-from .usage import Usage, usage_from_mapping
+from .usage import Usage, usage_from_mapping, with_response_details
 
 __version__ = "0.2.0"
 
@@ -65,4 +65,5 @@ __all__ = [
     "open_store",
     "select_budget",
     "usage_from_mapping",
+    "with_response_details",
 ]
