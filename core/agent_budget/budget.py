@@ -597,7 +597,7 @@ class Budget:
             cache_write_1h_tokens=usage.cache_write_1h_tokens,
             web_searches=usage.web_searches,
             price_source=resolved.source,
-            price_date=quote.effective,
+            price_date=resolved.source_date,
             price_id=resolved.price_id,
             price_tier=price_tier,
         )

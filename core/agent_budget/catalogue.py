@@ -107,6 +107,9 @@ class Catalogue:
         self._rows: list[PriceRow | None] = [None] * len(raw_rows)
         self._by_id = {p.id: i for i, p in enumerate(providers)}
         self._models = Matcher((model[1], index) for index, (_p, model) in enumerate(raw_rows))
+        self._ids: dict[str, list[int]] = {}
+        for index, (_p, model) in enumerate(raw_rows):
+            self._ids.setdefault(model[0].lower(), []).append(index)
         self._by_provider = [
             Matcher((raw_rows[i][1][1], i) for i in range(p.start, p.end)) for p in providers
         ]
@@ -217,7 +220,8 @@ class Catalogue:
     def _in_provider(self, p_index: int, ref: str) -> tuple[int, bool] | None:
         """genai-prices' ``Provider.find_model``: the provider's first model matching
         ``ref``, else the first of each provider it resells (variants then do not apply),
-        then the same with compact dates spelled with dashes."""
+        then the same with compact dates spelled with dashes; last, a model whose id is
+        ``ref`` though no rule matches it (the source cannot find those at all)."""
         for attempt in (ref, _dashed_dates(ref)):
             own = self._by_provider[p_index].match(attempt)
             if own:
@@ -230,21 +234,38 @@ class Catalogue:
                         return min(found), False
             if _COMPACT_DATE.search(ref) is None:
                 break
+        by_id = self._ids.get(ref)
+        if by_id:
+            provider = self.providers[p_index]
+            own_ids = [i for i in by_id if provider.start <= i < provider.end]
+            if own_ids:
+                return own_ids[0], True
         return None
 
     def find(self, model: str, provider: str | None = None) -> Found | None:
         """The row pricing ``model`` (any spelling), or None. ``provider`` names where the
-        call went (``"openai"``, ``"aws"``, ``"openrouter"`` ...) when the caller knows."""
+        call went (``"openai"``, ``"aws"``, ``"openrouter"`` ...) when the caller knows.
+
+        In order: the name as given in ``provider``, in the providers its prefixes name
+        and in the provider whose names it looks like (the source's rules, so the source's
+        own answer whenever it has one); a name under a prefix that names no provider
+        (``meta-llama/...``) as a known name anywhere; each shorter spelling the same way
+        (prefixes removed, then dates and aliases stripped); then any provider's known
+        name, then any provider's rule.
+        """
         extra = self.provider_index(provider) if provider else None
         tried: list[str] = []
+        full = True
         for spelling in spellings(model):
             ref = spelling.ref
-            if not tried or tried[-1] != ref:
+            if ref not in tried:
                 tried.append(ref)
-            hint_indices = [self.provider_index(h) for h in spelling.hints]
+            indices = [self.provider_index(h) for h in spelling.hints]
+            if full and "/" in ref:
+                indices += [self.provider_index(seg) for seg in ref.split("/")[:-1]]
             if extra is not None:
-                hint_indices.insert(0, extra)
-            for p_index in hint_indices:
+                indices.insert(0, extra)
+            for p_index in indices:
                 if p_index is not None:
                     hit = self._in_provider(p_index, ref)
                     if hit is not None:
@@ -254,16 +275,43 @@ class Catalogue:
                 vendor = min(vendors)
                 hit = self._in_provider(vendor, ref)
                 if hit is not None:
+                    other = self._longer_known(vendor, hit[0], ref)
+                    if other is not None:
+                        return self._found((other, True), ref, "known name")
                     return self._found(hit, ref, f"vendor {self.providers[vendor].id}")
+            if full and "/" in ref and all(i is None for i in indices):
+                exact = self._exact(ref)
+                if exact is not None:
+                    return self._found((exact, True), ref, "known name")
+            full = False
         for ref in tried:
-            exact = self._models.exact(ref)
-            if exact:
-                return self._found((min(exact, key=self._order), True), ref, "known name")
+            exact = self._exact(ref)
+            if exact is not None:
+                return self._found((exact, True), ref, "known name")
         for ref in tried:
             found = self._models.match(ref)
             if found:
                 return self._found((min(found, key=self._order), True), ref, "match rule")
         return None
+
+    def _longer_known(self, vendor: int, index: int, ref: str) -> int | None:
+        """A row elsewhere that knows ``ref`` exactly, when the vendor's rules matched it
+        only by a shorter name of another model (``deepseek-r1-distill-llama-70b`` is
+        Groq's model, not ``deepseek-reasoner``). Names that are the same model as the
+        vendor's row once dates and versions are stripped stay with the vendor."""
+        if self._by_provider[vendor].exact(ref) or self._raw[index][1][0].lower() == ref:
+            return None
+        other = self._exact(ref)
+        if other is None or other == index:
+            return None
+        if family_name(self._raw[index][1][0]) == family_name(ref):
+            return None
+        return other
+
+    def _exact(self, ref: str) -> int | None:
+        """The row whose equals-clause or id is ``ref``, the model's vendor first."""
+        hits = self._models.exact(ref) or self._ids.get(ref)
+        return min(hits, key=self._order) if hits else None
 
     def _order(self, index: int) -> tuple[int, int]:
         return self._rank[self._raw[index][0]], index

@@ -255,7 +255,8 @@ def _explain(args: argparse.Namespace, model: str) -> int:
         f"priced by: {resolved.price_id} ({resolved.source}, {resolved.source_date or 'undated'})"
     )
     print(f"matched:   {resolved.how}" + (f"; rule {data['rule']}" if data.get("rule") else ""))
-    print(f"tier:      {data['tier']}, prices in force since {data['effective'] or '?'}")
+    since = data["effective"] or f"(undated; as of {resolved.source_date or '?'})"
+    print(f"tier:      {data['tier']}, prices in force since {since}")
     print(f"rates:     {_rates_words(quote_words(rates))}")
     tier_rates = rates
     while "tier" in tier_rates:
@@ -323,7 +324,8 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
                     "output_tokens": args.output,
                     "cost_usd": _plain(cost),
                     "price_source": resolved.source,
-                    "price_date": quote.effective or None,
+                    "price_date": resolved.source_date or None,
+                    "effective": quote.effective or None,
                     "price_tier": tier,
                 }
             )
@@ -331,7 +333,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     else:
         priced = resolved.price_id
         print(
-            f"{args.model} (priced as {priced}, {resolved.source} {quote.effective}, {tier}): "
+            f"{args.model} (priced as {priced}, {resolved.source} {resolved.source_date}, {tier}): "
             f"{usage.input_tokens} input ({args.cached} cached, {args.cache_write} cache "
             f"writes) + {args.output} output tokens = ${_plain(cost)}"
         )

@@ -38,7 +38,8 @@ _DAY = 86_400.0
 
 class Quote(NamedTuple):
     """The rates a call pays: ``tier`` is the service tier priced (``"standard"`` unless a
-    tier variant applied) and ``effective`` the date those prices took effect."""
+    tier variant applied) and ``effective`` the date those prices took effect (``""`` when
+    the source does not date them)."""
 
     rates: ModelRates
     tier: str
@@ -199,9 +200,9 @@ class PriceRow:
         self, when: float, tier: str | None = None, variants: bool = True
     ) -> tuple[Mapping[str, Any], str, str]:
         """The source prices in force (tier variants applied), the tier name and the date
-        they took effect."""
+        they took effect (``""`` when undated)."""
         constraint, prices = self._standard(when)
-        effective = constraint if isinstance(constraint, str) else self.snapshot
+        effective = constraint if isinstance(constraint, str) else ""
         label = STANDARD
         if tier and variants and self._variants:
             context = tier_context(tier)

@@ -80,12 +80,14 @@ class ResolvedModel:
             found = row.quote(when, tier, self.variants)
             if found is not None:
                 return found
-        return Quote(self.rates, STANDARD, self.source_date)
+        return Quote(self.rates, STANDARD, "")
 
 
 @dataclass(frozen=True)
 class BuiltinRate:
-    """One row of the built-in catalogue (current standard prices), with its provenance."""
+    """One row of the built-in catalogue (current standard prices), with its provenance:
+    ``effective`` is the date the price took effect, or the snapshot date when the source
+    does not date it."""
 
     model: str
     rates: ModelRates
@@ -118,7 +120,7 @@ def _builtin(row: PriceRow, quote: Quote, source: str) -> BuiltinRate:
         output_per_1m=dec("output_mtok") or Decimal(0),
         cached_input_per_1m=dec("cache_read_mtok"),
         cache_write_per_1m=dec("cache_write_mtok"),
-        effective=quote.effective,
+        effective=quote.effective or row.snapshot,
         source=source,
         note=note,
         provider=row.provider,
@@ -318,13 +320,15 @@ class RateTable:
         return ResolvedModel(family, rates, True, key, "rates=", "", "", how)
 
     def _unknown(self, family: str, name: str, now: float) -> ResolvedModel:
+        date = ""
         if self.fallback is not None:
             rates, how = self.fallback, "the fallback rates you set"
         elif self.catalogue is not None:
             rates, how = self.catalogue.ceiling(name, now)
+            date = self.catalogue.snapshot
         else:
             rates, how = ModelRates(), "the default ModelRates()"
-        return ResolvedModel(family, rates, False, "", "fallback", "", "", how)
+        return ResolvedModel(family, rates, False, "", "fallback", date, "", how)
 
     def first_unknown(self, name: str) -> bool:
         """True the first time ``name`` is reported unknown by this table (bounded memory)."""

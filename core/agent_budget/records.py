@@ -22,7 +22,7 @@ class UsageRecord:
 
     Where the price came from: ``price_source`` (``"genai-prices 0.2.3"``, ``"rates="``, an
     overlay's name, or ``"fallback"`` for a model with no price), ``price_date`` (the date
-    that price took effect, or the source's snapshot date), ``price_id`` (the row that
+    of that source: the catalogue's snapshot, an overlay's ``date``), ``price_id`` (the row that
     priced the call, e.g. ``"openai:gpt-4o"``) and ``price_tier`` (the service tier priced,
     ``"standard"`` unless batch / flex / priority applied, plus ``", input>N"`` when a
     prompt-size tier did).
