@@ -34,6 +34,7 @@ BILLED_KEYS = (
 )
 _THOUSAND = Decimal(1000)
 _DAY = 86_400.0
+_FREE = ModelRates(0, 0)
 
 
 class Quote(NamedTuple):
@@ -81,7 +82,11 @@ def _per_unit(value: str | None) -> Decimal:
 
 def rates_from_prices(prices: Mapping[str, Any]) -> ModelRates | None:
     """:class:`ModelRates` for one set of source prices, prompt-size tiers chained as
-    ``long_context``; None when the model is not priced by tokens (audio hours, images)."""
+    ``long_context``; None when the model is priced by something other than tokens (audio
+    hours, pages). No prices at all is a free model (``:free`` router variants, free tiers),
+    as the source prices it."""
+    if not prices:
+        return _FREE
     if "input_mtok" not in prices and "output_mtok" not in prices:
         return None
     thresholds = sorted({int(t[0]) for v in prices.values() if isinstance(v, list) for t in v[1]})
