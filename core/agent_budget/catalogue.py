@@ -190,8 +190,16 @@ class Catalogue:
         for index in range(len(self._raw)):
             yield index, self.row(index)
 
-    def match_clause(self, index: int) -> Clause:
-        return self._raw[index][1][1]  # type: ignore[no-any-return]
+    def match_clause_of(self, row: PriceRow) -> Clause | None:
+        """The match clause of ``row``, when it is one of this catalogue's."""
+        provider = self.provider_index(row.provider)
+        if provider is None:
+            return None
+        info = self.providers[provider]
+        for index in range(info.start, info.end):
+            if self._rows[index] is row:
+                return self._raw[index][1][1]  # type: ignore[no-any-return]
+        return None
 
     def provider(self, provider_id: str) -> ProviderInfo | None:
         index = self.provider_index(provider_id)

@@ -13,8 +13,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from .catalogue import Catalogue, default_catalogue
-from .errors import UnknownModelError
+from .catalogue import Catalogue
 from .matching import clause_matches, describe_clause
 from .price_row import tier_context
 from .rates import RateTable, ResolvedModel, builtin_rates
@@ -24,20 +23,27 @@ __all__ = ["add_price_commands"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 _GLOB = set("*?[")
 
 
 def _table(args: argparse.Namespace, on_unknown: str = "raise") -> RateTable:
-    catalogue = None
-    if args.prices == "genai-prices":
-        catalogue = Catalogue.from_genai_prices()
-    elif args.prices not in (None, "snapshot"):
-        catalogue = Catalogue.from_file(args.prices)
-    return RateTable(
-        overlays=args.overlay or (),
-        catalogue=catalogue,
-        on_unknown=on_unknown,  # type: ignore[arg-type]
-    )
+    """The rate table the options describe; a source that cannot be read is a usage error
+    (exit 2) naming the file."""
+    try:
+        catalogue = None
+        if args.prices == "genai-prices":
+            catalogue = Catalogue.from_genai_prices()
+        elif args.prices not in (None, "snapshot"):
+            catalogue = Catalogue.from_file(args.prices)
+        return RateTable(
+            overlays=args.overlay or (),
+            catalogue=catalogue,
+            on_unknown=on_unknown,  # type: ignore[arg-type]
+        )
+    except (OSError, ValueError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def _when(args: argparse.Namespace) -> float:
@@ -162,6 +168,7 @@ def _opt(value: Decimal | None) -> str | None:
 
 
 def _rates_words(values: Mapping[str, Any]) -> str:
+    """Rates (``ModelRates.per_million_dict()``, as JSON-ready strings) in words."""
     parts = [
         f"input ${_plain(values['input'])}",
         f"cache read ${_plain(values['cache_read'])}",
@@ -173,9 +180,9 @@ def _rates_words(values: Mapping[str, Any]) -> str:
     if values["reasoning"] != values["output"]:
         parts.append(f"reasoning ${_plain(values['reasoning'])}")
     text = ", ".join(parts) + " per 1M tokens"
-    if values["per_request"]:
+    if Decimal(values["per_request"]):
         text += f"; ${_plain(values['per_request'])} per request"
-    if values["per_web_search"]:
+    if Decimal(values["per_web_search"]):
         text += f"; ${_plain(values['per_web_search'])} per web search"
     return text
 
@@ -183,6 +190,8 @@ def _rates_words(values: Mapping[str, Any]) -> str:
 def _explain_data(
     table: RateTable, resolved: ResolvedModel, model: str, when: float, tier: str | None
 ) -> dict[str, Any]:
+    """Everything ``rates MODEL`` shows: the family, the row and rule that matched, the
+    rates of the tier in force at ``when``, the row's history and variants."""
     quote = resolved.quote(when, table.default_tier(tier))
     data: dict[str, Any] = {
         "model": model,
@@ -198,30 +207,18 @@ def _explain_data(
     }
     row = resolved.row
     catalogue = table.catalogue
-    if row is not None and catalogue is not None and resolved.source == catalogue.label:
-        index = _index_of(catalogue, row)
-        spelling = resolved.how.rsplit(" as ", 1)[-1]
-        if index is not None:
-            leaf = clause_matches(catalogue.match_clause(index), spelling)
-            data["rule"] = describe_clause(leaf) if leaf is not None else None
+    if row is not None:
         data["history"] = [
             {"when": words, "prices": dict(prices)} for words, prices in row.history()
         ]
         data["variants"] = row.variant_names()
         data["unbilled_price_keys"] = row.unbilled_keys(when)
-    elif row is not None:
-        data["history"] = [
-            {"when": words, "prices": dict(prices)} for words, prices in row.history()
-        ]
-        data["variants"] = row.variant_names()
+        if catalogue is not None and resolved.source == catalogue.label:
+            clause = catalogue.match_clause_of(row)
+            spelling = resolved.how.rsplit(" as ", 1)[-1]
+            leaf = clause_matches(clause, spelling) if clause is not None else None
+            data["rule"] = describe_clause(leaf) if leaf is not None else None
     return data
-
-
-def _index_of(catalogue: Catalogue, row: Any) -> int | None:
-    for index in range(len(catalogue)):
-        if catalogue._rows[index] is row:
-            return index
-    return None
 
 
 def _jsonable(value: Any) -> Any:
@@ -247,7 +244,7 @@ def _explain(args: argparse.Namespace, model: str) -> int:
     print(f"family:    {resolved.name} (per-model counters and limits)")
     if not resolved.known:
         print(f"price:     none; a budget charges {resolved.how}:")
-        print(f"           {_rates_words(quote_words(rates))}")
+        print(f"           {_rates_words(rates)}")
         print("           (price it with rates=, aliases= or an overlay file)")
         print(f"sources:   {_source_line(table.catalogue)}", file=sys.stderr)
         return EXIT_ERROR
@@ -257,26 +254,20 @@ def _explain(args: argparse.Namespace, model: str) -> int:
     print(f"matched:   {resolved.how}" + (f"; rule {data['rule']}" if data.get("rule") else ""))
     since = data["effective"] or f"(undated; as of {resolved.source_date or '?'})"
     print(f"tier:      {data['tier']}, prices in force since {since}")
-    print(f"rates:     {_rates_words(quote_words(rates))}")
+    print(f"rates:     {_rates_words(rates)}")
     tier_rates = rates
     while "tier" in tier_rates:
         above = tier_rates["above"]
         tier_rates = tier_rates["tier"]
-        print(f"  above {above} input tokens (whole call): {_rates_words(quote_words(tier_rates))}")
-    for period in data.get("history", [])[:-1] if len(data.get("history", [])) > 1 else []:
+        print(f"  above {above} input tokens (whole call): {_rates_words(tier_rates)}")
+    history = data.get("history", [])
+    for period in history if len(history) > 1 else []:
         print(f"history:   {period['when']}: {_prices_words(period['prices'])}")
-    if len(data.get("history", [])) > 1:
-        last = data["history"][-1]
-        print(f"history:   {last['when']}: {_prices_words(last['prices'])}")
     if data.get("variants"):
         print(f"variants:  {', '.join(data['variants'])} (pass the tier with --tier)")
     if data.get("unbilled_price_keys"):
         print(f"unbilled:  {', '.join(data['unbilled_price_keys'])} (not in agent-budget usage)")
     return EXIT_OK
-
-
-def quote_words(rates: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: Decimal(v) if isinstance(v, str) else v for k, v in rates.items()}
 
 
 def _prices_words(prices: Mapping[str, Any]) -> str:
@@ -404,10 +395,3 @@ def add_price_commands(sub: Any) -> None:
     )
     _source_options(estimate)
     estimate.set_defaults(func=_cmd_estimate)
-
-
-def unknown_error(exc: UnknownModelError) -> str:
-    return str(exc)
-
-
-_ = default_catalogue  # the catalogue loads on first use, not at import

@@ -119,10 +119,12 @@ def _overlay_prices(where: str, entry: Mapping[str, Any]) -> dict[str, Any]:
     tiers = entry.get("tiers") or []
     if not isinstance(tiers, list):
         raise ValueError(f"{where}.tiers: expected a list of {{'above': tokens, ...}}")
-    for tier in sorted(tiers, key=lambda t: int(t.get("above", 0))):
-        above = tier.get("above")
+    for tier in tiers:
+        above = tier.get("above") if isinstance(tier, Mapping) else None
         if not isinstance(above, int) or isinstance(above, bool) or above < 0:
             raise ValueError(f"{where}.tiers: 'above' must be a token count, got {above!r}")
+    for tier in sorted(tiers, key=lambda t: int(t["above"])):
+        above = tier["above"]
         for key, value in tier.items():
             if key == "above":
                 continue
