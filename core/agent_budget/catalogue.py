@@ -230,7 +230,8 @@ class Catalogue:
         ``ref``, else the first of each provider it resells (variants then do not apply),
         then the same with compact dates spelled with dashes; last, a model whose id is
         ``ref`` though no rule matches it (the source cannot find those at all)."""
-        for attempt in (ref, _dashed_dates(ref)):
+        dashed = _dashed_dates(ref) if _COMPACT_DATE.search(ref) else ref
+        for attempt in (ref, dashed) if dashed != ref else (ref,):
             own = self._by_provider[p_index].match(attempt)
             if own:
                 return min(own), True
@@ -240,8 +241,6 @@ class Catalogue:
                     found = self._by_provider[other].match(attempt)
                     if found:
                         return min(found), False
-            if _COMPACT_DATE.search(ref) is None:
-                break
         by_id = self._ids.get(ref)
         if by_id:
             provider = self.providers[p_index]
@@ -263,6 +262,7 @@ class Catalogue:
         """
         extra = self.provider_index(provider) if provider else None
         tried: list[str] = []
+        searched: set[tuple[int, str]] = set()  # (provider, spelling) pairs already tried
         full = True
         for spelling in spellings(model):
             ref = spelling.ref
@@ -274,13 +274,15 @@ class Catalogue:
             if extra is not None:
                 indices.insert(0, extra)
             for p_index in indices:
-                if p_index is not None:
+                if p_index is not None and (p_index, ref) not in searched:
+                    searched.add((p_index, ref))
                     hit = self._in_provider(p_index, ref)
                     if hit is not None:
                         return self._found(hit, ref, f"provider {self.providers[p_index].id}")
             vendors = self._vendors.match(ref)
-            if vendors:
+            if vendors and (min(vendors), ref) not in searched:
                 vendor = min(vendors)
+                searched.add((vendor, ref))
                 hit = self._in_provider(vendor, ref)
                 if hit is not None:
                     other = self._longer_known(vendor, hit[0], ref)

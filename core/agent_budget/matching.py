@@ -11,7 +11,7 @@ filed under a hit are tested. Names are matched lower-cased, as genai-prices doe
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 __all__ = ["Clause", "Matcher", "clause_matches", "describe_clause"]
@@ -113,7 +113,7 @@ class Matcher:
         self._in: dict[str, dict[int, dict[str, list[int]]]] = {}
         self._in_short: list[tuple[str, int]] = []
         self._re: dict[str, list[tuple[re.Pattern[str], int]]] = {}
-        self._slow: list[tuple[Clause, int]] = []
+        self._slow: list[tuple[Callable[[str], bool], int]] = []
         for clause, target in entries:
             self._add(clause, target)
         self._sw_lens = sorted({len(k) for k in self._sw})
@@ -126,7 +126,7 @@ class Matcher:
             for sub in value:
                 self._add(sub, target)
         elif kind == "and":
-            self._slow.append((clause, target))
+            self._slow.append((_predicate(clause), target))
         elif kind == "eq":
             self._eq.setdefault(value.lower(), []).append(target)
         elif kind == "sw":
@@ -186,7 +186,30 @@ class Matcher:
             for compiled, target in regexes.get(name[:n], ()):
                 if target not in out and compiled.search(name):
                     out.add(target)
-        for clause, target in self._slow:
-            if target not in out and clause_matches(clause, name) is not None:
+        for test, target in self._slow:
+            if target not in out and test(name):
                 out.add(target)
         return out
+
+
+def _predicate(clause: Clause) -> Callable[[str], bool]:
+    """``clause`` as a function of a lower-case name, regexes compiled once."""
+    kind, value = clause[0], clause[1]
+    if kind in ("or", "and"):
+        parts = [_predicate(sub) for sub in value]
+        if kind == "or":
+            return lambda name: any(part(name) for part in parts)
+        return lambda name: all(part(name) for part in parts)
+    if kind == "re":
+        search = re.compile(value).search
+        return lambda name: search(name) is not None
+    text = value.lower()
+    if kind == "eq":
+        return lambda name: name == text
+    if kind == "sw":
+        return lambda name: name.startswith(text)
+    if kind == "ew":
+        return lambda name: name.endswith(text)
+    if kind == "in":
+        return lambda name: text in name
+    raise ValueError(f"unknown match clause {kind!r}")

@@ -186,13 +186,12 @@ class ModelRates:
             + cache_write * atto[3]
             + usage.output_tokens * atto[1]
         )
-        if not tier._plain:
-            total += (
-                usage.cache_write_1h_tokens * (atto[4] - atto[3])
-                + usage.reasoning_tokens * (atto[5] - atto[1])
-                + atto[6]
-                + usage.web_searches * atto[7]
-            )
+        if not tier._plain:  # only the terms this model prices apart
+            if atto[4] != atto[3]:
+                total += usage.cache_write_1h_tokens * (atto[4] - atto[3])
+            if atto[5] != atto[1]:
+                total += usage.reasoning_tokens * (atto[5] - atto[1])
+            total += atto[6] + usage.web_searches * atto[7]
         return -(-total // _ATTO_PER_NANO)
 
     def worst_case_nanos(self, input_tokens: int, max_output_tokens: int) -> int:

@@ -28,14 +28,16 @@ _BEDROCK_REGIONAL = re.compile(rf"^(?:{_REGIONS})\.(?:{_BEDROCK_VENDORS})\.")
 _BEDROCK_VERSION = re.compile(r"-v\d+(?::\d+)?$|:\d+$")
 _ROUTER_VARIANT = re.compile(r":(?:free|beta|thinking|online|nitro|floor|extended|exacto)$")
 _CLAUDE_DOTS = re.compile(r"(?<=\d)\.(?=\d)")
-_SUFFIXES = (
-    re.compile(r"-\d{4}-\d{2}-\d{2}$"),  # gpt-4o-2024-08-06
-    re.compile(r"-20\d{6}$"),  # claude-3-5-sonnet-20241022
-    re.compile(r"-(?:0[1-9]|1[0-2])-20\d{2}$"),  # command-r-08-2024
-    re.compile(r"-(?:(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])|2[3-9](?:0[1-9]|1[0-2]))$"),
-    re.compile(r"-latest$"),  # claude-3-5-sonnet-latest
-    re.compile(r"-\d{3}$"),  # gemini-1.5-pro-002
-    re.compile(r"(?<=-\d)-0$"),  # claude-sonnet-4-0
+# Suffixes a family name drops, one at a time: a date (2024-08-06, 20241022, 08-2024, MMDD,
+# YYMM), -latest, a 3-digit version (gemini-1.5-pro-002) or a -0 alias (claude-sonnet-4-0).
+_SUFFIX = re.compile(
+    r"(?:-\d{4}-\d{2}-\d{2}"
+    r"|-20\d{6}"
+    r"|-(?:0[1-9]|1[0-2])-20\d{2}"
+    r"|-(?:(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])|2[3-9](?:0[1-9]|1[0-2]))"
+    r"|-latest"
+    r"|-\d{3}"
+    r"|(?<=-\d)-0)$"
 )
 # Spellings the source itself lacks, mapped to one it has (reported upstream as gaps).
 _SOURCE_GAPS = {
@@ -60,11 +62,8 @@ def normalize_model_name(model: str) -> str:
 
 
 def _strip_once(name: str) -> str:
-    for pattern in _SUFFIXES:
-        stripped = pattern.sub("", name)
-        if stripped != name and stripped:
-            return stripped
-    return name
+    found = _SUFFIX.search(name)
+    return name[: found.start()] if found is not None and found.start() > 0 else name
 
 
 def _tidy(name: str) -> str:

@@ -154,7 +154,16 @@ def _boundaries(constraint: Any, when: float) -> list[float]:
 class PriceRow:
     """One model of a catalogue: its id, provider, price periods and tier variants."""
 
-    __slots__ = ("_cache", "_lock", "_periods", "_variants", "id", "provider", "snapshot")
+    __slots__ = (
+        "_cache",
+        "_lock",
+        "_periods",
+        "_standard_quote",
+        "_variants",
+        "id",
+        "provider",
+        "snapshot",
+    )
 
     def __init__(
         self,
@@ -174,12 +183,21 @@ class PriceRow:
             (w, c, p) for w, c, p in variants or ()
         ]
         self._cache: dict[tuple[str | None, bool], tuple[float, float, Quote | None]] = {}
+        # (from, until, quote): the standard quote and the span it stays in force.
+        self._standard_quote: tuple[float, float, Quote | None] = (0.0, -1.0, None)
         self._lock = threading.Lock()
 
     def quote(self, when: float, tier: str | None = None, variants: bool = True) -> Quote | None:
         """The rates in force at ``when`` (epoch seconds) for ``tier``; None when the model
         is not priced by tokens. ``variants=False`` ignores tier variants (genai-prices
         applies them only to a provider's own models, not to ones it falls back to)."""
+        if tier is None:  # the hot path: standard prices, in force until the next change
+            standard = self._standard_quote
+            if standard[0] <= when < standard[1]:
+                return standard[2]
+            quote = self._quote(when, None, variants)
+            self._standard_quote = (*self._window(when), quote)
+            return quote
         key = (tier, variants)
         cached = self._cache.get(key)
         if cached is not None and cached[0] <= when < cached[1]:

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
 from typing import Literal
@@ -64,23 +64,32 @@ class ResolvedModel:
     how: str = ""
     row: PriceRow | None = None
     variants: bool = True
-
-    @property
-    def price_id(self) -> str:
-        """``provider:row`` (``openai:gpt-4o``), ``rates:key`` for your rates, or
-        ``fallback: ...`` for a model with no price: what a record cites."""
-        if not self.known:
-            return f"fallback: {self.how}"
-        return f"{self.provider or 'rates'}:{self.price_key}"
+    _flat: Quote = field(init=False, repr=False, compare=False)
+    price_id: str = field(init=False, repr=False, compare=False)
+    """``provider:row`` (``openai:gpt-4o``), ``rates:key`` for your rates, or
+    ``fallback: ...`` for a model with no price: what a record cites."""
 
     def quote(self, when: float, tier: str | None = None) -> Quote:
         """The rates a call at ``when`` (epoch seconds) in service tier ``tier`` pays."""
         row = self.row
-        if row is not None:
-            found = row.quote(when, tier, self.variants)
-            if found is not None:
-                return found
-        return Quote(self.rates, STANDARD, "")
+        if row is None:
+            return self._flat
+        if tier is None:  # the hot path: the row's standard quote, while still in force
+            standard = row._standard_quote
+            if standard[0] <= when < standard[1] and standard[2] is not None:
+                return standard[2]
+        found = row.quote(when, tier, self.variants)
+        return self._flat if found is None else found
+
+    def __post_init__(self) -> None:
+        # Built once: the quote of rates with no history or tiers (your rates=, a
+        # fallback) and the id a record cites.
+        object.__setattr__(self, "_flat", Quote(self.rates, STANDARD, ""))
+        if not self.known:
+            price_id = f"fallback: {self.how}"
+        else:
+            price_id = f"{self.provider or 'rates'}:{self.price_key}"
+        object.__setattr__(self, "price_id", price_id)
 
 
 @dataclass(frozen=True)
@@ -266,18 +275,19 @@ class RateTable:
 
     def _lookup(self, model: str, provider: str | None) -> ResolvedModel:
         now = time.time()
-        target = self._aliases.get(_key(model))
+        target = self._aliases.get(_key(model)) if self._aliases else None
         name = target if target is not None else model
         family = family_name(name)
-        if name in self._exact:
-            return self._user_rates(family, name, self._exact[name], "exact name")
-        if target is None and model.strip() in self._exact:
-            stripped = model.strip()
-            return self._user_rates(family, stripped, self._exact[stripped], "exact name")
-        for candidate in family_candidates(name):
-            found = self._user.get(candidate)
-            if found is not None:
-                return self._user_rates(family, found[0], found[1], f"as {candidate}")
+        if self._exact:
+            if name in self._exact:
+                return self._user_rates(family, name, self._exact[name], "exact name")
+            if target is None and model.strip() in self._exact:
+                stripped = model.strip()
+                return self._user_rates(family, stripped, self._exact[stripped], "exact name")
+            for candidate in family_candidates(name):
+                found = self._user.get(candidate)
+                if found is not None:
+                    return self._user_rates(family, found[0], found[1], f"as {candidate}")
         for source in self.overlays:
             hit = source.find(name)
             if hit is not None:

@@ -11,7 +11,7 @@ from .validate import MAX_TOKENS, check_tokens
 __all__ = ["Usage", "usage_from_mapping", "with_response_details"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Usage:
     """Token usage of one call.
 
@@ -33,49 +33,61 @@ class Usage:
     web_searches: int = 0
     service_tier: str | None = None
 
-    def __post_init__(self) -> None:
-        inp = self.input_tokens
-        out = self.output_tokens
-        read = self.cache_read_tokens
-        write = self.cache_write_tokens
-        reasoning = self.reasoning_tokens
+    def __init__(
+        self,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        reasoning_tokens: int = 0,
+        cache_write_1h_tokens: int = 0,
+        web_searches: int = 0,
+        service_tier: str | None = None,
+    ) -> None:
+        # Hand-written (one is built per call): checks inline, fields into the instance
+        # dict directly rather than one frozen-dataclass setattr each.
         if not (
-            inp.__class__ is int
-            and out.__class__ is int
-            and read.__class__ is int
-            and write.__class__ is int
-            and reasoning.__class__ is int
-            and 0 <= inp <= MAX_TOKENS
-            and 0 <= out <= MAX_TOKENS
-            and 0 <= read <= MAX_TOKENS
-            and 0 <= write <= MAX_TOKENS
-            and 0 <= reasoning <= MAX_TOKENS
+            input_tokens.__class__ is int
+            and output_tokens.__class__ is int
+            and cache_read_tokens.__class__ is int
+            and cache_write_tokens.__class__ is int
+            and reasoning_tokens.__class__ is int
+            and 0 <= input_tokens <= MAX_TOKENS
+            and 0 <= output_tokens <= MAX_TOKENS
+            and 0 <= cache_read_tokens <= MAX_TOKENS
+            and 0 <= cache_write_tokens <= MAX_TOKENS
+            and 0 <= reasoning_tokens <= MAX_TOKENS
         ):
-            for name in (
-                "input_tokens",
-                "output_tokens",
-                "cache_read_tokens",
-                "cache_write_tokens",
-                "reasoning_tokens",
-            ):
-                check_tokens(name, getattr(self, name))  # the full check, naming the field
-        if read + write > inp:
+            check_tokens("input_tokens", input_tokens)  # the full checks, naming the field
+            check_tokens("output_tokens", output_tokens)
+            check_tokens("cache_read_tokens", cache_read_tokens)
+            check_tokens("cache_write_tokens", cache_write_tokens)
+            check_tokens("reasoning_tokens", reasoning_tokens)
+        if cache_read_tokens + cache_write_tokens > input_tokens:
             raise ValueError(
                 "cache_read_tokens + cache_write_tokens must not exceed input_tokens "
-                f"({read} + {write} > {inp})"
+                f"({cache_read_tokens} + {cache_write_tokens} > {input_tokens})"
             )
-        if reasoning > out:
+        if reasoning_tokens > output_tokens:
             raise ValueError(
-                f"reasoning_tokens must not exceed output_tokens ({reasoning} > {out})"
+                f"reasoning_tokens must not exceed output_tokens "
+                f"({reasoning_tokens} > {output_tokens})"
             )
-        write_1h = self.cache_write_1h_tokens
-        searches = self.web_searches
+        fields = self.__dict__
+        fields["input_tokens"] = input_tokens
+        fields["output_tokens"] = output_tokens
+        fields["cache_read_tokens"] = cache_read_tokens
+        fields["cache_write_tokens"] = cache_write_tokens
+        fields["reasoning_tokens"] = reasoning_tokens
+        fields["cache_write_1h_tokens"] = cache_write_1h_tokens
+        fields["web_searches"] = web_searches
+        fields["service_tier"] = service_tier
         if (
-            write_1h.__class__ is not int
-            or searches.__class__ is not int
-            or write_1h
-            or searches
-            or self.service_tier is not None
+            cache_write_1h_tokens.__class__ is not int
+            or web_searches.__class__ is not int
+            or cache_write_1h_tokens
+            or web_searches
+            or service_tier is not None
         ):
             self._check_extras()
 
