@@ -15,6 +15,7 @@ from .errors import (
     UnknownModelError,
     UnknownScopeError,
 )
+from .extractors import extract_usage
 from .manager import BudgetManager, ScopeTemplate
 from .rates import ModelRates, RateTable, builtin_rates, normalize_model_name
 from .records import UsageRecord
@@ -61,6 +62,7 @@ __all__ = [
     "count_messages",
     "current_scope",
     "default_counter",
+    "extract_usage",
     "normalize_model_name",
     "open_store",
     "select_budget",

@@ -157,10 +157,11 @@ _APART_READ_KEYS = ("cache_read_input_tokens", "cacheReadInputTokens", "cacheRea
 _APART_WRITE_KEYS = ("cache_creation_input_tokens", "cacheWriteInputTokens", "cacheWriteTokens")
 # Where a whole response keeps its usage, when a response rather than a usage is passed,
 # and where some usages keep their counts.
-_RESPONSE_KEYS = ("usage", "usage_metadata", "usageMetadata")
-_NESTED = ("billed_units", "tokenUsage")
+_RESPONSE_KEYS = ("usage", "usage_metadata", "usageMetadata", "response", "result", "meta")
+_NESTED = ("billed_units", "tokenUsage", "tokens")
 
-_CACHE_READ_KEYS = ("cache_read", "priority_cache_read", "flex_cache_read")
+# LangChain's detail keys, and the OpenAI Realtime spelling of the same place.
+_CACHE_READ_KEYS = ("cache_read", "priority_cache_read", "flex_cache_read", "cached_tokens")
 # Every top-level key of LangChain's usage_metadata; a dict with no others takes a fast path.
 _LANGCHAIN_KEYS = frozenset(
     ("input_tokens", "output_tokens", "total_tokens", "input_token_details", "output_token_details")
@@ -323,10 +324,24 @@ def _read(obj: Any, depth: int) -> Usage | None:
     if found_in is None and out is None:
         if depth >= 2:
             return None
-        for key in _NESTED:  # Cohere billed_units, Cursor tokenUsage
+        for key in _NESTED:  # Cohere billed_units and tokens, Cursor tokenUsage
             inner = _get(obj, key)
-            if inner is not None and inner is not obj:
-                return _read(inner, depth + 1)
+            if inner is not None and inner is not obj and not isinstance(inner, (int, str)):
+                found = _read(inner, depth + 1)
+                if found is not None:
+                    read = found.cache_read_tokens or _pos(_get(obj, "cached_tokens"))
+                    if read == found.cache_read_tokens:
+                        return found
+                    return _clamped(  # Cohere keeps cached_tokens beside its tokens
+                        found.input_tokens,
+                        found.output_tokens,
+                        read,
+                        found.cache_write_tokens,
+                        found.reasoning_tokens,
+                        found.cache_write_1h_tokens,
+                        found.web_searches,
+                        found.service_tier or _tier(obj),
+                    )
         return None
     in_key, inp = found_in if found_in is not None else ("", 0)
     out = out or 0
@@ -403,8 +418,10 @@ def _read(obj: Any, depth: int) -> Usage | None:
     citations = _pos(_get(obj, "citation_tokens"))
     if citations:
         out += citations
-    searches = _nested_int(obj, "server_tool_use", "web_search_requests") or _pos(
-        _get(obj, "num_search_queries")
+    searches = (
+        _nested_int(obj, "server_tool_use", "web_search_requests")
+        or _pos(_get(obj, "num_search_queries"))
+        or _nested_int(_get(obj, "tool_calls_details"), "search_web", "invocation")
     )
     return _clamped(inp, out, cache_read, cache_write, reasoning, write_1h, searches, tier)
 
