@@ -33,6 +33,7 @@ __all__ = [
     "prompt_input_tokens",
     "read_outcome",
     "requested_model",
+    "requested_service_tier",
 ]
 
 log = logging.getLogger("agent_budget.langchain")
@@ -74,6 +75,12 @@ def requested_model(
             if found:
                 return found
     return None
+
+
+def requested_service_tier(invocation_params: Mapping[str, Any]) -> str | None:
+    """The service tier a request asks for (ChatOpenAI's and ChatAnthropic's
+    ``service_tier``: ``"flex"``, ``"priority"``, ``"auto"`` ...), or None."""
+    return _name(invocation_params.get("service_tier"))
 
 
 def max_output_tokens(

@@ -52,6 +52,7 @@ from ._langchain_read import (
     prompt_input_tokens,
     read_outcome,
     requested_model,
+    requested_service_tier,
 )
 
 __all__ = [
@@ -308,6 +309,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 session_id=self._session_for(metadata),
                 ttl=self._hold_ttl,
                 metadata={"framework": "langchain", "run_id": str(run_id)},
+                service_tier=requested_service_tier(params),
             )
         except BaseException as exc:
             if batch is not None:

@@ -354,3 +354,30 @@ def test_batch_is_half_price_on_anthropic_and_openai() -> None:
     assert batch.cost_nanos * 2 == standard.cost_nanos
     assert (standard.price_tier, batch.price_tier) == ("standard", "batch")
     assert budget.record("s", "gpt-5", 1000, 100, service_tier="batch").cost == Decimal("0.001125")
+
+
+def test_langchain_reserves_in_the_tier_the_request_asks_for() -> None:
+    """ChatOpenAI(service_tier="flex") asks for flex: the hold is priced at flex rates; the
+    response's tier (in usage_metadata and response_metadata) prices the commit."""
+    from uuid import uuid4
+
+    chat_openai = pytest.importorskip("langchain_openai").ChatOpenAI
+    from agent_budget_callbacks.langchain import BudgetCallbackHandler
+
+    holds = {}
+    for tier in (None, "flex", "priority"):
+        model = chat_openai(model="gpt-5", service_tier=tier, api_key="sk-test", max_tokens=1000)
+        budget = Budget(
+            BudgetScope(name="t", max_cost_per_day_usd=100), RateTable(), clock=lambda: NOW
+        )
+        handler = BudgetCallbackHandler(budget)
+        run_id = uuid4()
+        handler.on_chat_model_start(
+            {},
+            [[]],
+            run_id=run_id,
+            invocation_params=model._get_invocation_params(),
+            metadata=model._get_ls_params(),
+        )
+        holds[tier] = budget.usage()["day:cost"].reserved
+    assert holds["flex"] * 2 == holds[None] == holds["priority"] // 2
