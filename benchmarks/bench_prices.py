@@ -74,33 +74,37 @@ NAMES = [
 UNKNOWN = ["my-azure-deployment", "gpt-9-ultra-2099-01-01", "claude-opus-9", "acme/llm-7"]
 
 
-class _PreviousPricing:
-    """The previous release's hot path, copied: a cached name -> rates dict lookup with the
-    unknown-policy check, then integer atto-dollar arithmetic over four rates."""
+class _PreviousRates:
+    """The previous release's ``ModelRates`` pricing methods, copied: the tier lookup, then
+    integer atto-dollar arithmetic over four rates."""
 
     _ATTO_PER_NANO = 10**9
 
     def __init__(self, rates: ModelRates) -> None:
         atto = rates._atto
         assert atto is not None
-        self.atto = atto[:4]
-        self.cache = {MODEL: (MODEL, self, True)}
+        self._atto = atto[:4]
+        self.long_context: Any = None
+        self.long_context_threshold: int | None = None
 
-    def resolve(self, model: str) -> Any:
-        hit = self.cache.get(model)
-        if hit is None:
-            raise KeyError(model)
-        if not hit[2]:  # the unknown-model policy check
-            raise LookupError(model)
-        return hit
+    def _tier(self, input_tokens: int) -> _PreviousRates:
+        if (
+            self.long_context is not None
+            and self.long_context_threshold is not None
+            and input_tokens > self.long_context_threshold
+        ):
+            return self.long_context  # type: ignore[no-any-return]
+        return self
 
     def worst_case_nanos(self, input_tokens: int, max_output_tokens: int) -> int:
-        atto = self.atto
+        tier = self._tier(input_tokens)
+        atto = tier._atto
         total = input_tokens * max(atto[0], atto[3]) + max_output_tokens * atto[1]
         return -(-total // self._ATTO_PER_NANO)
 
     def cost_nanos(self, usage: Usage) -> int:
-        atto = self.atto
+        tier = self._tier(usage.input_tokens)
+        atto = tier._atto
         total = (
             usage.uncached_input_tokens * atto[0]
             + usage.cache_read_tokens * atto[2]
@@ -110,13 +114,33 @@ class _PreviousPricing:
         return -(-total // self._ATTO_PER_NANO)
 
 
+class _PreviousPricing:
+    """The previous release's ``RateTable.resolve``, copied: a cached name -> resolved model
+    lookup and the unknown-model policy check."""
+
+    def __init__(self, rates: ModelRates) -> None:
+        self.on_unknown = "warn"
+        self._cache = {MODEL: (MODEL, _PreviousRates(rates), True)}
+
+    def resolve(self, model: str, *, on_unknown: str | None = None) -> Any:
+        hit = self._cache.get(model) if isinstance(model, str) else None
+        if hit is None:
+            raise KeyError(model)
+        policy = on_unknown or self.on_unknown
+        if not hit[2] and policy == "raise":
+            raise LookupError(model)
+        return hit
+
+
 def _hot_path(n: int, rounds: int) -> Table:
     table = RateTable()
     resolved = table.resolve(MODEL)
     now = time.time()
     previous = _PreviousPricing(resolved.quote(now).rates)
     usage = Usage(IN_TOKENS, OUT_TOKENS)
-    assert previous.cost_nanos(usage) == resolved.quote(now).rates.cost_nanos(usage)
+    assert previous.resolve(MODEL)[1].cost_nanos(usage) == resolved.quote(now).rates.cost_nanos(
+        usage
+    )
 
     def before(k: int) -> None:
         for _ in range(k):

@@ -57,6 +57,7 @@ class ModelRates:
     _extra: tuple[Decimal, Decimal, Decimal, Decimal] = field(init=False, repr=False, compare=False)
     _atto: tuple[int, ...] | None = field(init=False, repr=False, compare=False)
     _plain: bool = field(init=False, repr=False, compare=False)
+    _worst: tuple[int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         inp = to_decimal("input_per_1k", self.input_per_1k)
@@ -88,9 +89,13 @@ class ModelRates:
         atto += [request * _ATTO_PER_USD, search * _ATTO_PER_USD]
         whole = all(a == a.to_integral_value() for a in atto)
         object.__setattr__(self, "_atto", tuple(int(a) for a in atto) if whole else None)
-        # True when only the four original rates matter (the common case, costed faster).
-        plain = write_1h == write and reasoning == out and not request and not search
+        # True when only the four original rates (and a per-search fee, paid only when a
+        # search happened) matter: the common case, costed faster.
+        plain = write_1h == write and reasoning == out and not request
         object.__setattr__(self, "_plain", plain)
+        # A reservation's rates per token: the dearest input kind, the dearer output kind.
+        worst = (max(atto[0], atto[2], atto[3], atto[4]), max(atto[1], atto[5]))
+        object.__setattr__(self, "_worst", (int(worst[0]), int(worst[1])) if whole else (0, 0))
 
     @classmethod
     def per_million(
@@ -191,14 +196,16 @@ class ModelRates:
                 total += usage.cache_write_1h_tokens * (atto[4] - atto[3])
             if atto[5] != atto[1]:
                 total += usage.reasoning_tokens * (atto[5] - atto[1])
-            total += atto[6] + usage.web_searches * atto[7]
+            total += atto[6]
+        if usage.web_searches:
+            total += usage.web_searches * atto[7]
         return -(-total // _ATTO_PER_NANO)
 
     def worst_case_nanos(self, input_tokens: int, max_output_tokens: int) -> int:
         """The most a call of this size can cost: every input token at the dearest input
         rate (plain, cached, 5-minute or 1-hour cache write), every output token at the
         dearer of the output and reasoning rates, plus the per-request fee."""
-        tier = self._tier(input_tokens)
+        tier = self if self.long_context is None else self._tier(input_tokens)
         atto = tier._atto
         if atto is None:
             inp, out, cached, write = tier._exact
@@ -211,11 +218,8 @@ class ModelRates:
                 / _THOUSAND
                 + request
             )
-        total = (
-            input_tokens * max(atto[0], atto[2], atto[3], atto[4])
-            + max_output_tokens * max(atto[1], atto[5])
-            + atto[6]
-        )
+        worst_in, worst_out = tier._worst
+        total = input_tokens * worst_in + max_output_tokens * worst_out + atto[6]
         return -(-total // _ATTO_PER_NANO)
 
     def estimate_cost(self, input_tokens: int, output_tokens: int) -> float:

@@ -265,8 +265,7 @@ class RateTable:
                 if len(self._cache) >= 4096:
                     self._cache.clear()
                 self._cache[key] = hit
-        policy = on_unknown or self.on_unknown
-        if not hit.known and policy == "raise":
+        if not hit.known and (on_unknown or self.on_unknown) == "raise":
             raise UnknownModelError(
                 f"model {model!r} has no price: add it to rates=, aliases= or an overlay, "
                 "or set on_unknown='warn'"
