@@ -177,6 +177,7 @@ class CallLifecycle:
         session: object,
         metadata: Mapping[str, Any] | None,
         min_output_tokens: int | None,
+        service_tier: str | None,
     ) -> tuple[Budget, dict[str, Any]]:
         budget = self.budget_for(scope, parent)
         tokens = input_tokens() if callable(input_tokens) else input_tokens
@@ -200,6 +201,8 @@ class CallLifecycle:
         }
         if self.wait:
             kwargs["wait"] = self.wait
+        if service_tier is not None:
+            kwargs["service_tier"] = service_tier
         if min_output_tokens is not None:
             kwargs["clamp"] = True
             kwargs["min_output_tokens"] = min(min_output_tokens, cap)
@@ -217,12 +220,14 @@ class CallLifecycle:
         session: object = None,
         metadata: Mapping[str, Any] | None = None,
         min_output_tokens: int | None = None,
+        service_tier: str | None = None,
     ) -> Reservation:
         """Reserve call ``call_id``'s worst case; raises to refuse it (the provider must
         then not be called). ``input_tokens`` may be a function, called only here;
         ``max_output_tokens=None`` means the request sets no cap. With ``min_output_tokens``
         the output cap is clamped to what fits, down to that floor: send the request with
-        ``reservation.max_output_tokens``. A second start of an open call returns its
+        ``reservation.max_output_tokens``. ``service_tier`` is the tier the request asks for
+        (the hold is priced in it). A second start of an open call returns its
         reservation."""
         known = self._calls.get(call_id)
         if known is not None:
@@ -238,6 +243,7 @@ class CallLifecycle:
                 session,
                 metadata,
                 min_output_tokens,
+                service_tier,
             )
             reservation = budget.reserve(**kwargs)
         except BaseException:
@@ -258,6 +264,7 @@ class CallLifecycle:
         session: object = None,
         metadata: Mapping[str, Any] | None = None,
         min_output_tokens: int | None = None,
+        service_tier: str | None = None,
     ) -> Reservation:
         """:meth:`start` for async adapters: the store is never awaited on the event loop."""
         known = self._calls.get(call_id)
@@ -274,6 +281,7 @@ class CallLifecycle:
                 session,
                 metadata,
                 min_output_tokens,
+                service_tier,
             )
             reservation = await budget.areserve(**kwargs)
         except BaseException:
