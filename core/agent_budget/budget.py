@@ -507,6 +507,19 @@ class Budget:
         """:meth:`reserve` for async code: the store is never awaited on the event loop and
         ``wait`` polls without blocking it. If the awaiting task is cancelled while the
         store answers, a hold it took is released, so a cancelled call never keeps budget."""
+        if not self.store.does_io and not wait:  # nothing to wait on: the sync path
+            return self.reserve(
+                model,
+                input_tokens,
+                max_output_tokens,
+                session_id=session_id,
+                ttl=ttl,
+                metadata=metadata,
+                clamp=clamp,
+                min_output_tokens=min_output_tokens,
+                output_from=output_from,
+                service_tier=service_tier,
+            )
         plan = self._plan(
             model,
             input_tokens,

@@ -379,6 +379,18 @@ class CallLifecycle:
         if reservation is not None:
             _quietly(reservation.release)
 
+    async def acached(self, call_id: Hashable) -> None:
+        """:meth:`cached` for async adapters."""
+        reservation = self._calls.pop(call_id)
+        if reservation is None:
+            return
+        if not reservation.budget.store.does_io:
+            _quietly(reservation.release)
+            return
+        from .aio import off_loop
+
+        await off_loop(lambda: _quietly(reservation.release))
+
     def fail(
         self,
         call_id: Hashable,
