@@ -103,9 +103,7 @@ def test_a_legacy_llm_beside_an_inline_tracer_is_still_budgeted_on_an_io_store(
     llm = FakeOpenAILLM()
     tracer = InlineTracer()
     with pytest.raises(BudgetExceededError):
-        asyncio.run(
-            llm.ainvoke("x", config={"callbacks": [tracer, BudgetCallbackHandler(budget)]})
-        )
+        asyncio.run(llm.ainvoke("x", config={"callbacks": [tracer, BudgetCallbackHandler(budget)]}))
     assert llm.calls.value == 0 and tracer.starts == 1
 
 
