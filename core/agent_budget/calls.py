@@ -19,7 +19,8 @@ import logging
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from .budget import Budget
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_MAX_OUTPUT_TOKENS",
     "UNKNOWN_MODEL",
     "CallLifecycle",
+    "CallTally",
     "partial_usage",
 ]
 
@@ -237,6 +239,77 @@ class CallLifecycle:
         self._calls.add(call_id, reservation)
         return reservation
 
+    # -- a call an adapter runs itself (a wrapped model) --------------------------------------
+
+    @asynccontextmanager
+    async def acall(
+        self,
+        call_id: Hashable,
+        *,
+        model: str | None,
+        input_tokens: int | Callable[[], int],
+        max_output_tokens: int | None = None,
+        scope: str | None = None,
+        parent: str | None = None,
+        session: object = None,
+        metadata: Mapping[str, Any] | None = None,
+        stream: bool = False,
+        no_usage_hint: str | None = None,
+    ) -> AsyncIterator[CallTally]:
+        """Start call ``call_id`` (:meth:`astart`: raises to refuse it, before the block
+        runs), run the block that calls the provider, and end the call from the
+        :class:`CallTally` the block fills in, for adapters that wrap the model call itself.
+
+        The block leaving normally ends the call (:meth:`aend`), unless it is a ``stream``
+        the block left before the provider finished (``tally.complete``): that stream was
+        dropped by its consumer. An exception out of the block fails the call
+        (:meth:`afail`, with the usage and text seen so far), unless the provider had
+        already finished; the exception is re-raised.
+        """
+        reservation = await self.astart(
+            call_id,
+            model=model,
+            input_tokens=input_tokens,
+            max_output_tokens=max_output_tokens,
+            scope=scope,
+            parent=parent,
+            session=session,
+            metadata=metadata,
+        )
+        tally = CallTally(reservation, stream=stream)
+        try:
+            yield tally
+        except BaseException as exc:
+            if tally.complete:
+                await self.aend(
+                    call_id,
+                    tally.usage,
+                    model=tally.model,
+                    text=tally.text,
+                    no_usage_hint=no_usage_hint,
+                )
+            else:
+                await self.afail(
+                    call_id, exc, usage=tally.usage, model=tally.model, text=tally.text
+                )
+            raise
+        if stream and not tally.complete:
+            await self.afail(
+                call_id,
+                GeneratorExit(),
+                usage=tally.usage,
+                model=tally.model,
+                text=tally.text if tally.text is not None else "",
+            )
+        else:
+            await self.aend(
+                call_id,
+                tally.usage,
+                model=tally.model,
+                text=tally.text,
+                no_usage_hint=no_usage_hint,
+            )
+
     # -- the end of a call: never raises ----------------------------------------------------
 
     def pop(self, call_id: Hashable) -> Reservation | None:
@@ -428,6 +501,41 @@ class CallLifecycle:
     def __repr__(self) -> str:
         name = self._budget.name if self._budget is not None else "BudgetManager"
         return f"CallLifecycle({self.framework!r}, {name!r}, open={self.open_calls})"
+
+
+class CallTally:
+    """What one call produced, filled in while it runs by an adapter that sees its whole
+    body (see :meth:`CallLifecycle.acall`).
+
+    ``reservation`` is the call's hold (its ``max_output_tokens`` is the cap to send the
+    provider); ``usage`` is the usage the provider reported (the latest: streams often
+    report it only at the end), ``model`` the model that answered, ``complete`` is set once
+    the provider finished answering. Text the call produced is added with
+    :meth:`add_text`; it is what a call without usage, or a stream cut short, is charged.
+    """
+
+    __slots__ = ("_pieces", "complete", "model", "reservation", "stream", "usage")
+
+    def __init__(self, reservation: Reservation, *, stream: bool = False) -> None:
+        self.reservation = reservation
+        self.stream = stream
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        self.complete = False
+        self._pieces: list[str] | None = [] if stream else None
+
+    def add_text(self, piece: str) -> None:
+        """Count ``piece`` as produced by the provider."""
+        if self._pieces is None:
+            self._pieces = []
+        if piece:
+            self._pieces.append(piece)
+
+    @property
+    def text(self) -> str | None:
+        """The text produced so far; None when none was seen (a call that failed before it
+        answered), ``""`` for a stream that produced nothing yet."""
+        return None if self._pieces is None else "".join(self._pieces)
 
 
 def partial_usage(reported: Usage | None, estimated_input: int, produced: int) -> Usage:
