@@ -88,7 +88,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     ``default_max_output_tokens`` is held as output when a request sets no cap (the core's
     one default, 4096; ``default_max_tokens`` is its old name); ``counter`` estimates
     prompts; ``default_model`` names calls whose model cannot be read from the run;
-    ``hold_ttl`` overrides the budget's hold lifetime; ``metadata`` is added to every record.
+    ``hold_ttl`` overrides the budget's hold lifetime; ``metadata`` is added to every record;
+    ``wait`` (seconds) lets a call that only fails to fit because of other calls' holds
+    (a ``batch`` or ``abatch`` of many calls) wait for them instead of being refused.
 
     It is a synchronous handler with ``raise_error = True`` (the only kind whose start-hook
     exception LangChain propagates on every sync and async path). In async runs it runs
@@ -116,6 +118,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         counter: TokenCounter | None = None,
         hold_ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        wait: float = 0.0,
     ) -> None:
         if default_max_output_tokens is not _UNSET and default_max_tokens is not _UNSET:
             raise TypeError("pass default_max_output_tokens or its old name, not both")
@@ -133,6 +136,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             counter=counter,
             hold_ttl=hold_ttl,
             metadata=metadata,
+            wait=wait,
         )
         self._manager = budget if isinstance(budget, BudgetManager) else None
         self._scope_key = scope_key
@@ -140,7 +144,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._session_key = session_key
         self._use_thread_id = use_thread_id
         store = budget.store
-        self._inline = not store.does_io
+        # Waiting blocks the thread the handler runs on: never the event loop's.
+        self._inline = not store.does_io and not self._calls.wait
         self._lock = threading.Lock()
         self._batches: dict[int, _Batch] = {}
         self._legacy_multi: weakref.WeakKeyDictionary[Reservation, _Batch] = (

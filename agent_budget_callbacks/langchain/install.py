@@ -42,6 +42,7 @@ def budget_guard(
     counter: TokenCounter | None = None,
     hold_ttl: float | None = None,
     metadata: Mapping[str, Any] | None = None,
+    wait: float = 0.0,
 ) -> Iterator[BudgetCallbackHandler]:
     """Enforce ``budget`` on every LangChain call made inside the block.
 
@@ -66,6 +67,7 @@ def budget_guard(
         "counter": counter,
         "hold_ttl": hold_ttl,
         "metadata": metadata,
+        "wait": wait,
     }
     changed = {k: v for k, v in options.items() if v != _DEFAULTS[k]}
     customised = bool(changed)
@@ -101,6 +103,7 @@ _DEFAULTS: dict[str, Any] = {
     "counter": None,
     "hold_ttl": None,
     "metadata": None,
+    "wait": 0.0,
 }
 
 

@@ -18,6 +18,7 @@ from .errors import (
 from .manager import BudgetManager, ScopeTemplate
 from .rates import ModelRates, RateTable, builtin_rates, normalize_model_name
 from .records import UsageRecord
+from .remaining import LimitRemaining, Remaining
 from .reservation import Reservation
 from .scope import BudgetScope
 from .stores import MemoryStore, Store, StoreOptions, open_store
@@ -38,9 +39,11 @@ __all__ = [
     "BudgetWarning",
     "CachedCounter",
     "HeuristicCounter",
+    "LimitRemaining",
     "MemoryStore",
     "ModelRates",
     "RateTable",
+    "Remaining",
     "Reservation",
     "RunTracker",
     "ScopeSelection",

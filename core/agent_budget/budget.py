@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Literal
 
+from . import reserving
+from .admission import Refused, notify_waiters
 from .aio import off_loop
 from .alerting import AlertCallback, Alerter, warn_thresholds
 from .alerts import BudgetAlert
@@ -22,6 +24,7 @@ from .pending import PendingCommit, pending_for
 from .rates import ModelRates, RateTable, ResolvedModel
 from .records import UsageRecord, record_payload
 from .refusals import exceeded_error, refusal_error
+from .remaining import Remaining, remaining_of
 from .reservation import Reservation
 from .scope import BudgetScope, Limit, Metric
 from .stores import Level, Line, Store, open_store
@@ -310,62 +313,97 @@ class Budget:
         session_id: str = "",
         ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        clamp: bool = False,
+        min_output_tokens: int = 1,
+        wait: float = 0.0,
+        output_from: str | None = None,
     ) -> Reservation:
         """Hold the worst-case cost of a call in this scope and every ancestor, atomically.
 
         Raises :class:`BudgetExceededError` (nothing held, nothing recorded) when
         committed + reserved + this estimate would cross any hard limit.
+
+        ``clamp=True`` admits the call with the largest output cap up to
+        ``max_output_tokens`` that fits every limit (``reservation.max_output_tokens``; pass
+        it on to the provider), refusing only below ``min_output_tokens``. ``wait`` (seconds)
+        waits, first come first served, for calls in flight to end instead of refusing at
+        once; a call that could not fit even with every hold gone is refused at once.
+        ``output_from`` says where the output cap came from, for the refusal message.
         """
+        plan = self._plan(
+            model,
+            input_tokens,
+            max_output_tokens,
+            session_id,
+            ttl,
+            metadata,
+            clamp,
+            min_output_tokens,
+            wait,
+            output_from,
+        )
+        outcome = reserving.attempt(self, plan)
+        if isinstance(outcome, Reservation):
+            return outcome
+        if wait and outcome.waitable:
+            outcome = reserving.wait_blocking(self, plan, outcome, wait)
+            if isinstance(outcome, Reservation):
+                return outcome
+        raise reserving.refusal(self, plan, outcome)
+
+    def _plan(
+        self,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int,
+        session_id: str,
+        ttl: float | None,
+        metadata: Mapping[str, Any] | None,
+        clamp: bool,
+        min_output_tokens: int,
+        wait: float,
+        output_from: str | None,
+    ) -> reserving.Plan:
+        """Validate a reserve request (changing nothing) and price its model."""
         if input_tokens.__class__ is not int or not 0 <= input_tokens <= MAX_TOKENS:
             check_tokens("input_tokens", input_tokens)
         if max_output_tokens.__class__ is not int or not 0 <= max_output_tokens <= MAX_TOKENS:
             check_tokens("max_output_tokens", max_output_tokens)
         if ttl is not None:
             _check_ttl("ttl", ttl)
-        if not isinstance(session_id, str):
+        if session_id.__class__ is not str:
             raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
-        resolved = self._resolve(model)
-        tokens = input_tokens + max_output_tokens
-        cost = resolved.rates.worst_case_nanos(input_tokens, max_output_tokens)
-        now = self.clock()
-        hold_ttl = self.hold_ttl if ttl is None else float(ttl)
-        reservation = Reservation(
-            budget=self,
-            id=_new_hold_id(),
-            model=resolved.name,
-            requested_model=model,
-            input_tokens=input_tokens,
-            max_output_tokens=max_output_tokens,
-            tokens=tokens,
-            cost_nanos=cost,
+        if clamp is not False:
+            if not isinstance(clamp, bool):
+                raise TypeError(f"clamp must be a bool, got {clamp!r}")
+            check_tokens("min_output_tokens", min_output_tokens)
+            if min_output_tokens > max_output_tokens:
+                raise ValueError(
+                    f"min_output_tokens ({min_output_tokens}) must not exceed "
+                    f"max_output_tokens ({max_output_tokens})"
+                )
+        if wait:
+            dec = to_decimal("wait", wait)
+            if dec > 86_400:
+                raise ValueError(f"wait is unreasonably long: {wait!r} seconds")
+        if output_from is not None and not isinstance(output_from, str):
+            raise TypeError(f"output_from must be a str or None, got {output_from!r}")
+        return reserving.Plan(
+            model,
+            self._resolve(model),
+            input_tokens,
+            max_output_tokens,
             session_id=session_id,
-            metadata=dict(metadata or {}),
-            created_at=now,
-            expires_at=now + hold_ttl,
-            held=False,
+            ttl=self.hold_ttl if ttl is None else float(ttl),
+            metadata=metadata,
+            clamp=clamp,
+            floor=min_output_tokens if clamp else max_output_tokens,
+            output_from=output_from,
         )
-        lines = self._lines(resolved.name, tokens, cost, mode="hard")
-        if not lines:
-            return reservation
-        if self._pending:
-            self._flush_pending()
-        try:
-            result = self.store.reserve(
-                reservation.id, lines, now=now, ttl=hold_ttl, group=self.group
-            )
-        except StoreError as exc:
-            self._admit_despite_outage(exc, "admitting the call")
-            self._alerter.warn(
-                f"budget store unavailable, call admitted unchecked: {exc}", "store_unavailable"
-            )
-            return reservation
-        if not result.admitted:
-            assert result.refused_at is not None
-            raise self._refusal(lines[result.refused_at], result.levels[result.refused_at])
-        reservation.held = True
-        return reservation
+
+    _new_hold_id = staticmethod(_new_hold_id)
 
     def commit(
         self,
@@ -433,7 +471,9 @@ class Budget:
                 return True
             reservation.held = False
         try:
-            return bool(self.store.release(reservation.id, now=self.clock(), group=self.group))
+            freed = bool(self.store.release(reservation.id, now=self.clock(), group=self.group))
+            notify_waiters(self.store)
+            return freed
         except StoreError:
             log.warning(
                 "could not release hold %s; it expires on its own", reservation.id, exc_info=True
@@ -451,21 +491,35 @@ class Budget:
         session_id: str = "",
         ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        clamp: bool = False,
+        min_output_tokens: int = 1,
+        wait: float = 0.0,
+        output_from: str | None = None,
     ) -> Reservation:
-        """:meth:`reserve` for async code. If the awaiting task is cancelled while the store
-        answers, a hold it took is released, so a cancelled call never keeps budget."""
-        call = functools.partial(
-            self.reserve,
+        """:meth:`reserve` for async code: the store is never awaited on the event loop and
+        ``wait`` polls without blocking it. If the awaiting task is cancelled while the
+        store answers, a hold it took is released, so a cancelled call never keeps budget."""
+        plan = self._plan(
             model,
             input_tokens,
             max_output_tokens,
-            session_id=session_id,
-            ttl=ttl,
-            metadata=metadata,
+            session_id,
+            ttl,
+            metadata,
+            clamp,
+            min_output_tokens,
+            wait,
+            output_from,
         )
-        if not self.store.does_io:
-            return call()
-        return await off_loop(call, undo=_release_quietly)
+        if self.store.does_io:
+            outcome = await off_loop(lambda: reserving.attempt(self, plan), undo=_release_held)
+        else:
+            outcome = reserving.attempt(self, plan)
+        if isinstance(outcome, Refused) and wait and outcome.waitable:
+            outcome = await reserving.wait_async(self, plan, outcome, wait)
+        if isinstance(outcome, Refused):
+            raise reserving.refusal(self, plan, outcome)
+        return outcome
 
     async def acommit(
         self,
@@ -541,6 +595,7 @@ class Budget:
             return record, lines, None
         with self._lock:
             self._records.append(record)
+        notify_waiters(self.store)
         self._check_alerts(resolved.name, lines, result.levels)
         return record, lines, result.levels
 
@@ -639,6 +694,13 @@ class Budget:
 
     # -- inspection ------------------------------------------------------------------------
 
+    def remaining(self, model: str | None = None) -> Remaining:
+        """What is left under every limit of this scope and its ancestors, net of the holds
+        of calls in flight (tokens as ints, USD as exact Decimals); with ``model``, per-model
+        limits of other models are left out. ``remaining().tokens`` / ``.usd`` are the
+        tightest hard limits."""
+        return remaining_of(self, model)
+
     def usage(self) -> dict[str, Level]:
         """Raw counters of this scope from the store: metric -> Level(committed, reserved)."""
         return dict(self.store.read(self.name, now=self.clock(), group=self.group))
@@ -691,8 +753,10 @@ def _check_ttl(name: str, value: object) -> None:
         raise ValueError(f"{name} is unreasonably long: {value!r} seconds")
 
 
-def _release_quietly(reservation: Reservation) -> None:
+def _release_held(outcome: Reservation | Refused) -> None:
+    if not isinstance(outcome, Reservation):
+        return
     try:
-        reservation.release()
+        outcome.release()
     except Exception:
-        log.warning("could not release hold %s of a cancelled call", reservation.id, exc_info=True)
+        log.warning("could not release hold %s of a cancelled call", outcome.id, exc_info=True)

@@ -71,7 +71,9 @@ class CallLifecycle:
     session of calls that name none; ``default_model`` names calls whose model is unknown;
     ``default_max_output_tokens`` is held as output when a request sets no cap; ``counter``
     estimates prompts and counts streamed text; ``hold_ttl`` overrides the budget's hold
-    lifetime; ``metadata`` is added to every record.
+    lifetime; ``metadata`` is added to every record; ``wait`` (seconds) makes a call that
+    only fails to fit because of other calls' holds wait for them (see
+    :meth:`Budget.reserve`).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class CallLifecycle:
         counter: TokenCounter | None = None,
         hold_ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        wait: float = 0.0,
     ) -> None:
         if not isinstance(target, (Budget, BudgetManager)):
             raise TypeError(
@@ -114,6 +117,9 @@ class CallLifecycle:
         self.counter = counter if counter is not None else default_counter()
         self.hold_ttl = hold_ttl
         self.metadata = dict(metadata or {})
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 86_400:
+            raise ValueError(f"wait must be a number of seconds (0 to 86400), got {wait!r}")
+        self.wait = float(wait)
         self._budget = target if isinstance(target, Budget) else None
         self._calls = RunTracker(grace_seconds=TRACKER_GRACE_SECONDS)
         self._warned: set[str] = set()
@@ -168,10 +174,19 @@ class CallLifecycle:
         parent: str | None,
         session: object,
         metadata: Mapping[str, Any] | None,
+        min_output_tokens: int | None,
     ) -> tuple[Budget, dict[str, Any]]:
         budget = self.budget_for(scope, parent)
         tokens = input_tokens() if callable(input_tokens) else input_tokens
-        cap = self.default_max_output_tokens if max_output_tokens is None else max_output_tokens
+        if max_output_tokens is None:
+            cap = self.default_max_output_tokens
+            source = (
+                f"the default_max_output_tokens={cap} of the {self.framework} adapter, as the "
+                "request set no max_tokens"
+            )
+        else:
+            cap = max_output_tokens
+            source = "the request's max_tokens"
         kwargs: dict[str, Any] = {
             "model": model or self.default_model or UNKNOWN_MODEL,
             "input_tokens": tokens,
@@ -179,7 +194,13 @@ class CallLifecycle:
             "session_id": self.session_for(session),
             "ttl": self.hold_ttl,
             "metadata": self._call_metadata(call_id, metadata),
+            "output_from": source,
         }
+        if self.wait:
+            kwargs["wait"] = self.wait
+        if min_output_tokens is not None:
+            kwargs["clamp"] = True
+            kwargs["min_output_tokens"] = min(min_output_tokens, cap)
         return budget, kwargs
 
     def start(
@@ -193,17 +214,28 @@ class CallLifecycle:
         parent: str | None = None,
         session: object = None,
         metadata: Mapping[str, Any] | None = None,
+        min_output_tokens: int | None = None,
     ) -> Reservation:
         """Reserve call ``call_id``'s worst case; raises to refuse it (the provider must
         then not be called). ``input_tokens`` may be a function, called only here;
-        ``max_output_tokens=None`` means the request sets no cap. A second start of an open
-        call returns its reservation."""
+        ``max_output_tokens=None`` means the request sets no cap. With ``min_output_tokens``
+        the output cap is clamped to what fits, down to that floor: send the request with
+        ``reservation.max_output_tokens``. A second start of an open call returns its
+        reservation."""
         known = self._calls.get(call_id)
         if known is not None:
             return known
         try:
             budget, kwargs = self._prepare(
-                call_id, model, input_tokens, max_output_tokens, scope, parent, session, metadata
+                call_id,
+                model,
+                input_tokens,
+                max_output_tokens,
+                scope,
+                parent,
+                session,
+                metadata,
+                min_output_tokens,
             )
             reservation = budget.reserve(**kwargs)
         except BaseException:
@@ -223,6 +255,7 @@ class CallLifecycle:
         parent: str | None = None,
         session: object = None,
         metadata: Mapping[str, Any] | None = None,
+        min_output_tokens: int | None = None,
     ) -> Reservation:
         """:meth:`start` for async adapters: the store is never awaited on the event loop."""
         known = self._calls.get(call_id)
@@ -230,7 +263,15 @@ class CallLifecycle:
             return known
         try:
             budget, kwargs = self._prepare(
-                call_id, model, input_tokens, max_output_tokens, scope, parent, session, metadata
+                call_id,
+                model,
+                input_tokens,
+                max_output_tokens,
+                scope,
+                parent,
+                session,
+                metadata,
+                min_output_tokens,
             )
             reservation = await budget.areserve(**kwargs)
         except BaseException:
