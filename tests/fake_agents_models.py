@@ -59,9 +59,11 @@ class FakeResponsesModel(Model):
     """Scripted answers with OpenAIResponsesModel's usage shapes (see the module docstring).
 
     ``bill`` is reported for every call (default :class:`Bill`); ``report_usage=False``
-    reports none, as a Chat Completions stream without ``include_usage`` does; ``hang`` makes a call wait at the provider until
-    cancelled; ``hang_after_chunks`` makes a stream wait after that many text pieces;
-    ``error`` is raised by the provider once the call is counted.
+    reports none, as a Chat Completions stream without ``include_usage`` does; ``gate``
+    (an asyncio.Event) holds every call at the provider until it is set; ``hang``
+    makes a call wait at the provider until cancelled; ``hang_after_chunks`` makes a stream
+    wait after that many text pieces; ``error`` is raised by the provider once the call is
+    counted.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class FakeResponsesModel(Model):
         bill: Bill | None = None,
         report_usage: bool = True,
         answered: str | None = "gpt-4o-2024-08-06",
+        gate: asyncio.Event | None = None,
         hang: bool = False,
         hang_after_chunks: int | None = None,
         error: BaseException | None = None,
@@ -81,6 +84,7 @@ class FakeResponsesModel(Model):
         self.bill = Bill() if bill is None else bill
         self.report_usage = report_usage
         self.answered = answered
+        self.gate = gate
         self.hang = hang
         self.hang_after_chunks = hang_after_chunks
         self.error = error
@@ -165,6 +169,8 @@ class FakeResponsesModel(Model):
         reply = self._provider_call(model_settings)
         if self.hang:
             await asyncio.Event().wait()
+        if self.gate is not None:
+            await self.gate.wait()
         await asyncio.sleep(0)
         api_usage = self._usage()
         usage = Usage()
@@ -194,6 +200,8 @@ class FakeResponsesModel(Model):
         prompt: Any = None,
     ) -> AsyncIterator[TResponseStreamEvent]:
         reply = self._provider_call(model_settings)
+        if self.gate is not None:
+            await self.gate.wait()
         seq = itertools.count()
         yield ResponseCreatedEvent(
             response=self._response(None, None), sequence_number=next(seq), type="response.created"

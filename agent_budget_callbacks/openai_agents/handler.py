@@ -34,10 +34,15 @@ from agents.retry import ModelRetryAdvice, ModelRetryAdviceRequest, ModelRetryNo
 from agents.tool import Tool
 
 from agent_budget import Budget, BudgetError, BudgetManager, TokenCounter
-from agent_budget.calls import DEFAULT_MAX_OUTPUT_TOKENS, CallLifecycle, CallTally
+from agent_budget.calls import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    CallLifecycle,
+    CallTally,
+    selection_from,
+)
+from agent_budget.validate import check_tokens
 
 from .payload import (
-    context_selection,
     input_tokens,
     max_output_tokens,
     model_name,
@@ -161,10 +166,13 @@ class BudgetHooks(RunHooks[Any]):
     ``session_id``.
 
     ``default_max_output_tokens`` is held as output when a call sets no ``max_tokens`` (the
-    core's one default, 4096); ``clamp=True`` makes wrapped models send the output cap the
-    hold was sized for; ``default_model`` names calls whose model is unknown; ``counter``
-    estimates prompts; ``hold_ttl`` overrides the budget's hold lifetime; ``metadata`` is
-    added to every record. Subclasses that override a hook call ``super()`` first.
+    core's one default, 4096); ``clamp=True`` holds the largest output cap up to that which
+    fits every limit, down to ``min_output_tokens`` (refusing below it), and makes wrapped
+    models send it as ``max_tokens``; ``wait`` (seconds) lets a call that only fails to fit
+    because of other calls' holds wait for them; ``default_model`` names calls whose model
+    is unknown; ``counter`` estimates prompts; ``hold_ttl`` overrides the budget's hold
+    lifetime; ``metadata`` is added to every record. Subclasses that override a hook call
+    ``super()`` first.
     """
 
     def __init__(
@@ -180,6 +188,8 @@ class BudgetHooks(RunHooks[Any]):
         default_model: str | None = None,
         default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
         clamp: bool = False,
+        min_output_tokens: int = 1,
+        wait: float = 0.0,
         counter: TokenCounter | None = None,
         hold_ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
@@ -195,9 +205,17 @@ class BudgetHooks(RunHooks[Any]):
             counter=counter,
             hold_ttl=hold_ttl,
             metadata=metadata,
+            wait=wait,
         )
+        check_tokens("min_output_tokens", min_output_tokens)
         self._keys = (scope_key, parent_key, session_key)
         self.clamp = bool(clamp)
+        self.min_output_tokens = min_output_tokens
+
+    @property
+    def floor(self) -> int | None:
+        """The ``min_output_tokens`` passed to the lifecycle: None unless clamping."""
+        return self.min_output_tokens if self.clamp else None
 
     @property
     def budget(self) -> Budget | BudgetManager:
@@ -245,7 +263,7 @@ class BudgetHooks(RunHooks[Any]):
     ) -> None:
         """Reserve the call's worst case; raises to refuse it (the model is not called)."""
         calls = self._calls
-        scope, parent, session = context_selection(getattr(context, "context", None), *self._keys)
+        scope, parent, session = selection_from(getattr(context, "context", None), *self._keys)
         if not isinstance(calls.target, BudgetManager):
             scope = parent = None
         turn = _Turn(calls, _new_call_id(), input_items, context, agent, scope, parent, session)
@@ -259,6 +277,7 @@ class BudgetHooks(RunHooks[Any]):
             scope=scope,
             parent=parent,
             session=session,
+            min_output_tokens=self.floor,
         )
         _TURNS.add(turn)
 
@@ -349,7 +368,8 @@ class BudgetModel(Model):
                 turn.adopted = True
                 call_id = turn.call_id
                 held = calls.get(call_id)
-                if held is not None and cap is not None and cap > held.max_output_tokens:
+                bigger = cap is not None and held is not None and cap > held.max_output_tokens
+                if held is not None and bigger and not self.hooks.clamp:
                     # The run's settings ask for more than the hooks could see: hold it.
                     calls.pop(call_id)
                     await held.budget.arelease(held)
@@ -363,6 +383,7 @@ class BudgetModel(Model):
             scope=scope,
             parent=parent,
             session=session,
+            min_output_tokens=self.hooks.floor,
             stream=stream,
             no_usage_hint=NO_USAGE_HINT,
         ) as tally:

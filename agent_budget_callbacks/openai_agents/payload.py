@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from agents import ModelResponse, ModelSettings
@@ -19,7 +19,6 @@ from agent_budget import HeuristicCounter, TokenCounter, Usage, count_messages
 
 __all__ = [
     "StreamEvent",
-    "context_selection",
     "input_tokens",
     "max_output_tokens",
     "model_name",
@@ -79,14 +78,14 @@ def response_usage(response: ModelResponse) -> Usage | None:
 
 
 def _content_text(content: object) -> str:
+    """The text of message content: a str, or a list of parts (dicts or SDK objects) with
+    ``text`` (or ``refusal``); images and files count nothing."""
     if isinstance(content, str):
         return content
-    if isinstance(content, Iterable) and not isinstance(content, (bytes, Mapping)):
+    if isinstance(content, (list, tuple)):
         return "".join(_content_text(part) for part in content)
     text = _get(content, "text") or _get(content, "refusal")
-    if isinstance(text, str):
-        return text
-    return ""
+    return text if isinstance(text, str) else ""
 
 
 def _get(obj: object, key: str) -> Any:
@@ -175,20 +174,6 @@ def model_name(model: object) -> str | None:
         return model.strip() or None
     name = getattr(model, "model", None)
     return name if isinstance(name, str) and name.strip() else None
-
-
-def context_selection(
-    context: object, scope_key: str, parent_key: str, session_key: str
-) -> tuple[str | None, str | None, str | None]:
-    """``(scope, parent, session)`` named by a run's context object: keys of a mapping, or
-    attributes of any other object; None for each one it does not name."""
-    if context is None:
-        return None, None, None
-    values = []
-    for key in (scope_key, parent_key, session_key):
-        value = _get(context, key)
-        values.append(str(value) if value is not None and value != "" else None)
-    return values[0], values[1], values[2]
 
 
 class StreamEvent(NamedTuple):

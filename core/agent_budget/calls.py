@@ -40,6 +40,7 @@ __all__ = [
     "CallLifecycle",
     "CallTally",
     "partial_usage",
+    "selection_from",
 ]
 
 log = logging.getLogger("agent_budget")
@@ -294,12 +295,15 @@ class CallLifecycle:
         parent: str | None = None,
         session: object = None,
         metadata: Mapping[str, Any] | None = None,
+        min_output_tokens: int | None = None,
         stream: bool = False,
         no_usage_hint: str | None = None,
     ) -> AsyncIterator[CallTally]:
         """Start call ``call_id`` (:meth:`astart`: raises to refuse it, before the block
         runs), run the block that calls the provider, and end the call from the
         :class:`CallTally` the block fills in, for adapters that wrap the model call itself.
+        With ``min_output_tokens`` the output cap is clamped (send the provider
+        ``tally.reservation.max_output_tokens``).
 
         The block leaving normally ends the call (:meth:`aend`), unless it is a ``stream``
         the block left before the provider finished (``tally.complete``): that stream was
@@ -316,6 +320,7 @@ class CallLifecycle:
             parent=parent,
             session=session,
             metadata=metadata,
+            min_output_tokens=min_output_tokens,
         )
         tally = CallTally(reservation, stream=stream)
         try:
@@ -577,6 +582,24 @@ class CallTally:
         """The text produced so far; None when none was seen (a call that failed before it
         answered), ``""`` for a stream that produced nothing yet."""
         return None if self._pieces is None else "".join(self._pieces)
+
+
+def selection_from(
+    source: object,
+    scope_key: str = "budget_scope",
+    parent_key: str = "budget_parent",
+    session_key: str = "budget_session",
+) -> tuple[str | None, str | None, str | None]:
+    """``(scope, parent, session)`` a framework's per-run object names (a run context, the
+    dependencies of an agent run): keys of a mapping, else attributes of any other object;
+    None for each one it does not name (or names as None or "")."""
+    if source is None:
+        return None, None, None
+    found: list[str | None] = []
+    for key in (scope_key, parent_key, session_key):
+        value = source.get(key) if isinstance(source, Mapping) else getattr(source, key, None)
+        found.append(None if value is None or value == "" else str(value))
+    return found[0], found[1], found[2]
 
 
 def partial_usage(reported: Usage | None, estimated_input: int, produced: int) -> Usage:
