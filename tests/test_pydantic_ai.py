@@ -114,6 +114,43 @@ def test_pin_get_wrapper_model_wraps_every_request_and_sees_the_run_context() ->
     assert seen == ["tenant-deps", "tenant-deps"]
 
 
+def test_pin_request_stream_receives_the_run_context() -> None:
+    seen: list[Any] = []
+
+    class Noting(WrapperModel):
+        def request_stream(self, messages: Any, settings: Any, params: Any, run_context: Any):
+            seen.append(run_context.deps if run_context is not None else "no context")
+            return super().request_stream(messages, settings, params, run_context)
+
+    class Wrapping(AbstractCapability[Any]):
+        def get_wrapper_model(self, model: Model) -> Model | None:
+            return Noting(model)
+
+    agent: Agent[Any, str] = Agent(FakeOpenAIChatModel(), capabilities=[Wrapping()], deps_type=str)
+    _run(agent, "run_stream", deps="tenant-deps")
+    assert seen == ["tenant-deps"]
+
+
+def test_pin_a_streamed_responses_state_says_whether_it_ran_to_its_end() -> None:
+    from pydantic_ai.models import ModelRequestParameters
+
+    async def state(stop_after: int | None, cancel: bool) -> str:
+        model = FakeOpenAIChatModel(replies=["one two three four"])
+        async with model.request_stream([], None, ModelRequestParameters()) as stream:
+            seen = 0
+            async for _event in stream:
+                seen += 1
+                if seen == stop_after:
+                    break
+            if cancel:
+                await stream.cancel()
+            return stream.get().state
+
+    assert asyncio.run(state(None, False)) == "complete"
+    assert asyncio.run(state(2, True)) == "interrupted"
+    assert asyncio.run(state(2, False)) == "incomplete"
+
+
 @pytest.mark.parametrize("mode", ["run", "run_sync", "run_stream", "run_stream_sync", "iter"])
 def test_pin_an_exception_from_the_wrapper_reaches_the_caller_unchanged(mode: str) -> None:
     error = Sentinel("no")
