@@ -4,22 +4,17 @@
 ``ModelResponse`` whose ``usage`` is what ``OpenAIResponsesModel`` builds from the API's
 ``usage`` (``requests=1``, ``input_tokens`` including ``cached_tokens``, ``output_tokens``
 including ``reasoning_tokens``); ``stream_response`` yields Responses API events, the text
-piece by piece as ``response.output_text.delta`` events, and ends with
-``response.completed``, whose ``response`` carries the usage and the dated snapshot that
-answered. Replies are scripted: a str is a text answer, a :class:`AgentToolCall` asks for a
-function tool. Every provider call is counted (``calls``) and the settings it was sent with
-kept (``settings_seen``), so a test can prove a refused call never reached the provider and
-see the ``max_tokens`` a budget clamped.
+piece by piece as ``response.output_text.delta`` events (tool-call arguments as
+``response.function_call_arguments.delta``), and ends with ``response.completed``, whose
+``response`` carries the usage and the dated snapshot that answered. The script, the call
+counter and the failure knobs are :class:`~tests.scripted_provider.ScriptedProvider`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
-import threading
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 from agents import Model, ModelResponse, ModelSettings, ModelTracing, Usage
@@ -41,68 +36,19 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
-from .fake_chat_models import Bill, CallCounter
+from .provider_servers import ToolCall
+from .scripted_provider import Reply, ScriptedProvider, pieces
 
-__all__ = ["AgentToolCall", "Bill", "FakeResponsesModel"]
-
-
-@dataclass(frozen=True)
-class AgentToolCall:
-    """A scripted reply that asks for one function tool call."""
-
-    name: str
-    arguments: dict[str, Any]
-    call_id: str = "call_1"
+__all__ = ["FakeResponsesModel", "ToolCall"]
 
 
-class FakeResponsesModel(Model):
-    """Scripted answers with OpenAIResponsesModel's usage shapes (see the module docstring).
+class FakeResponsesModel(ScriptedProvider, Model):
+    """Scripted answers with OpenAIResponsesModel's usage shapes (see the module docstring);
+    keyword options are :class:`~tests.scripted_provider.ScriptedProvider`'s."""
 
-    ``bill`` is reported for every call (default :class:`Bill`); ``report_usage=False``
-    reports none, as a Chat Completions stream without ``include_usage`` does; ``gate``
-    (an asyncio.Event) holds every call at the provider until it is set; ``hang``
-    makes a call wait at the provider until cancelled; ``hang_after_chunks`` makes a stream
-    wait after that many text pieces; ``error`` is raised by the provider once the call is
-    counted.
-    """
-
-    def __init__(
-        self,
-        model: str = "gpt-4o",
-        *,
-        replies: Sequence[str | AgentToolCall] = ("Hello there, friend.",),
-        bill: Bill | None = None,
-        report_usage: bool = True,
-        answered: str | None = "gpt-4o-2024-08-06",
-        gate: asyncio.Event | None = None,
-        hang: bool = False,
-        hang_after_chunks: int | None = None,
-        error: BaseException | None = None,
-    ) -> None:
+    def __init__(self, model: str = "gpt-4o", **script: Any) -> None:
         self.model = model
-        self.replies = list(replies)
-        self.bill = Bill() if bill is None else bill
-        self.report_usage = report_usage
-        self.answered = answered
-        self.gate = gate
-        self.hang = hang
-        self.hang_after_chunks = hang_after_chunks
-        self.error = error
-        self.calls = CallCounter()
-        self.settings_seen: list[ModelSettings] = []
-        self._cycle = itertools.cycle(self.replies)
-        self._lock = threading.Lock()
-
-    # -- the provider ------------------------------------------------------------------------
-
-    def _provider_call(self, settings: ModelSettings) -> str | AgentToolCall:
-        self.calls.hit()
-        with self._lock:
-            self.settings_seen.append(settings)
-            reply = next(self._cycle)
-        if self.error is not None:
-            raise self.error
-        return reply
+        self._script(**script)
 
     def _usage(self) -> ResponseUsage | None:
         if not self.report_usage:
@@ -119,11 +65,11 @@ class FakeResponsesModel(Model):
         )
 
     @staticmethod
-    def _item(reply: str | AgentToolCall) -> ResponseOutputMessage | ResponseFunctionToolCall:
-        if isinstance(reply, AgentToolCall):
+    def _item(reply: Reply) -> ResponseOutputMessage | ResponseFunctionToolCall:
+        if isinstance(reply, ToolCall):
             return ResponseFunctionToolCall(
                 id="fc_1",
-                call_id=reply.call_id,
+                call_id=reply.id or "call_1",
                 name=reply.name,
                 arguments=json.dumps(reply.arguments),
                 type="function_call",
@@ -150,8 +96,6 @@ class FakeResponsesModel(Model):
             usage=usage,
         )
 
-    # -- agents.Model --------------------------------------------------------------------------
-
     async def get_response(
         self,
         system_instructions: str | None,
@@ -166,12 +110,8 @@ class FakeResponsesModel(Model):
         conversation_id: str | None,
         prompt: Any,
     ) -> ModelResponse:
-        reply = self._provider_call(model_settings)
-        if self.hang:
-            await asyncio.Event().wait()
-        if self.gate is not None:
-            await self.gate.wait()
-        await asyncio.sleep(0)
+        reply = self._take(model_settings)
+        await self._wait_at_provider()
         api_usage = self._usage()
         usage = Usage()
         if api_usage is not None:
@@ -199,19 +139,16 @@ class FakeResponsesModel(Model):
         conversation_id: str | None = None,
         prompt: Any = None,
     ) -> AsyncIterator[TResponseStreamEvent]:
-        reply = self._provider_call(model_settings)
-        if self.gate is not None:
-            await self.gate.wait()
+        reply = self._take(model_settings)
+        await self._wait_at_provider()
         seq = itertools.count()
         yield ResponseCreatedEvent(
             response=self._response(None, None), sequence_number=next(seq), type="response.created"
         )
         item = self._item(reply)
-        for index, piece in enumerate(self.pieces(reply)):
-            if self.hang or index == self.hang_after_chunks:
-                await asyncio.Event().wait()
-            await asyncio.sleep(0)
-            if isinstance(reply, AgentToolCall):
+        for index, piece in enumerate(pieces(reply)):
+            await self._stall(index)
+            if isinstance(reply, ToolCall):
                 yield ResponseFunctionCallArgumentsDeltaEvent(
                     delta=piece,
                     item_id="fc_1",
@@ -237,13 +174,3 @@ class FakeResponsesModel(Model):
             sequence_number=next(seq),
             type="response.completed",
         )
-
-    @staticmethod
-    def pieces(reply: str | AgentToolCall) -> list[str]:
-        """The pieces a reply is streamed in (words of a text, a tool call's JSON in halves)."""
-        if isinstance(reply, AgentToolCall):
-            text = json.dumps(reply.arguments)
-            half = len(text) // 2
-            return [text[:half], text[half:]]
-        words = reply.split(" ")
-        return [w if i == 0 else " " + w for i, w in enumerate(words)]

@@ -4,19 +4,15 @@
 ``ModelResponse`` whose ``usage`` is the ``RequestUsage`` OpenAIChatModel maps from the
 API's ``usage`` (``input_tokens`` including ``cache_read_tokens``, ``output_tokens``
 including ``output_reasoning_tokens``) and whose ``model_name`` is the dated snapshot that
-answered; ``request_stream`` streams the text word by word and, as an OpenAI stream with
-``include_usage`` does, reports the usage only in its last chunk. Replies are scripted: a
-str is a text answer, a :class:`PydanticToolCall` asks for a tool. Every provider call is
-counted (``calls``) and the settings it was sent with kept (``settings_seen``).
+answered; ``request_stream`` streams the reply piece by piece and, as an OpenAI stream with
+``include_usage`` does, reports the usage only with its last piece. Without usage the
+response is marked ``unmeasured``, as pydantic-ai does. The script, the call counter and the
+failure knobs are :class:`~tests.scripted_provider.ScriptedProvider`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import json
-import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -35,21 +31,17 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import RunContext
 from pydantic_ai.usage import RequestUsage
 
-from .fake_chat_models import Bill, CallCounter
+from .fake_chat_models import Bill
+from .provider_servers import ToolCall
+from .scripted_provider import Reply, ScriptedProvider, pieces
 
-__all__ = ["Bill", "FakeOpenAIChatModel", "PydanticToolCall"]
-
-
-@dataclass(frozen=True)
-class PydanticToolCall:
-    """A scripted reply that asks for one tool call."""
-
-    name: str
-    arguments: dict[str, Any]
-    call_id: str = "call_1"
+__all__ = ["Bill", "FakeOpenAIChatModel", "ToolCall"]
 
 
-def _request_usage(bill: Bill) -> RequestUsage:
+def _request_usage(provider: ScriptedProvider) -> RequestUsage:
+    if not provider.report_usage:
+        return RequestUsage(unmeasured_requests=1)
+    bill = provider.bill
     return RequestUsage(
         input_tokens=bill.input_tokens,
         cache_read_tokens=bill.cache_read,
@@ -58,51 +50,14 @@ def _request_usage(bill: Bill) -> RequestUsage:
     )
 
 
-def pieces(reply: str | PydanticToolCall) -> list[str]:
-    """The pieces a reply is streamed in (the words of a text, a tool call's JSON in halves)."""
-    if isinstance(reply, PydanticToolCall):
-        text = json.dumps(reply.arguments)
-        return [text[: len(text) // 2], text[len(text) // 2 :]]
-    words = reply.split(" ")
-    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+class FakeOpenAIChatModel(ScriptedProvider, Model):
+    """Scripted answers with OpenAIChatModel's usage shapes (see the module docstring);
+    keyword options are :class:`~tests.scripted_provider.ScriptedProvider`'s."""
 
-
-class FakeOpenAIChatModel(Model):
-    """Scripted answers with OpenAIChatModel's usage shapes (see the module docstring).
-
-    ``report_usage=False`` reports none (pydantic-ai then marks the response
-    ``unmeasured``); ``gate`` holds every call at the provider until it is set; ``hang``
-    holds it until cancelled; ``hang_after_chunks`` holds a stream after that many pieces;
-    ``error`` is raised by the provider once the call is counted.
-    """
-
-    def __init__(
-        self,
-        model: str = "gpt-4o",
-        *,
-        replies: Sequence[str | PydanticToolCall] = ("Hello there, friend.",),
-        bill: Bill | None = None,
-        report_usage: bool = True,
-        answered: str | None = "gpt-4o-2024-08-06",
-        gate: asyncio.Event | None = None,
-        hang: bool = False,
-        hang_after_chunks: int | None = None,
-        error: BaseException | None = None,
-    ) -> None:
-        super().__init__()
+    def __init__(self, model: str = "gpt-4o", **script: Any) -> None:
+        Model.__init__(self)
         self._name = model
-        self.replies = list(replies)
-        self.bill = Bill() if bill is None else bill
-        self.report_usage = report_usage
-        self.answered = answered or model
-        self.gate = gate
-        self.hang = hang
-        self.hang_after_chunks = hang_after_chunks
-        self.error = error
-        self.calls = CallCounter()
-        self.settings_seen: list[ModelSettings | None] = []
-        self._cycle = itertools.cycle(self.replies)
-        self._lock = threading.Lock()
+        self._script(**script)
 
     @property
     def model_name(self) -> str:
@@ -112,24 +67,10 @@ class FakeOpenAIChatModel(Model):
     def system(self) -> str:
         return "openai"
 
-    async def _provider_call(self, settings: ModelSettings | None) -> str | PydanticToolCall:
-        self.calls.hit()
-        with self._lock:
-            self.settings_seen.append(settings)
-            reply = next(self._cycle)
-        if self.error is not None:
-            raise self.error
-        if self.hang:
-            await asyncio.Event().wait()
-        if self.gate is not None:
-            await self.gate.wait()
-        await asyncio.sleep(0)
-        return reply
-
     @staticmethod
-    def _part(reply: str | PydanticToolCall) -> ModelResponsePart:
-        if isinstance(reply, PydanticToolCall):
-            return ToolCallPart(reply.name, reply.arguments, tool_call_id=reply.call_id)
+    def _part(reply: Reply) -> ModelResponsePart:
+        if isinstance(reply, ToolCall):
+            return ToolCallPart(reply.name, reply.arguments, tool_call_id=reply.id or "call_1")
         return TextPart(reply)
 
     async def request(
@@ -138,14 +79,12 @@ class FakeOpenAIChatModel(Model):
         model_settings: ModelSettings | None,
         model_request_parameters: ModelRequestParameters,
     ) -> ModelResponse:
-        reply = await self._provider_call(model_settings)
-        usage = _request_usage(self.bill) if self.report_usage else RequestUsage()
-        if not self.report_usage:
-            usage.unmeasured_requests = 1
+        reply = self._take(model_settings)
+        await self._wait_at_provider()
         return ModelResponse(
             parts=[self._part(reply)],
-            usage=usage,
-            model_name=self.answered,
+            usage=_request_usage(self),
+            model_name=self.answered or self._name,
             provider_name="openai",
         )
 
@@ -157,11 +96,10 @@ class FakeOpenAIChatModel(Model):
         model_request_parameters: ModelRequestParameters,
         run_context: RunContext[Any] | None = None,
     ) -> AsyncIterator[StreamedResponse]:
-        reply = await self._provider_call(model_settings)
+        reply = self._take(model_settings)
+        await self._wait_at_provider()
         yield _FakeStream(
-            model_request_parameters=model_request_parameters,
-            _reply=reply,
-            _owner=self,
+            model_request_parameters=model_request_parameters, _reply=reply, _owner=self
         )
 
 
@@ -169,7 +107,7 @@ class FakeOpenAIChatModel(Model):
 class _FakeStream(StreamedResponse):
     """The stream of one scripted reply; usage arrives with the last piece."""
 
-    _reply: str | PydanticToolCall = ""
+    _reply: Reply = ""
     _owner: Any = None
     _timestamp: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
@@ -178,15 +116,13 @@ class _FakeStream(StreamedResponse):
         reply = self._reply
         parts = pieces(reply)
         for index, piece in enumerate(parts):
-            if index == owner.hang_after_chunks:
-                await asyncio.Event().wait()
-            await asyncio.sleep(0)
-            if isinstance(reply, PydanticToolCall):
+            await owner._stall(index)
+            if isinstance(reply, ToolCall):
                 event = self._parts_manager.handle_tool_call_delta(
                     vendor_part_id=0,
                     tool_name=reply.name if index == 0 else None,
                     args=piece,
-                    tool_call_id=reply.call_id,
+                    tool_call_id=reply.id or "call_1",
                 )
                 if event is not None:
                     yield event
@@ -196,7 +132,7 @@ class _FakeStream(StreamedResponse):
                 ):
                     yield event
             if index == len(parts) - 1 and owner.report_usage:
-                self._add_usage(_request_usage(owner.bill), reported=True)
+                self._add_usage(_request_usage(owner), reported=True)
 
     async def close_stream(self) -> None:
         """Nothing to close: the reply lives in memory."""
@@ -204,7 +140,7 @@ class _FakeStream(StreamedResponse):
     @property
     def model_name(self) -> str:
         owner: FakeOpenAIChatModel = self._owner
-        return owner.answered
+        return owner.answered or owner.model_name
 
     @property
     def provider_name(self) -> str:

@@ -23,7 +23,7 @@ import pytest
 from agent_budget import Budget, BudgetExceededError, BudgetScope
 
 from .adapter_drivers import BILL, DRIVERS, Driver, bill_usage, driver_for
-from .provider_checks import assert_nothing_charged, record_shape
+from .provider_checks import assert_nothing_charged, record_shape, recorded_usage
 from .provider_servers import builtin_price_nanos, held
 
 pytestmark = [
@@ -79,13 +79,7 @@ def test_records_equal_the_providers_ledger(framework: str, mode: str, clock: An
     assert len(records) == 2
     for record in records:
         assert not record.estimated
-        assert (
-            record.input_tokens,
-            record.output_tokens,
-            record.cache_read_tokens,
-            record.cache_write_tokens,
-            record.reasoning_tokens,
-        ) == (BILL.input_tokens, BILL.output_tokens, BILL.cache_read, 0, BILL.reasoning)
+        assert recorded_usage(record) == bill_usage()
         assert record.cost_nanos == builtin_price_nanos(record.model, bill_usage())
     levels = budget.usage()
     assert levels["session:tokens"].committed == 2 * BILL.total

@@ -47,14 +47,14 @@ from agent_budget_callbacks.openai_agents import (
 )
 from agent_budget_callbacks.openai_agents.payload import read_event, response_text, usage_of
 
-from .fake_agents_models import AgentToolCall, FakeResponsesModel
+from .adapter_drivers import BILL, bill_usage
+from .fake_agents_models import FakeResponsesModel, ToolCall
 from .fake_chat_models import Bill
-from .provider_checks import assert_nothing_charged
+from .provider_checks import assert_nothing_charged, recorded_usage
 from .provider_servers import CUT_OFF_ERRORS, OpenAIServer, Reply, held
+from .thread_store import ThreadNotingStore
 
 set_tracing_disabled(True)  # tracing would export over the network
-
-BILL = Bill(input_tokens=120, output_tokens=30, cache_read=40, reasoning=10)
 
 
 def _budget(clock: Any, tokens: int = 1_000_000, hold_ttl: float = 30.0) -> Budget:
@@ -63,14 +63,7 @@ def _budget(clock: Any, tokens: int = 1_000_000, hold_ttl: float = 30.0) -> Budg
     )
 
 
-def _usage_tuples(budget: Budget) -> list[tuple[int, int, int, int]]:
-    return [
-        (r.input_tokens, r.output_tokens, r.cache_read_tokens, r.reasoning_tokens)
-        for r in budget.records
-    ]
-
-
-BILLED = (BILL.input_tokens, BILL.output_tokens, BILL.cache_read, BILL.reasoning)
+BILLED = bill_usage()
 
 
 @function_tool
@@ -125,7 +118,7 @@ def test_pin_hooks_and_model_receive_the_same_input_list() -> None:
 
     agent = Agent(
         name="a",
-        model=Model(replies=[AgentToolCall("lookup", {"key": "k"}), "done"]),
+        model=Model(replies=[ToolCall("lookup", {"key": "k"}), "done"]),
         tools=[lookup],
     )
     for mode in ("run", "run_streamed"):
@@ -178,12 +171,12 @@ def _run(agent: Any, prompt: str, mode: str, **kwargs: Any) -> Any:
 def test_hooks_alone_refuse_and_record(mode: str, clock: Any) -> None:
     budget = _budget(clock)
     hooks = BudgetHooks(budget)
-    model = FakeResponsesModel(bill=BILL, replies=[AgentToolCall("lookup", {"key": "k"}), "ok"])
+    model = FakeResponsesModel(bill=BILL, replies=[ToolCall("lookup", {"key": "k"}), "ok"])
     agent = Agent(name="a", model=model, tools=[lookup])
     result = _run(agent, "hi", mode, hooks=hooks)
     assert result.final_output == "ok"
     assert model.calls.value == 2
-    assert _usage_tuples(budget) == [BILLED, BILLED]
+    assert [recorded_usage(r) for r in budget.records] == [BILLED, BILLED]
     assert hooks.open_calls == 0 and held(budget) == 0
 
     poor = _budget(clock, tokens=50)
@@ -239,7 +232,7 @@ def test_run_config_wraps_the_providers_models_and_charges_each_call_once(
 ) -> None:
     budget = _budget(clock)
     hooks = BudgetHooks(budget)
-    model = FakeResponsesModel(bill=BILL, replies=[AgentToolCall("lookup", {"key": "k"}), "ok"])
+    model = FakeResponsesModel(bill=BILL, replies=[ToolCall("lookup", {"key": "k"}), "ok"])
     provider = FakeProvider(model)
     agent = Agent(name="a", model="gpt-4o", tools=[lookup])
     config = hooks.run_config(RunConfig(model_provider=provider))
@@ -247,7 +240,10 @@ def test_run_config_wraps_the_providers_models_and_charges_each_call_once(
     _run(agent, "hi", mode, hooks=hooks, run_config=config)
     assert provider.names == ["gpt-4o", "gpt-4o"]
     assert model.calls.value == 2
-    assert _usage_tuples(budget) == [BILLED, BILLED]  # once each, not by hooks and model
+    assert [recorded_usage(r) for r in budget.records] == [
+        BILLED,
+        BILLED,
+    ]  # once each, not by hooks and model
     assert all(r.model == "gpt-4o" for r in budget.records)
     assert hooks.open_calls == 0 and held(budget) == 0
 
@@ -266,13 +262,30 @@ def test_handoffs_charge_every_agents_calls(clock: Any) -> None:
     hooks = BudgetHooks(budget)
     billing_model = FakeResponsesModel(bill=BILL, replies=["Your invoice is paid."])
     billing = Agent(name="billing", model=hooks.wrap(billing_model))
-    triage_model = FakeResponsesModel(bill=BILL, replies=[AgentToolCall("transfer_to_billing", {})])
+    triage_model = FakeResponsesModel(bill=BILL, replies=[ToolCall("transfer_to_billing", {})])
     triage = Agent(name="triage", model=hooks.wrap(triage_model), handoffs=[billing])
     result = _run(triage, "Is my invoice paid?", "run", hooks=hooks)
     assert result.final_output == "Your invoice is paid."
     assert (triage_model.calls.value, billing_model.calls.value) == (1, 1)
-    assert _usage_tuples(budget) == [BILLED, BILLED]
+    assert [recorded_usage(r) for r in budget.records] == [BILLED, BILLED]
     assert held(budget) == 0
+
+
+def test_a_refusal_by_another_budgets_model_frees_the_hooks_hold(clock: Any) -> None:
+    """Hooks over one budget, the model wrapped for another: both charge each call, and
+    when the model's budget refuses, the hold the hooks took is freed at once."""
+    user, org = _budget(clock), _budget(clock)
+    hooks = BudgetHooks(user)
+    model = FakeResponsesModel(bill=BILL)
+    agent = Agent(name="a", model=BudgetModel(model, org))
+    _run(agent, "hi", "run", hooks=hooks)
+    assert [recorded_usage(r) for r in user.records] == [BILLED]
+    assert [recorded_usage(r) for r in org.records] == [BILLED]
+    agent = Agent(name="a", model=BudgetModel(model, _budget(clock, tokens=50)))
+    with pytest.raises(BudgetExceededError):
+        _run(agent, "hi", "run", hooks=hooks)
+    assert model.calls.value == 1
+    assert held(user) == 0 and len(user.records) == 1
 
 
 def test_a_failed_call_through_a_wrapped_model_frees_its_hold(clock: Any) -> None:
@@ -303,7 +316,9 @@ def test_each_retry_attempt_is_reserved_and_accounted(clock: Any) -> None:
     agent = Agent(name="a", model=hooks.wrap(model), model_settings=settings)
     _run(agent, "hi", "run", hooks=hooks)
     assert model.calls.value == 2
-    assert _usage_tuples(budget) == [BILLED]  # the failed attempt billed nothing
+    assert [recorded_usage(r) for r in budget.records] == [
+        BILLED
+    ]  # the failed attempt billed nothing
     assert held(budget) == 0 and hooks.open_calls == 0
 
 
@@ -433,28 +448,6 @@ def test_one_tenant_out_of_budget_does_not_stop_another(clock: Any) -> None:
 
 
 # -- async never blocks the loop ----------------------------------------------------------------
-
-
-class ThreadNotingStore(MemoryStore):
-    """A MemoryStore that says it does I/O and notes the thread of every operation."""
-
-    does_io = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.threads: list[int] = []
-
-    def reserve(self, *a: Any, **k: Any) -> Any:
-        self.threads.append(threading.get_ident())
-        return super().reserve(*a, **k)
-
-    def commit(self, *a: Any, **k: Any) -> Any:
-        self.threads.append(threading.get_ident())
-        return super().commit(*a, **k)
-
-    def release(self, *a: Any, **k: Any) -> Any:
-        self.threads.append(threading.get_ident())
-        return super().release(*a, **k)
 
 
 @pytest.mark.parametrize("wrapped", [False, True])

@@ -39,13 +39,14 @@ from agent_budget import (
 from agent_budget_callbacks.pydantic_ai import BudgetCapability, BudgetModel, budget_model
 from agent_budget_callbacks.pydantic_ai.payload import input_tokens, response_text, usage_of
 
+from .adapter_drivers import BILL, bill_usage
 from .fake_chat_models import Bill
-from .fake_pydantic_models import FakeOpenAIChatModel, PydanticToolCall
-from .provider_checks import assert_nothing_charged
+from .fake_pydantic_models import FakeOpenAIChatModel, ToolCall
+from .provider_checks import assert_nothing_charged, recorded_usage
 from .provider_servers import OpenAIServer, Reply, held
+from .thread_store import ThreadNotingStore
 
-BILL = Bill(input_tokens=120, output_tokens=30, cache_read=40, reasoning=10)
-BILLED = (BILL.input_tokens, BILL.output_tokens, BILL.cache_read, BILL.reasoning)
+BILLED = bill_usage()
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -53,13 +54,6 @@ def _budget(clock: Any, tokens: int = 1_000_000, store: Any = None) -> Budget:
     return Budget(
         BudgetScope("pai", max_tokens_per_session=tokens), store=store, clock=clock, hold_ttl=30
     )
-
-
-def _usage_tuples(budget: Budget) -> list[tuple[int, int, int, int]]:
-    return [
-        (r.input_tokens, r.output_tokens, r.cache_read_tokens, r.reasoning_tokens)
-        for r in budget.records
-    ]
 
 
 def _tool_agent(model: Model, capability: BudgetCapability, **kwargs: Any) -> Agent[Any, str]:
@@ -75,7 +69,7 @@ def _tool_agent(model: Model, capability: BudgetCapability, **kwargs: Any) -> Ag
 
 def _looping_model(**kwargs: Any) -> FakeOpenAIChatModel:
     return FakeOpenAIChatModel(
-        bill=BILL, replies=[PydanticToolCall("lookup", {"key": "k"}), "done"], **kwargs
+        bill=BILL, replies=[ToolCall("lookup", {"key": "k"}), "done"], **kwargs
     )
 
 
@@ -206,7 +200,7 @@ def test_every_request_of_a_tool_loop_is_charged_once(mode: str, clock: Any) -> 
     model = _looping_model()
     assert _run(_tool_agent(model, capability), mode) == "done"
     assert model.calls.value == 2
-    assert _usage_tuples(budget) == [BILLED, BILLED]
+    assert [recorded_usage(r) for r in budget.records] == [BILLED, BILLED]
     assert all(not r.estimated and r.metadata["framework"] == "pydantic-ai" for r in budget.records)
     assert held(budget) == 0 and capability.open_calls == 0
 
@@ -229,8 +223,24 @@ def test_a_refusal_mid_loop_keeps_what_was_spent(clock: Any) -> None:
     with pytest.raises(BudgetExceededError):
         agent.run_sync("hi")
     assert model.calls.value == 1
-    assert _usage_tuples(budget) == [BILLED]
+    assert [recorded_usage(r) for r in budget.records] == [BILLED]
     assert held(budget) == 0
+
+
+def test_two_budgets_on_one_agent_both_charge_and_a_refusal_frees_the_other(
+    clock: Any,
+) -> None:
+    user, org = _budget(clock), _budget(clock)
+    model = FakeOpenAIChatModel(bill=BILL)
+    both = [BudgetCapability(user), BudgetCapability(org)]
+    Agent(model, capabilities=both).run_sync("hi")
+    assert [recorded_usage(r) for r in user.records] == [BILLED]
+    assert [recorded_usage(r) for r in org.records] == [BILLED]
+    poor = _budget(clock, tokens=50)
+    with pytest.raises(BudgetExceededError):
+        Agent(model, capabilities=[BudgetCapability(user), BudgetCapability(poor)]).run_sync("x")
+    assert model.calls.value == 1
+    assert held(user) == 0 and len(user.records) == 1
 
 
 def test_a_failed_request_frees_its_hold(clock: Any) -> None:
@@ -332,7 +342,7 @@ def test_usage_limits_still_apply_and_what_ran_is_recorded(clock: Any) -> None:
     with pytest.raises(UsageLimitExceeded):
         agent.run_sync("hi", usage_limits=UsageLimits(request_limit=1))
     assert model.calls.value == 1
-    assert _usage_tuples(budget) == [BILLED]
+    assert [recorded_usage(r) for r in budget.records] == [BILLED]
     assert held(budget) == 0
 
 
@@ -435,30 +445,12 @@ def test_budget_model_wraps_a_model_for_direct_use(clock: Any) -> None:
     wrapped = budget_model(model, budget)
     assert isinstance(wrapped, BudgetModel) and wrapped.wrapped is model
     assert Agent(wrapped).run_sync("hi").output == "Hello there, friend."
-    assert _usage_tuples(budget) == [BILLED]
+    assert [recorded_usage(r) for r in budget.records] == [BILLED]
     with pytest.raises(TypeError):
         budget_model(model, wrapped.capability, clamp=True)
 
 
 # -- async never blocks the loop ----------------------------------------------------------------
-
-
-class ThreadNotingStore(MemoryStore):
-    """A MemoryStore that says it does I/O and notes the thread of every operation."""
-
-    does_io = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.threads: list[int] = []
-
-    def reserve(self, *a: Any, **k: Any) -> Any:
-        self.threads.append(threading.get_ident())
-        return super().reserve(*a, **k)
-
-    def commit(self, *a: Any, **k: Any) -> Any:
-        self.threads.append(threading.get_ident())
-        return super().commit(*a, **k)
 
 
 def test_store_round_trips_never_run_on_the_event_loop(clock: Any) -> None:

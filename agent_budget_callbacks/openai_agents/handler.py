@@ -20,10 +20,10 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents import Agent, Model, ModelResponse, ModelSettings, ModelTracing, RunContextWrapper
 from agents.agent_output import AgentOutputSchemaBase
@@ -33,14 +33,8 @@ from agents.lifecycle import RunHooks
 from agents.retry import ModelRetryAdvice, ModelRetryAdviceRequest, ModelRetryNormalizedError
 from agents.tool import Tool
 
-from agent_budget import Budget, BudgetError, BudgetManager, TokenCounter
-from agent_budget.calls import (
-    DEFAULT_MAX_OUTPUT_TOKENS,
-    CallLifecycle,
-    CallTally,
-    selection_from,
-)
-from agent_budget.validate import check_tokens
+from agent_budget import Budget, BudgetError, BudgetManager
+from agent_budget.calls import CallLifecycle, CallTally, LifecycleAdapter, LifecycleOptions
 
 from .payload import (
     input_tokens,
@@ -50,6 +44,9 @@ from .payload import (
     response_text,
     response_usage,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["NO_USAGE_HINT", "BudgetHooks", "BudgetModel"]
 
@@ -152,7 +149,7 @@ class _Turns:
 _TURNS = _Turns()
 
 
-class BudgetHooks(RunHooks[Any]):
+class BudgetHooks(LifecycleAdapter, RunHooks[Any]):
     """``RunHooks`` that enforce a :class:`~agent_budget.Budget` or a
     :class:`~agent_budget.BudgetManager` on every model call of a run.
 
@@ -175,62 +172,8 @@ class BudgetHooks(RunHooks[Any]):
     ``super()`` first.
     """
 
-    def __init__(
-        self,
-        budget: Budget | BudgetManager,
-        *,
-        scope: str | None = None,
-        parent: str | None = None,
-        session_id: str | None = None,
-        scope_key: str = "budget_scope",
-        parent_key: str = "budget_parent",
-        session_key: str = "budget_session",
-        default_model: str | None = None,
-        default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
-        clamp: bool = False,
-        min_output_tokens: int = 1,
-        wait: float = 0.0,
-        counter: TokenCounter | None = None,
-        hold_ttl: float | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._calls = CallLifecycle(
-            budget,
-            framework="openai-agents",
-            scope=scope,
-            parent=parent,
-            session_id=session_id,
-            default_model=default_model,
-            default_max_output_tokens=default_max_output_tokens,
-            counter=counter,
-            hold_ttl=hold_ttl,
-            metadata=metadata,
-            wait=wait,
-        )
-        check_tokens("min_output_tokens", min_output_tokens)
-        self._keys = (scope_key, parent_key, session_key)
-        self.clamp = bool(clamp)
-        self.min_output_tokens = min_output_tokens
-
-    @property
-    def floor(self) -> int | None:
-        """The ``min_output_tokens`` passed to the lifecycle: None unless clamping."""
-        return self.min_output_tokens if self.clamp else None
-
-    @property
-    def budget(self) -> Budget | BudgetManager:
-        """The Budget or BudgetManager these hooks enforce."""
-        return self._calls.target
-
-    @property
-    def calls(self) -> CallLifecycle:
-        """The core lifecycle these hooks (and the models they wrap) feed."""
-        return self._calls
-
-    @property
-    def open_calls(self) -> int:
-        """Model calls started and not yet ended (never-ended ones until forgotten)."""
-        return self._calls.open_calls
+    def __init__(self, budget: Budget | BudgetManager, **options: Unpack[LifecycleOptions]) -> None:
+        self._calls = CallLifecycle(budget, framework="openai-agents", **options)
 
     def wrap(self, model: Model, *, name: str | None = None) -> BudgetModel:
         """``model`` wrapped so its calls are accounted exactly (see :class:`BudgetModel`)."""
@@ -242,12 +185,6 @@ class BudgetHooks(RunHooks[Any]):
         from .install import budget_run_config
 
         return budget_run_config(self, run_config)
-
-    def __copy__(self) -> BudgetHooks:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> BudgetHooks:
-        return self
 
     def __repr__(self) -> str:
         return f"BudgetHooks({self.budget!r})"
@@ -263,9 +200,7 @@ class BudgetHooks(RunHooks[Any]):
     ) -> None:
         """Reserve the call's worst case; raises to refuse it (the model is not called)."""
         calls = self._calls
-        scope, parent, session = selection_from(getattr(context, "context", None), *self._keys)
-        if not isinstance(calls.target, BudgetManager):
-            scope = parent = None
+        scope, parent, session = calls.select(getattr(context, "context", None))
         turn = _Turn(calls, _new_call_id(), input_items, context, agent, scope, parent, session)
         settings = getattr(agent, "model_settings", None)
         model = model_name(getattr(agent, "model", None)) or calls.default_model
@@ -277,7 +212,6 @@ class BudgetHooks(RunHooks[Any]):
             scope=scope,
             parent=parent,
             session=session,
-            min_output_tokens=self.floor,
         )
         _TURNS.add(turn)
 
@@ -369,7 +303,7 @@ class BudgetModel(Model):
                 call_id = turn.call_id
                 held = calls.get(call_id)
                 bigger = cap is not None and held is not None and cap > held.max_output_tokens
-                if held is not None and bigger and not self.hooks.clamp:
+                if held is not None and bigger and not calls.clamp:
                     # The run's settings ask for more than the hooks could see: hold it.
                     calls.pop(call_id)
                     await held.budget.arelease(held)
@@ -383,21 +317,13 @@ class BudgetModel(Model):
             scope=scope,
             parent=parent,
             session=session,
-            min_output_tokens=self.hooks.floor,
             stream=stream,
             no_usage_hint=NO_USAGE_HINT,
         ) as tally:
-            yield tally, self._settings(settings, tally)
-
-    def _settings(self, settings: ModelSettings, tally: CallTally) -> ModelSettings:
-        """The settings to send: with ``clamp``, ``max_tokens`` is the cap the hold was
-        sized for."""
-        if not self.hooks.clamp:
-            return settings
-        granted = tally.reservation.max_output_tokens
-        if settings.max_tokens is not None and settings.max_tokens <= granted:
-            return settings
-        return dataclasses.replace(settings, max_tokens=granted)
+            send = calls.cap_to_send(cap, tally.reservation)
+            if send is not None:
+                settings = dataclasses.replace(settings, max_tokens=send)
+            yield tally, settings
 
     # -- agents.Model ---------------------------------------------------------------------------
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_ai._run_context import get_current_run_context
 from pydantic_ai.capabilities import AbstractCapability
@@ -26,14 +26,8 @@ from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import RunContext
 
-from agent_budget import Budget, BudgetManager, TokenCounter
-from agent_budget.calls import (
-    DEFAULT_MAX_OUTPUT_TOKENS,
-    CallLifecycle,
-    CallTally,
-    selection_from,
-)
-from agent_budget.validate import check_tokens
+from agent_budget import Budget, BudgetManager
+from agent_budget.calls import CallLifecycle, CallTally, LifecycleAdapter, LifecycleOptions
 
 from .payload import (
     input_tokens,
@@ -42,6 +36,9 @@ from .payload import (
     response_usage,
     stream_outcome,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["NO_USAGE_HINT", "BudgetCapability", "BudgetModel"]
 
@@ -53,7 +50,7 @@ NO_USAGE_HINT = (
 )
 
 
-class BudgetCapability(AbstractCapability[Any]):
+class BudgetCapability(LifecycleAdapter, AbstractCapability[Any]):
     """A pydantic-ai capability that enforces a :class:`~agent_budget.Budget` or a
     :class:`~agent_budget.BudgetManager` on every model request of the agents it is given to
     (``Agent(..., capabilities=[BudgetCapability(budget)])``, or per run with
@@ -75,80 +72,18 @@ class BudgetCapability(AbstractCapability[Any]):
     lifetime; ``metadata`` is added to every record.
     """
 
-    def __init__(
-        self,
-        budget: Budget | BudgetManager,
-        *,
-        scope: str | None = None,
-        parent: str | None = None,
-        session_id: str | None = None,
-        scope_key: str = "budget_scope",
-        parent_key: str = "budget_parent",
-        session_key: str = "budget_session",
-        default_model: str | None = None,
-        default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
-        clamp: bool = False,
-        min_output_tokens: int = 1,
-        wait: float = 0.0,
-        counter: TokenCounter | None = None,
-        hold_ttl: float | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._calls = CallLifecycle(
-            budget,
-            framework="pydantic-ai",
-            scope=scope,
-            parent=parent,
-            session_id=session_id,
-            default_model=default_model,
-            default_max_output_tokens=default_max_output_tokens,
-            counter=counter,
-            hold_ttl=hold_ttl,
-            metadata=metadata,
-            wait=wait,
-        )
-        check_tokens("min_output_tokens", min_output_tokens)
-        self._keys = (scope_key, parent_key, session_key)
-        self.clamp = bool(clamp)
-        self.min_output_tokens = min_output_tokens
+    def __init__(self, budget: Budget | BudgetManager, **options: Unpack[LifecycleOptions]) -> None:
+        self._calls = CallLifecycle(budget, framework="pydantic-ai", **options)
 
     @classmethod
     def get_serialization_name(cls) -> str | None:
         return None  # holds a live budget: not part of an agent spec
-
-    @property
-    def budget(self) -> Budget | BudgetManager:
-        """The Budget or BudgetManager this capability enforces."""
-        return self._calls.target
-
-    @property
-    def calls(self) -> CallLifecycle:
-        """The core lifecycle this capability feeds."""
-        return self._calls
-
-    @property
-    def open_calls(self) -> int:
-        """Model requests started and not yet ended (never-ended ones until forgotten)."""
-        return self._calls.open_calls
 
     def get_wrapper_model(self, model: Model) -> Model | None:
         """Wrap the model serving each request attempt in a :class:`BudgetModel`."""
         if isinstance(model, BudgetModel) and model.capability is self:
             return None
         return BudgetModel(model, self)
-
-    def selection(self, ctx: RunContext[Any] | None) -> tuple[str | None, str | None, str | None]:
-        """``(scope, parent, session)`` the run's ``deps`` name (see the class docstring)."""
-        scope, parent, session = selection_from(getattr(ctx, "deps", None), *self._keys)
-        if not isinstance(self._calls.target, BudgetManager):
-            scope = parent = None
-        return scope, parent, session
-
-    def __copy__(self) -> BudgetCapability:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> BudgetCapability:
-        return self
 
     def __repr__(self) -> str:
         return f"BudgetCapability({self.budget!r})"
@@ -178,27 +113,24 @@ class BudgetModel(WrapperModel):
         *,
         stream: bool,
     ) -> AsyncIterator[tuple[CallTally, ModelSettings | None]]:
-        capability = self.capability
-        calls = capability.calls
-        scope, parent, session = capability.selection(ctx)
+        calls = self.capability.calls
+        scope, parent, session = calls.select(getattr(ctx, "deps", None))
         counter = calls.counter
+        cap = max_output_tokens(settings, self.wrapped.settings)
         async with calls.acall(
             uuid.uuid4().hex,
             model=self.wrapped.model_name or calls.default_model,
             input_tokens=lambda: input_tokens(messages, params, counter),
-            max_output_tokens=max_output_tokens(settings, self.wrapped.settings),
+            max_output_tokens=cap,
             scope=scope,
             parent=parent,
             session=session,
-            min_output_tokens=capability.min_output_tokens if capability.clamp else None,
             stream=stream,
             no_usage_hint=NO_USAGE_HINT,
         ) as tally:
-            if capability.clamp:
-                granted = tally.reservation.max_output_tokens
-                asked = max_output_tokens(settings, self.wrapped.settings)
-                if asked is None or asked > granted:
-                    settings = {**(settings or {}), "max_tokens": granted}
+            send = calls.cap_to_send(cap, tally.reservation)
+            if send is not None:
+                settings = {**(settings or {}), "max_tokens": send}
             yield tally, settings
 
     async def request(

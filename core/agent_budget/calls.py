@@ -21,7 +21,7 @@ import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypedDict
 
 from .budget import Budget
 from .context import current_scope, select_budget
@@ -39,6 +39,8 @@ __all__ = [
     "UNKNOWN_MODEL",
     "CallLifecycle",
     "CallTally",
+    "LifecycleAdapter",
+    "LifecycleOptions",
     "partial_usage",
     "selection_from",
 ]
@@ -63,6 +65,27 @@ TRACKER_GRACE_SECONDS = 3600.0
 Target = Budget | BudgetManager
 
 
+class LifecycleOptions(TypedDict, total=False):
+    """The keyword options of :class:`CallLifecycle` an adapter passes through unchanged
+    (``def __init__(self, budget, **options: Unpack[LifecycleOptions])``); see
+    :class:`CallLifecycle` for what each one does."""
+
+    scope: str | None
+    parent: str | None
+    session_id: str | None
+    scope_key: str
+    parent_key: str
+    session_key: str
+    default_model: str | None
+    default_max_output_tokens: int
+    clamp: bool
+    min_output_tokens: int
+    wait: float
+    counter: TokenCounter | None
+    hold_ttl: float | None
+    metadata: Mapping[str, Any] | None
+
+
 class CallLifecycle:
     """Start, end and failure of the model calls one adapter sees, over one budget target.
 
@@ -74,7 +97,10 @@ class CallLifecycle:
     estimates prompts and counts streamed text; ``hold_ttl`` overrides the budget's hold
     lifetime; ``metadata`` is added to every record; ``wait`` (seconds) makes a call that
     only fails to fit because of other calls' holds wait for them (see
-    :meth:`Budget.reserve`).
+    :meth:`Budget.reserve`); ``clamp=True`` clamps every call's output cap to what fits,
+    down to ``min_output_tokens`` (see :attr:`floor`). ``scope_key``, ``parent_key`` and
+    ``session_key`` name the keys (or attributes) :meth:`select` reads from a framework's
+    per-run object.
     """
 
     def __init__(
@@ -91,12 +117,18 @@ class CallLifecycle:
         hold_ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         wait: float = 0.0,
+        clamp: bool = False,
+        min_output_tokens: int = 1,
+        scope_key: str = "budget_scope",
+        parent_key: str = "budget_parent",
+        session_key: str = "budget_session",
     ) -> None:
         if not isinstance(target, (Budget, BudgetManager)):
             raise TypeError(
                 f"budget must be a Budget or a BudgetManager, got {type(target).__name__}"
             )
         check_tokens("default_max_output_tokens", default_max_output_tokens)
+        check_tokens("min_output_tokens", min_output_tokens)
         for name, value in (
             ("framework", framework),
             ("scope", scope),
@@ -121,6 +153,9 @@ class CallLifecycle:
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 86_400:
             raise ValueError(f"wait must be a number of seconds (0 to 86400), got {wait!r}")
         self.wait = float(wait)
+        self.clamp = bool(clamp)
+        self.min_output_tokens = min_output_tokens
+        self.keys = (scope_key, parent_key, session_key)
         self._budget = target if isinstance(target, Budget) else None
         self._calls = RunTracker(grace_seconds=TRACKER_GRACE_SECONDS)
         self._warned: set[str] = set()
@@ -151,6 +186,33 @@ class CallLifecycle:
         if session is None:
             session = self.session_id
         return "" if session is None else str(session)
+
+    def select(self, source: object) -> tuple[str | None, str | None, str | None]:
+        """``(scope, parent, session)`` a framework's per-run object names under
+        :attr:`keys` (see :func:`selection_from`); scope and parent only count when the
+        target is a :class:`BudgetManager`."""
+        scope, parent, session = selection_from(source, *self.keys)
+        if self._budget is not None:
+            return None, None, session
+        return scope, parent, session
+
+    # -- output caps --------------------------------------------------------------------------
+
+    @property
+    def floor(self) -> int | None:
+        """The ``min_output_tokens`` every start clamps down to (None: no clamping)."""
+        return self.min_output_tokens if self.clamp else None
+
+    def cap_to_send(self, requested: int | None, reservation: Reservation) -> int | None:
+        """The output cap an adapter that controls the request should send, or None to
+        send the request as it is: with ``clamp``, the cap the hold was sized for whenever
+        the request asks for more (or sets none)."""
+        if not self.clamp:
+            return None
+        granted = reservation.max_output_tokens
+        if requested is not None and requested <= granted:
+            return None
+        return granted
 
     def _call_metadata(self, call_id: Hashable, extra: Mapping[str, Any] | None) -> dict[str, Any]:
         meta: dict[str, Any] = {"framework": self.framework, "call_id": str(call_id)}
@@ -199,6 +261,8 @@ class CallLifecycle:
         }
         if self.wait:
             kwargs["wait"] = self.wait
+        if min_output_tokens is None:
+            min_output_tokens = self.floor
         if min_output_tokens is not None:
             kwargs["clamp"] = True
             kwargs["min_output_tokens"] = min(min_output_tokens, cap)
@@ -220,9 +284,9 @@ class CallLifecycle:
         """Reserve call ``call_id``'s worst case; raises to refuse it (the provider must
         then not be called). ``input_tokens`` may be a function, called only here;
         ``max_output_tokens=None`` means the request sets no cap. With ``min_output_tokens``
-        the output cap is clamped to what fits, down to that floor: send the request with
-        ``reservation.max_output_tokens``. A second start of an open call returns its
-        reservation."""
+        (default: :attr:`floor`) the output cap is clamped to what fits, down to that floor:
+        send the request with ``reservation.max_output_tokens``. A second start of an open
+        call returns its reservation."""
         known = self._calls.get(call_id)
         if known is not None:
             return known
@@ -582,6 +646,44 @@ class CallTally:
         """The text produced so far; None when none was seen (a call that failed before it
         answered), ``""`` for a stream that produced nothing yet."""
         return None if self._pieces is None else "".join(self._pieces)
+
+
+class LifecycleAdapter:
+    """Base of an adapter object that feeds one :class:`CallLifecycle` (``self._calls``):
+    the properties every adapter exposes, and copies that are the object itself (frameworks
+    copy configs and agents; a copy would be a second adapter charging every call again).
+    Put it first among the bases, so its methods win over a framework base class's."""
+
+    _calls: CallLifecycle
+
+    @property
+    def budget(self) -> Target:
+        """The Budget or BudgetManager this adapter enforces."""
+        return self._calls.target
+
+    @property
+    def calls(self) -> CallLifecycle:
+        """The core lifecycle this adapter feeds."""
+        return self._calls
+
+    @property
+    def open_calls(self) -> int:
+        """Calls started and not yet ended (never-ended ones until they are forgotten)."""
+        return self._calls.open_calls
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self
+
+    # Equal only to itself, whatever a framework base class (a dataclass) would compare: two
+    # adapters over different budgets are never the same adapter.
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
 
 
 def selection_from(
