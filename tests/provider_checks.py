@@ -9,7 +9,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.tools import tool
 from llama_index.core.llms import ChatMessage
 
-from agent_budget import Budget, Usage, UsageRecord
+from agent_budget import Budget, BudgetManager, Usage, UsageRecord
 
 from .provider_servers import MockProvider, Served, builtin_price_nanos, held
 
@@ -23,6 +23,7 @@ __all__ = [
     "only_record",
     "record_shape",
     "recorded_usage",
+    "sessions_by_scope",
 ]
 
 
@@ -47,6 +48,16 @@ def recorded_usage(record: UsageRecord) -> Usage:
         record.cache_write_tokens,
         record.reasoning_tokens,
     )
+
+
+def sessions_by_scope(manager: BudgetManager, *names: str) -> dict[str, list[tuple[int, str]]]:
+    """``(input_tokens, session_id)`` of every record of each named scope of ``manager``."""
+    seen: dict[str, list[tuple[int, str]]] = {}
+    for name in names:
+        budget = manager.get(name)
+        assert budget is not None, name
+        seen[name] = [(r.input_tokens, r.session_id) for r in budget.records]
+    return seen
 
 
 def record_shape(record: UsageRecord) -> tuple[Any, ...]:

@@ -50,7 +50,7 @@ from agent_budget_callbacks.openai_agents.payload import read_event, response_te
 from .adapter_drivers import BILL, bill_usage
 from .fake_agents_models import FakeResponsesModel, ToolCall
 from .fake_chat_models import Bill
-from .provider_checks import assert_nothing_charged, recorded_usage
+from .provider_checks import assert_nothing_charged, recorded_usage, sessions_by_scope
 from .provider_servers import CUT_OFF_ERRORS, OpenAIServer, Reply, held
 from .thread_store import ThreadNotingStore
 
@@ -423,12 +423,7 @@ def test_the_run_context_names_the_tenant_and_session(clock: Any) -> None:
     _run(agent, "hi", "run_sync", hooks=hooks, context=ctx)
     with budget_scope("user-3", session="conv-3"):
         _run(agent, "hi", "run", hooks=hooks, run_config=hooks.run_config())
-    seen = {}
-    for name in ("user-1", "user-2", "user-3"):
-        budget = manager.get(name)
-        assert budget is not None
-        seen[name] = [(r.input_tokens, r.session_id) for r in budget.records]
-    assert seen == {
+    assert sessions_by_scope(manager, "user-1", "user-2", "user-3") == {
         "user-1": [(100, "")],
         "user-2": [(100, "conv-9")],
         "user-3": [(100, "conv-3")],

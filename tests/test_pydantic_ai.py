@@ -42,7 +42,7 @@ from agent_budget_callbacks.pydantic_ai.payload import input_tokens, response_te
 from .adapter_drivers import BILL, bill_usage
 from .fake_chat_models import Bill
 from .fake_pydantic_models import FakeOpenAIChatModel, ToolCall
-from .provider_checks import assert_nothing_charged, recorded_usage
+from .provider_checks import assert_nothing_charged, recorded_usage, sessions_by_scope
 from .provider_servers import OpenAIServer, Reply, held
 from .thread_store import ThreadNotingStore
 
@@ -427,12 +427,7 @@ def test_the_runs_deps_name_the_tenant_and_session(clock: Any) -> None:
     agent.run_sync("hi", deps=Deps("user-2", budget_session="conv-2"))
     with budget_scope("user-3", session="conv-3"):
         agent.run_sync("hi")
-    seen = {}
-    for name in ("user-1", "user-2", "user-3"):
-        budget = manager.get(name)
-        assert budget is not None
-        seen[name] = [(r.input_tokens, r.session_id) for r in budget.records]
-    assert seen == {
+    assert sessions_by_scope(manager, "user-1", "user-2", "user-3") == {
         "user-1": [(100, "")],
         "user-2": [(100, "conv-2")],
         "user-3": [(100, "conv-3")],
