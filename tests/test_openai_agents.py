@@ -325,11 +325,23 @@ def test_each_retry_attempt_is_reserved_and_accounted(clock: Any) -> None:
 def test_a_refusal_by_the_model_alone_is_final_whatever_the_retry_policy(clock: Any) -> None:
     poor = _budget(clock, tokens=50)
     model = FakeResponsesModel()
+    attempts: list[str] = []
+
+    class Counting(BudgetModel):
+        async def get_response(self, *args: Any, **kwargs: Any) -> Any:
+            attempts.append("get_response")
+            return await super().get_response(*args, **kwargs)
+
+        def stream_response(self, *args: Any, **kwargs: Any) -> Any:
+            attempts.append("stream_response")
+            return super().stream_response(*args, **kwargs)
+
     settings = ModelSettings(retry=ModelRetrySettings(max_retries=3, policy=lambda ctx: True))
-    agent = Agent(name="a", model=BudgetModel(model, poor), model_settings=settings)
+    agent = Agent(name="a", model=Counting(model, poor), model_settings=settings)
     for mode in ("run", "run_sync", "run_streamed"):
         with pytest.raises(BudgetExceededError):
             _run(agent, "hi", mode)
+    assert attempts == ["get_response", "get_response", "stream_response"]  # no retries
     assert model.calls.value == 0
     assert_nothing_charged(poor)
 
