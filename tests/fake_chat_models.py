@@ -125,6 +125,8 @@ class _FakeChat(BaseChatModel):
     error: Any = None
     """An exception raised by the provider after the call is counted."""
     before_call: Callable[[], None] | None = Field(default=None, exclude=True)
+    requests: list[dict[str, Any]] = Field(default_factory=list, exclude=True)
+    """The call-time kwargs (bound settings such as ``max_tokens``) of each provider call."""
 
     _cycle: Any = PrivateAttr(default=None)
     _cycle_lock: Any = PrivateAttr(default_factory=threading.Lock)
@@ -140,7 +142,8 @@ class _FakeChat(BaseChatModel):
             return AIMessage(content=reply.content, tool_calls=list(reply.tool_calls))
         return AIMessage(content=str(reply))
 
-    def _provider_call(self) -> None:
+    def _provider_call(self, kwargs: dict[str, Any] | None = None) -> None:
+        self.requests.append(dict(kwargs or {}))
         self.calls.hit()
         if self.before_call is not None:
             self.before_call()
@@ -198,7 +201,7 @@ class _FakeChat(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        self._provider_call()
+        self._provider_call(kwargs)
         return self._result(kwargs)
 
     async def _agenerate(
@@ -208,7 +211,7 @@ class _FakeChat(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        self._provider_call()
+        self._provider_call(kwargs)
         if self.hang:
             await asyncio.Event().wait()
         if self.gate is not None:
@@ -267,7 +270,7 @@ class _FakeChat(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        self._provider_call()
+        self._provider_call(kwargs)
         yield from self._chunks(kwargs)
 
     async def _astream(
@@ -277,7 +280,7 @@ class _FakeChat(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        self._provider_call()
+        self._provider_call(kwargs)
         if self.gate is not None:
             await self.gate.wait()
         for index, chunk in enumerate(self._chunks(kwargs)):

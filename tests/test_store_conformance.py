@@ -22,7 +22,15 @@ from agent_budget import (
     ModelRates,
     Usage,
 )
-from agent_budget.stores import Level, Line, Store
+from agent_budget.stores import Level, Line, MemoryStore, Store, StoreOptions
+from agent_budget.stores.base import (
+    PERIOD_HORIZON,
+    is_session_scope,
+    roll_bucket,
+    roll_metric,
+    session_scope,
+    window_of,
+)
 
 from .clock import FakeClock
 from .store_fixtures import FakeProvider, RedisCluster, StoreFactory, redis_client
@@ -392,6 +400,68 @@ def test_exact_integers_up_to_two_to_the_53(store_factory: StoreFactory, clock: 
     ).admitted
 
 
+def test_exact_integers_at_any_size(store_factory: StoreFactory, clock: FakeClock) -> None:
+    """Counters at or above 1e17 nano-USD, above 2^53 and above 2^64 read back exactly on
+    every store, through windows and holds too (issue 16, #9)."""
+    store = store_factory()
+    sizes = [10**17, 2**53 + 1, 18 * 10**16 + 7, 2**64 + 3, 10**30 + 1, 99_999_999_999_999]
+    expected = 0
+    for index, amount in enumerate(sizes):
+        lines = [L("s", "session:cost", amount), L("s", "day:cost", amount)]
+        result = store.commit(f"c{index}", lines, now=clock(), group=G)
+        expected += amount
+        assert result.levels == (Level(expected, 0), Level(expected, 0))
+    assert store.read("s", now=clock(), group=G) == {
+        "session:cost": Level(expected, 0),
+        "day:cost": Level(expected, 0),
+    }
+    limit = expected + 10**25
+    held = store.reserve("h", [L("s", "session:cost", 10**25, limit)], now=clock(), ttl=60,
+                         group=G)  # fmt: skip
+    assert held.admitted and held.levels == (Level(expected, 0),)
+    assert not store.reserve(
+        "x", [L("s", "session:cost", 1, limit)], now=clock(), ttl=60, group=G
+    ).admitted
+    assert store.read("s", now=clock(), group=G)["session:cost"] == Level(expected, 10**25)
+    store.release("h", now=clock(), group=G)
+    store.commit("small", [L("s", "session:cost", -(expected - 5))], now=clock(), group=G)
+    assert store.read("s", now=clock(), group=G)["session:cost"] == Level(5, 0)
+    clock.advance(86_400 + 900)
+    assert "day:cost" not in store.read("s", now=clock(), group=G)
+
+
+def test_repeated_reserve_rule(store_factory: StoreFactory, clock: FakeClock) -> None:
+    """One rule on every store (issue 16, #13): a retry of a live hold with the same lines is
+    admitted once and reports the levels before that hold; anything else is "in use"."""
+    store = store_factory()
+    store.commit("spent", [L("s", "session:tokens", 20)], now=clock(), group=G)
+    store.reserve("other", [L("s", "session:tokens", 5, 100)], now=clock(), ttl=60, group=G)
+    lines = [L("s", "session:tokens", 30, 100), L("t", "session:cost", 7, 10)]
+    first = store.reserve("h", lines, now=clock(), ttl=60, group=G)
+    assert first.admitted and first.levels == (Level(20, 5), Level(0, 0))
+    again = store.reserve("h", lines, now=clock(), ttl=60, group=G)
+    assert again == first
+    # the limits may differ (the retry fits as the first did): the hold is the same
+    assert store.reserve("h", [L("s", "session:tokens", 30, 50), L("t", "session:cost", 7, 7)],
+                         now=clock(), ttl=60, group=G).admitted  # fmt: skip
+    assert store.read("s", now=clock(), group=G) == {"session:tokens": Level(20, 35)}
+    assert store.read("t", now=clock(), group=G) == {"session:cost": Level(0, 7)}
+    for different in ([L("s", "session:tokens", 31, 100)], lines[:1], [*lines, lines[0]]):
+        with pytest.raises(ValueError, match="in use"):
+            store.reserve("h", different, now=clock(), ttl=60, group=G)
+    store.commit("h", [L("s", "session:tokens", 25)], now=clock(), group=G)
+    with pytest.raises(ValueError, match="in use"):
+        store.reserve("h", lines, now=clock(), ttl=60, group=G)  # finished: never again
+    store.reserve("r", lines, now=clock(), ttl=60, group=G)
+    store.release("r", now=clock(), group=G)
+    with pytest.raises(ValueError, match="in use"):
+        store.reserve("r", lines, now=clock(), ttl=60, group=G)
+    store.reserve("e", lines, now=clock(), ttl=10, group=G)
+    clock.advance(10)  # an expired hold's id may be used again
+    assert store.reserve("e", lines, now=clock(), ttl=10, group=G).admitted
+    assert store.read("s", now=clock(), group=G) == {"session:tokens": Level(45, 35)}
+
+
 def test_a_second_handle_sees_every_hold_and_commit(
     store_factory: StoreFactory, clock: FakeClock
 ) -> None:
@@ -430,6 +500,223 @@ def test_empty_line_lists(store_factory: StoreFactory, clock: FakeClock) -> None
     )
     result = store.commit("c", [], now=clock(), group=G)
     assert result.applied and result.levels == ()
+
+
+# -- rolling windows of any length, calendar periods, session scopes --------------------------
+
+
+def test_rolling_windows_of_any_length(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory()
+    hour, week = "roll:3600:tokens", "roll:604800:cost"
+    assert (roll_bucket(3600), roll_bucket(604800), roll_bucket(50)) == (37, 6300, 1)
+    start = (int(clock()) // 37) * 37
+    clock.now = start + 1.0
+    store.commit("a", [L("s", hour, 7), L("s", week, 7)], now=clock(), group=G)
+    clock.now = start + 40.0  # the next bucket of the hour window
+    store.commit("b", [L("s", hour, 5), L("s", week, 5)], now=clock(), group=G)
+
+    def level(metric: str) -> int:
+        return store.read("s", now=clock(), group=G).get(metric, Level()).committed
+
+    clock.now = start + 1.0 + 3600  # a full window after the first add: still counted
+    assert (level(hour), level(week)) == (12, 12)
+    clock.now = start + 3600 + 37 - 0.001  # never early
+    assert level(hour) == 12
+    clock.now = start + 3600 + 37.0  # the first bucket leaves, at most one bucket late
+    assert (level(hour), level(week)) == (5, 12)
+    clock.now = start + 37 + 3600 + 37.0
+    assert level(hour) == 0
+    # a cap on the hour sees only the hour; the week still counts everything
+    lines = [L("s", hour, 10, 10), L("s", week, 1, 13)]
+    assert store.reserve("c", lines, now=clock(), ttl=60, group=G).admitted
+    clock.now = start + 604800 + 6300 * 2
+    assert level(week) == 0
+
+
+def test_window_rule_is_said_once() -> None:
+    from agent_budget.scope import Limit
+
+    opts = StoreOptions(window_seconds=3600, bucket_seconds=900)
+    assert window_of("day:tokens", opts) == (3600, 900)
+    assert window_of("roll:86400:cost", opts) == (86400, 900)
+    assert window_of("session:tokens", opts) is None
+    assert window_of("model:roll:tokens", opts) is None
+    assert Limit("x", "roll:60:tokens", 1, "tokens").windowed
+    assert not Limit("x", "session:tokens", 1, "tokens").windowed
+    assert roll_metric(3600, "tokens") == "roll:3600:tokens"
+    bad_metrics = (
+        "roll:0:x",
+        "roll:abc:x",
+        "roll:010:x",
+        "roll:60",
+        "roll:-5:x",
+        "roll:" + "9" * 12 + ":x",
+    )
+    for bad in bad_metrics:
+        with pytest.raises(ValueError, match="roll:<seconds>"):
+            window_of(bad, opts)
+
+
+def test_a_malformed_window_changes_nothing(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory()
+    for bad in ("roll:0:tokens", "roll:ten:tokens"):
+        with pytest.raises(ValueError):
+            store.reserve("h", [L("s", "session:tokens", 5, 100), L("s", bad, 1, 10)],
+                          now=clock(), ttl=60, group=G)  # fmt: skip
+        with pytest.raises(ValueError):
+            store.commit("c", [L("s", "session:tokens", 5), L("s", bad, 1)], now=clock(), group=G)
+    assert store.read("s", now=clock(), group=G) == {}
+    assert store.commit("c", [L("s", "session:tokens", 5)], now=clock(), group=G).applied
+
+
+def P(scope: str, metric: str, amount: int, period: int, limit: int | None = None) -> Line:
+    return Line(scope, metric, amount, limit, period)
+
+
+def test_calendar_periods_restart_counters(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory()
+    jan, feb, mar = 1_000, 2_000, 3_000  # period starts, as the Budget computes them
+    month = "cal:month:cost"
+    assert store.commit("a", [P("s", month, 10, jan)], now=clock(), group=G).levels == (
+        Level(10, 0),
+    )
+    held = store.reserve("h", [P("s", month, 4, jan, 100)], now=clock(), ttl=60, group=G)
+    assert held.levels == (Level(10, 0),)
+    # a new period starts from zero; the hold stays
+    result = store.commit("b", [P("s", month, 5, feb)], now=clock(), group=G)
+    assert result.applied and result.levels == (Level(5, 4),)
+    # a late line of the old period counts into the newer one
+    assert store.commit("c", [P("s", month, 3, jan)], now=clock(), group=G).levels == (Level(8, 4),)
+    # a line without a period counts into the stored one
+    assert store.commit("d", [L("s", month, 1)], now=clock(), group=G).levels == (Level(9, 4),)
+    assert store.read("s", now=clock(), group=G) == {month: Level(9, 4)}
+    assert store.read("s", now=clock(), group=G, periods={month: feb}) == {month: Level(9, 4)}
+    # a reader already in March sees March: nothing committed yet (the hold still shows)
+    assert store.read("s", now=clock(), group=G, periods={month: mar}) == {month: Level(0, 4)}
+    # the cap applies per period
+    lines = [P("s", month, 95, feb, 100)]
+    assert not store.reserve("x", lines, now=clock(), ttl=60, group=G).admitted
+    march = store.reserve("y", [P("s", month, 95, mar, 100)], now=clock(), ttl=60, group=G)
+    assert march.admitted and march.levels == (Level(0, 4),)
+    store.commit("y", [P("s", month, 90, mar)], now=clock(), group=G)
+    store.commit("h", [P("s", month, 4, jan)], now=clock(), group=G)  # commits into March
+    assert store.read("s", now=clock(), group=G) == {month: Level(94, 0)}
+    # other counters of the scope are untouched by the period change
+    store.commit("e", [L("s", "session:cost", 1)], now=clock(), group=G)
+    assert store.read("s", now=clock(), group=G)["session:cost"] == Level(1, 0)
+
+
+def test_refused_and_dry_run_reserves_move_no_period(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory()
+    month = "cal:month:tokens"
+    store.commit("a", [P("s", month, 50, 1_000)], now=clock(), group=G)
+    refused = store.reserve(
+        "r", [P("s", month, 500, 2_000, 100), L("s", "session:tokens", 1, 0)],
+        now=clock(), ttl=60, group=G,
+    )  # fmt: skip
+    assert not refused.admitted and refused.levels[0] == Level(0, 0)
+    dry = store.reserve("d", [P("s", month, 5, 2_000, 100)], now=clock(), ttl=60, group=G,
+                        dry_run=True)  # fmt: skip
+    assert dry.admitted and dry.levels == (Level(0, 0),)
+    assert store.read("s", now=clock(), group=G) == {month: Level(50, 0)}  # still the old one
+
+
+def test_a_period_on_a_window_is_refused(store_factory: StoreFactory, clock: FakeClock) -> None:
+    store = store_factory()
+    with pytest.raises(ValueError, match="period"):
+        store.commit("a", [L("s", "session:tokens", 1), P("s", "day:tokens", 1, 5)],
+                     now=clock(), group=G)  # fmt: skip
+    with pytest.raises(ValueError, match="period"):
+        store.reserve("h", [P("s", "roll:60:tokens", 1, 5, 10)], now=clock(), ttl=60, group=G)
+    assert store.read("s", now=clock(), group=G) == {}
+
+
+def test_session_scopes_expire_after_the_session_ttl(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory(session_ttl=100, idle_ttl=1000)
+    one, two = session_scope("user:1", "conv-a"), session_scope("user:1", "conv-b")
+    assert is_session_scope(one) and not is_session_scope("user:1") and one != two
+    for scope in (one, two, "user:1"):
+        store.commit(f"c-{scope}", [L(scope, "session:tokens", 9)], now=clock(), group=G)
+    clock.advance(60)
+    store.commit("again", [L(two, "session:tokens", 1)], now=clock(), group=G)
+    clock.advance(40)  # one is idle for its session ttl; two was used 40 s ago
+    assert store.read(one, now=clock(), group=G) == {}
+    assert store.read(two, now=clock(), group=G) == {"session:tokens": Level(10, 0)}
+    assert store.read("user:1", now=clock(), group=G) == {"session:tokens": Level(9, 0)}
+    clock.advance(900)  # the ordinary scope follows idle_ttl
+    assert store.read("user:1", now=clock(), group=G) == {}
+    forever = store_factory(session_ttl=None)
+    forever.commit("f", [L(session_scope("u", "c"), "session:tokens", 3)], now=clock(), group=G)
+    clock.advance(10**8)
+    assert forever.read(session_scope("u", "c"), now=clock(), group=G) == {
+        "session:tokens": Level(3, 0)
+    }
+
+
+def test_session_scope_names_cannot_collide_with_scope_names() -> None:
+    name = session_scope("user:1", "a\x1fb")
+    assert name.split("\x1f", 1) == ["user:1", "a\x1fb"]
+    with pytest.raises(ValueError, match="U\\+001F"):
+        BudgetScope(name)
+    with pytest.raises(ValueError):
+        session_scope(name, "x")
+    with pytest.raises(ValueError):
+        session_scope("user:1", "")
+
+
+def test_idle_expiry_never_drops_what_a_window_still_counts(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    """An idle_ttl shorter than the window must not void the window's cap (issue 16, #4)."""
+    store = store_factory(idle_ttl=3600, session_ttl=3600)
+    conv = session_scope("t", "c")
+    for scope in ("t", conv):
+        lines = [L(scope, "day:tokens", 90_000, 100_000), L(scope, "roll:7200:cost", 5, 10)]
+        assert store.reserve(f"h-{scope}", lines, now=clock(), ttl=60, group=G).admitted
+        store.commit(f"h-{scope}", lines, now=clock(), group=G)
+    clock.advance(3 * 3600)  # idle three times over, inside the day
+    for scope in ("t", conv):
+        again = [L(scope, "day:tokens", 20_000, 100_000)]
+        result = store.reserve(f"x-{scope}", again, now=clock(), ttl=60, group=G)
+        assert not result.admitted and result.levels == (Level(90_000, 0),)
+    clock.advance(86_400 + 900)  # the window emptied, then idle: now it may go
+    assert store.read("t", now=clock(), group=G) == {}
+    assert store.read(conv, now=clock(), group=G) == {}
+
+
+def test_idle_expiry_keeps_a_recent_period_counter(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory(idle_ttl=60)
+    start = int(clock())
+    store.commit("a", [P("s", "cal:month:cost", 70, start, None)], now=clock(), group=G)
+    clock.advance(10 * 86_400)  # idle, but the month still counts
+    lines = [P("s", "cal:month:cost", 40, start, 100)]
+    assert not store.reserve("h", lines, now=clock(), ttl=60, group=G).admitted
+    clock.advance(PERIOD_HORIZON)
+    assert store.read("s", now=clock(), group=G) == {}
+
+
+def test_memory_stays_bounded_with_a_hundred_thousand_sessions(clock: FakeClock) -> None:
+    store = MemoryStore(session_ttl=3600)
+    lines = [L("", "session:tokens", 10, 1000), L("", "session:cost", 10, 1000)]
+    peak = 0
+    for index in range(100_000):
+        scope = session_scope("tenant", f"conv-{index}")
+        own = [Line(scope, line.metric, line.amount, line.limit) for line in lines]
+        assert store.reserve(f"h{index}", own, now=clock(), ttl=60, group=G).admitted
+        store.commit(f"h{index}", own, now=clock(), group=G)
+        clock.advance(0.36)  # 10,000 conversations an hour, for ten hours
+        if index % 5_000 == 0:
+            peak = max(peak, store.stats()["scopes"])
+    stats = store.stats()
+    assert stats["scopes"] <= 10_100 and peak <= 10_100
+    assert stats["idle_queue"] <= 2 * stats["scopes"] + 10
+    assert stats["tombstones"] <= 10_100 and stats["holds"] == 0
 
 
 # -- Budget and BudgetManager over each store -------------------------------------------------
@@ -707,15 +994,20 @@ def test_redis_idle_keys_get_a_ttl_and_holds_outlive_their_counters(
 ) -> None:
     import redis
 
-    store = Store.from_url(redis_url + "?server_time=0&idle_ttl=100&tombstone_ttl=30")
+    store = Store.from_url(
+        redis_url + "?server_time=0&idle_ttl=100&tombstone_ttl=30&window_seconds=600"
+        "&bucket_seconds=60"
+    )
     client = redis.Redis.from_url(redis_url)
     store.commit("c", [L("s", "day:cost", 5), L("s", "session:cost", 5)], now=clock(), group=G)
+    store.commit("c0", [L("plain", "session:cost", 5)], now=clock(), group=G)
     keys = {k.decode(): client.pttl(k) for k in client.keys("ab:{tenant}:*")}
     assert keys["ab:{tenant}:d:c"] <= 30_000  # tombstone
-    scope_ttl = keys["ab:{tenant}:s:s"]
+    assert 0 < keys["ab:{tenant}:s:plain"] <= 160_000  # idle_ttl plus a 60 s margin
+    # a scope whose window still counts lives until the window has emptied (plus a margin)
     window = [k for k in keys if ":w:" in k]
-    assert len(window) == 1 and 0 < keys[window[0]] <= 160_000
-    assert 0 < scope_ttl <= 160_000  # idle_ttl plus a 60 s margin
+    assert len(window) == 1 and 600_000 < keys[window[0]] <= 720_000
+    assert 600_000 < keys["ab:{tenant}:s:s"] <= 720_000
     store.reserve("h", [L("s", "session:cost", 1, 100)], now=clock(), ttl=1000, group=G)
     held = client.pttl("ab:{tenant}:s:s")
     assert held > 1_000_000  # a scope holding budget lives at least as long as its hold

@@ -30,6 +30,7 @@ from agent_budget.calls import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     UNKNOWN_MODEL,
     CallLifecycle,
+    accounted_by,
     release_elsewhere,
 )
 
@@ -44,9 +45,43 @@ from .payload import (
     response_text,
 )
 
-__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "BudgetCallbackHandler"]
+__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "BudgetCallbackHandler", "quiet_refusals"]
 
 log = logging.getLogger("agent_budget.langchain")
+
+
+class _QuietRefusals(logging.Filter):
+    """Drops LangChain's WARNING "Error in BudgetCallbackHandler.on_chat_model_start
+    callback: BudgetExceededError(...)": a refusal is the call's outcome, raised to the
+    caller, not a callback failure. Other callback errors still log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        refusal = (
+            record.msg == "Error in %s.%s callback: %s"
+            and isinstance(args, tuple)
+            and len(args) == 3
+            and args[0] == BudgetCallbackHandler.__name__
+            and str(args[2]).startswith(_REFUSAL_REPRS)
+        )
+        return not refusal
+
+
+_REFUSAL_REPRS = ("BudgetExceededError(", "UnknownScopeError(", "StoreUnavailableError(")
+_QUIET = _QuietRefusals()
+_MANAGER_LOG = logging.getLogger("langchain_core.callbacks.manager")
+
+
+def quiet_refusals(enabled: bool = True) -> None:
+    """Filter LangChain's WARNING line for our own refusals (on by default, since the
+    refusal reaches the caller as an exception); ``quiet_refusals(False)`` shows it again."""
+    if enabled:
+        _MANAGER_LOG.addFilter(_QUIET)
+    else:
+        _MANAGER_LOG.removeFilter(_QUIET)
+
+
+quiet_refusals(True)
 
 NO_USAGE_HINT = (
     "LangChain chat models report usage on streams only when asked: pass "
@@ -272,8 +307,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         count: Callable[[], int],
     ) -> None:
         calls = self._calls
-        if run_id in calls:
-            return
+        if run_id in calls or accounted_by(calls.target):
+            return  # an agent middleware of this budget accounts for the call itself
         scope = parent = None
         if self._manager is not None:
             scope = metadata.get(self._scope_key)

@@ -27,8 +27,10 @@ __all__ = [
     "Outcome",
     "answered_model",
     "chat_input_tokens",
+    "chat_model_request",
     "completions",
     "max_output_tokens",
+    "message_outcome",
     "partial_text",
     "prompt_input_tokens",
     "read_outcome",
@@ -169,6 +171,43 @@ def _real_usage(mapping: object) -> Usage | None:
     usage = usage_from_mapping(mapping)
     # Zero tokens means "not reported" (no real call has an empty prompt).
     return usage if usage is not None and usage.total_tokens > 0 else None
+
+
+def message_outcome(message: BaseMessage) -> Outcome:
+    """Usage and answering model of one AI message (e.g. an agent model node's reply)."""
+    meta = getattr(message, "response_metadata", None)
+    model = None
+    if isinstance(meta, Mapping):
+        model = _name(meta.get("model_name")) or _name(meta.get("model"))
+    usage_meta = getattr(message, "usage_metadata", None)
+    return Outcome(_real_usage(usage_meta) if usage_meta else None, model)
+
+
+def chat_model_request(
+    model: object, settings: Mapping[str, Any]
+) -> tuple[str | None, int | None, str]:
+    """The model name a chat model will call, its output cap (``settings`` first, then the
+    model's own), and the settings key that sets that cap for this model."""
+    params: Mapping[str, Any] = {}
+    get_params = getattr(model, "_get_ls_params", None)
+    if callable(get_params):
+        try:
+            found = get_params(**settings)
+            params = found if isinstance(found, Mapping) else {}
+        except Exception:
+            params = {}
+    name = _name(params.get("ls_model_name"))
+    for attr in _MODEL_KEYS:
+        name = name or _name(getattr(model, attr, None))
+    key = next((k for k in _MAX_TOKEN_KEYS if k in settings), None)
+    if key is None:
+        key = next((k for k in _MAX_TOKEN_KEYS if getattr(model, k, None) is not None), None)
+    cap = _positive_int(settings.get(key)) if key is not None else None
+    if cap is None:
+        cap = _positive_int(params.get("ls_max_tokens"))
+    if cap is None and key is not None:
+        cap = _positive_int(getattr(model, key, None))
+    return name, cap, key or "max_tokens"
 
 
 def read_outcome(response: LLMResult) -> Outcome:

@@ -22,9 +22,11 @@ from .remaining import LimitRemaining, Remaining
 from .reservation import Reservation
 from .scope import BudgetScope
 from .stores import MemoryStore, Store, StoreOptions, open_store
+from .summary import BudgetSummary, ExactBudgetSummary, Usd
 from .tokens import CachedCounter, HeuristicCounter, TokenCounter, count_messages, default_counter
 from .tracking import RunTracker
 from .usage import Usage, usage_from_mapping
+from .windows import Window, calendar, rolling
 
 __version__ = "0.2.0"
 
@@ -36,8 +38,10 @@ __all__ = [
     "BudgetExceededError",
     "BudgetManager",
     "BudgetScope",
+    "BudgetSummary",
     "BudgetWarning",
     "CachedCounter",
+    "ExactBudgetSummary",
     "HeuristicCounter",
     "LimitRemaining",
     "MemoryStore",
@@ -58,14 +62,18 @@ __all__ = [
     "UnknownScopeError",
     "Usage",
     "UsageRecord",
+    "Usd",
+    "Window",
     "__version__",
     "budget_scope",
     "builtin_rates",
+    "calendar",
     "count_messages",
     "current_scope",
     "default_counter",
     "normalize_model_name",
     "open_store",
+    "rolling",
     "select_budget",
     "usage_from_mapping",
 ]

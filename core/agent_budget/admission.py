@@ -10,6 +10,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .stores import Level, Line, Store
 
@@ -30,6 +31,8 @@ class Refused:
     lines: tuple[Line, ...]
     levels: tuple[Level, ...]
     index: int
+    specs: tuple[Any, ...] = ()
+    """What each line stands for (the budget's :class:`~agent_budget.lines.LineSpec`)."""
 
     @property
     def line(self) -> Line:

@@ -10,9 +10,9 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from . import reserving
 from .admission import Refused, notify_waiters
@@ -20,25 +20,26 @@ from .aio import off_loop
 from .alerting import AlertCallback, Alerter, warn_thresholds
 from .alerts import BudgetAlert
 from .errors import BudgetExceededError, BudgetWarning, StoreError, StoreUnavailableError
+from .lines import LineSpec, Mode, build_specs, make_lines
 from .pending import PendingCommit, pending_for
 from .rates import ModelRates, RateTable, ResolvedModel
 from .records import UsageRecord, record_payload
 from .refusals import exceeded_error, refusal_error
 from .remaining import Remaining, remaining_of
 from .reservation import Reservation
-from .scope import BudgetScope, Limit, Metric
+from .scope import BudgetScope, Limit
 from .stores import Level, Line, Store, open_store
-from .stores.base import new_tuple
-from .summary import summarize
+from .stores.base import session_scope
+from .summary import BudgetSummary, ExactBudgetSummary, summarize
 from .usage import Usage
 from .validate import MAX_TOKENS, check_tokens, to_decimal
+from .windows import period_bounds
 
 __all__ = ["Budget", "StoreErrorPolicy"]
 
 log = logging.getLogger("agent_budget")
 
 StoreErrorPolicy = Literal["fail_closed", "fail_open"]
-_LineSpec = tuple[str, str, bool, "int | None"]
 
 
 class _HoldIds:
@@ -123,13 +124,8 @@ class Budget:
         )
         self._limits: tuple[Limit, ...] = scope.limits(self.rates.canonical)
         self._by_metric: dict[str, Limit] = {lim.metric: lim for lim in self._limits}
-        self._chain_limits: dict[tuple[str, str], tuple[Budget, Limit]] = {
-            (budget.name, lim.metric): (budget, lim)
-            for budget in reversed(self._chain)
-            for lim in budget._limits
-        }
-        self._line_specs: dict[tuple[str, str], tuple[_LineSpec, ...]] = {}
-        self._alert_targets: dict[str, tuple[tuple[Budget, Limit] | None, ...]] = {}
+        self._line_specs: dict[tuple[str, str, bool], tuple[LineSpec, ...]] = {}
+        self._session_epoch = 0  # last reset_session() here; per-id session lines carry it
         self._alerter = Alerter(
             scope.name,
             clock,
@@ -223,50 +219,33 @@ class Budget:
     # -- lines -----------------------------------------------------------------------------
 
     def _lines(
-        self, model: str, tokens: int, cost: int, *, mode: Literal["hard", "limited", "all"]
-    ) -> list[Line]:
-        specs = self._line_specs.get((model, mode))
+        self, model: str, tokens: int, cost: int, mode: Mode, session_id: str, now: float
+    ) -> tuple[list[Line], tuple[LineSpec, ...]]:
+        """The lines of a call (see :mod:`agent_budget.lines`) and the specs behind them."""
+        key = (model, mode, bool(session_id))
+        specs = self._line_specs.get(key)
         if specs is None:
-            specs = self._build_specs(model, mode)
+            specs = build_specs(self._chain, model, mode, bool(session_id))
             if len(self._line_specs) >= 1024:
                 self._line_specs.clear()
-            self._line_specs[(model, mode)] = specs
-        return [
-            new_tuple(Line, (scope, metric, cost if is_cost else tokens, limit))
-            for scope, metric, is_cost, limit in specs
-        ]
+            self._line_specs[key] = specs
+        return make_lines(specs, tokens, cost, session_id, now), specs
 
-    def _build_specs(
-        self, model: str, mode: Literal["hard", "limited", "all"]
-    ) -> tuple[_LineSpec, ...]:
-        metrics = (
-            (Metric.SESSION_TOKENS, False),
-            (Metric.SESSION_COST, True),
-            (Metric.DAY_TOKENS, False),
-            (Metric.DAY_COST, True),
-            (Metric.model_tokens(model), False),
-            (Metric.model_cost(model), True),
-        )
-        specs: list[_LineSpec] = []
-        for budget in self._chain:
-            hard = budget._scope.hard_stop
-            for metric, is_cost in metrics:
-                limit = budget._by_metric.get(metric)
-                if mode == "all":
-                    specs.append((budget.name, metric, is_cost, None))
-                elif limit is not None and (hard or mode == "limited"):
-                    specs.append((budget.name, metric, is_cost, limit.amount))
-        return tuple(specs)
-
-    def _limit_of(self, line: Line) -> tuple[Budget, Limit] | None:
-        return self._chain_limits.get((line.scope, line.metric))
-
-    def _refusal(self, line: Line, level: Level, *, detail: str = "") -> BudgetExceededError:
+    def _refusal(
+        self,
+        spec: LineSpec,
+        line: Line,
+        level: Level,
+        *,
+        detail: str = "",
+        prospective: bool = False,
+    ) -> BudgetExceededError:
         """The error refusing a call at ``line`` (and its CRITICAL alert, once per crossing)."""
-        found = self._limit_of(line)
-        assert found is not None
-        budget, limit = found
-        error = refusal_error(budget.name, limit, level, line.amount, detail=detail)
+        budget, limit = spec.budget, spec.target
+        assert limit is not None
+        error = refusal_error(
+            budget.name, limit, level, line.amount, detail=detail, prospective=prospective
+        )
         budget._alerter.refused(limit.limit_type, str(error), error.used, error.limit)
         return error
 
@@ -433,7 +412,7 @@ class Budget:
             if usage is None:
                 usage = Usage(reservation.input_tokens, reservation.max_output_tokens)
             meta = {**reservation.metadata, **(metadata or {})}
-            record, _lines, _levels = self._commit(
+            record, _lines, _specs, _levels = self._commit(
                 reservation.id,
                 self._answered_model(model, reservation.requested_model),
                 usage,
@@ -560,9 +539,9 @@ class Budget:
         session_id: str,
         metadata: Mapping[str, Any],
         estimated: bool,
-    ) -> tuple[UsageRecord, tuple[Line, ...], tuple[Level, ...] | None]:
-        """Record usage; returns the record, its lines and their levels after the commit
-        (None when the store was down and the commit was buffered)."""
+    ) -> tuple[UsageRecord, tuple[Line, ...], tuple[LineSpec, ...], tuple[Level, ...] | None]:
+        """Record usage; returns the record, its lines and specs, and their levels after the
+        commit (None when the store was down and the commit was buffered)."""
         resolved = self._resolve(model)
         cost = resolved.rates.cost_nanos(usage)
         now = self.clock()
@@ -582,7 +561,8 @@ class Budget:
             scope=self.name,
             reservation_id=hold_id,
         )
-        lines = tuple(self._lines(resolved.name, usage.total_tokens, cost, mode="all"))
+        listed, specs = self._lines(resolved.name, usage.total_tokens, cost, "all", session_id, now)
+        lines = tuple(listed)
         payload = record_payload(record) if self.store.keeps_ledger else None
         if self._pending:
             self._flush_pending()
@@ -592,42 +572,44 @@ class Budget:
             self._pending.add(PendingCommit(hold_id, lines, now, self.group, payload))
             with self._lock:
                 self._records.append(record)
-            return record, lines, None
+            return record, lines, specs, None
         with self._lock:
             self._records.append(record)
         notify_waiters(self.store)
-        self._check_alerts(resolved.name, lines, result.levels)
-        return record, lines, result.levels
-
-    def _check_alerts(self, model: str, lines: Sequence[Line], levels: Sequence[Level]) -> None:
-        # The limit (and its budget) behind each of a model's commit lines, looked up once.
-        targets = self._alert_targets.get(model)
-        if targets is None:
-            targets = tuple(self._chain_limits.get((line.scope, line.metric)) for line in lines)
-            if len(self._alert_targets) >= 1024:
-                self._alert_targets.clear()
-            self._alert_targets[model] = targets
-        for target, line, level in zip(targets, lines, levels, strict=True):
-            if target is not None:
-                target[0]._alerter.after_commit(target[1], level[0], line[2])
+        for spec, line, level in zip(specs, lines, result.levels, strict=True):
+            if spec.target is not None:
+                spec.budget._alerter.after_commit(spec.target, level[0], line[2])
+        return record, lines, specs, result.levels
 
     # -- the original API ------------------------------------------------------------------
 
-    def check(self, model: str, input_tokens: int, output_tokens: int = 0) -> None:
+    def check(
+        self, model: str, input_tokens: int, output_tokens: int = 0, *, session_id: str = ""
+    ) -> None:
         """Raise :class:`BudgetExceededError` if a call of this size would cross a hard
-        limit now (counting other calls' holds). Records and holds nothing."""
+        limit now (counting other calls' holds). Records and holds nothing.
+
+        As in the original API, the error's ``used`` is the total the call would reach
+        (``requested`` and ``reserved`` say what it is made of), and the prospective total
+        alerts: WARNING from ``alert_at_pct``, CRITICAL above a soft (``hard_stop=False``)
+        limit, once per crossing."""
+        if not isinstance(session_id, str):
+            raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
         check_tokens("input_tokens", input_tokens)
         check_tokens("output_tokens", output_tokens)
         resolved = self._resolve(model)
         cost = resolved.rates.cost_nanos(Usage(input_tokens, output_tokens))
-        lines = self._lines(resolved.name, input_tokens + output_tokens, cost, mode="limited")
+        now = self.clock()
+        lines, specs = self._lines(
+            resolved.name, input_tokens + output_tokens, cost, "limited", session_id, now
+        )
         if not lines:
             return
         try:
             result = self.store.reserve(
                 "check",
                 lines,
-                now=self.clock(),
+                now=now,
                 ttl=self.hold_ttl,
                 group=self.group,
                 dry_run=True,
@@ -636,15 +618,16 @@ class Budget:
             self._admit_despite_outage(exc, "check admits the call")
             return
         error: BudgetExceededError | None = None
-        for line, level in zip(lines, result.levels, strict=True):
+        for spec, line, level in zip(specs, lines, result.levels, strict=True):
             assert line.limit is not None
-            if level.committed + level.reserved + line.amount <= line.limit:
-                continue
-            found = self._limit_of(line)
-            assert found is not None
-            if found[0]._scope.hard_stop and error is None:
-                # Only a hard limit refuses (and alerts); a soft one alerts when crossed.
-                error = self._refusal(line, level)
+            total = level.committed + level.reserved + line.amount
+            limit = spec.target
+            assert limit is not None
+            if total > line.limit and spec.budget._scope.hard_stop:
+                if error is None:  # the first hard limit crossed refuses (and alerts)
+                    error = self._refusal(spec, line, level, prospective=True)
+            else:
+                spec.budget._alerter.prospective(limit, total)
         if error is not None:
             raise error
 
@@ -671,7 +654,7 @@ class Budget:
         usage = Usage(
             input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens
         )
-        record, lines, levels = self._commit(
+        record, lines, specs, levels = self._commit(
             _new_hold_id(),
             model,
             usage,
@@ -680,35 +663,56 @@ class Budget:
             estimated=False,
         )
         if levels is not None:
-            self._raise_if_exceeded(lines, levels)
+            for spec, line, level in zip(specs, lines, levels, strict=True):
+                limit = spec.target
+                if limit is None or not spec.budget._scope.hard_stop:
+                    continue
+                if level.committed > limit.amount:
+                    raise exceeded_error(spec.budget.name, limit, level, line.amount)
         return record
-
-    def _raise_if_exceeded(self, lines: Sequence[Line], levels: Sequence[Level]) -> None:
-        limits = self._chain_limits
-        for line, level in zip(lines, levels, strict=True):
-            found = limits.get((line.scope, line.metric))
-            if found is None or not found[0]._scope.hard_stop:
-                continue
-            if level.committed > found[1].amount:
-                raise exceeded_error(found[0].name, found[1], level, line.amount)
 
     # -- inspection ------------------------------------------------------------------------
 
-    def remaining(self, model: str | None = None) -> Remaining:
+    def remaining(self, model: str | None = None, *, session_id: str = "") -> Remaining:
         """What is left under every limit of this scope and its ancestors, net of the holds
         of calls in flight (tokens as ints, USD as exact Decimals); with ``model``, per-model
-        limits of other models are left out. ``remaining().tokens`` / ``.usd`` are the
-        tightest hard limits."""
-        return remaining_of(self, model)
+        limits of other models are left out; with ``session_id``, the session limits are
+        that conversation's. ``remaining().tokens`` / ``.usd`` are the tightest hard limits."""
+        return remaining_of(self, model, session_id)
 
-    def usage(self) -> dict[str, Level]:
-        """Raw counters of this scope from the store: metric -> Level(committed, reserved)."""
-        return dict(self.store.read(self.name, now=self.clock(), group=self.group))
+    def usage(self, *, session_id: str = "") -> dict[str, Level]:
+        """Raw counters of this scope from the store: metric -> Level(committed, reserved).
 
-    def summary(self, *, exact: bool = False, by_session: bool = False) -> dict[str, Any]:
+        Calendar windows read as zero once their period is over. With ``session_id``, the
+        counters of that session (conversation) of the scope."""
+        now = self.clock()
+        if session_id:
+            epoch = self._session_epoch
+            periods = {"session:tokens": epoch, "session:cost": epoch} if epoch else None
+            scope = session_scope(self.name, session_id)
+            return dict(self.store.read(scope, now=now, group=self.group, periods=periods))
+        periods = {
+            lim.metric: period_bounds(lim.calendar[0], lim.calendar[1], now)[0]
+            for lim in self._limits
+            if lim.calendar is not None
+        }
+        return dict(self.store.read(self.name, now=now, group=self.group, periods=periods or None))
+
+    @overload
+    def summary(
+        self, *, exact: Literal[False] = False, by_session: bool = False
+    ) -> BudgetSummary: ...
+
+    @overload
+    def summary(self, *, exact: Literal[True], by_session: bool = False) -> ExactBudgetSummary: ...
+
+    def summary(
+        self, *, exact: bool = False, by_session: bool = False
+    ) -> BudgetSummary | ExactBudgetSummary:
         """Current usage: ``session``, ``day`` (rolling 24 h) and ``per_model`` token and USD
-        totals, plus every limit's use. USD are floats rounded to 6 places, or Decimals with
-        ``exact=True``. ``by_session`` breaks the retained records down by session_id."""
+        totals, plus every limit's use and ``remaining``. USD are floats rounded to 6 places
+        (printed as plain decimals), or Decimals with ``exact=True``. ``by_session`` breaks
+        the retained records down by session_id. See :mod:`agent_budget.summary`."""
         counters = self.usage()
         with self._lock:
             record_count = len(self._records)
@@ -731,9 +735,19 @@ class Budget:
         with self._lock:
             return list(self._records)
 
-    def reset_session(self) -> None:
-        """Start a new session: zero the session counters (day and per-model stay)."""
-        self.store.reset(self.name, "session:", now=self.clock(), group=self.group)
+    def reset_session(self, session_id: str = "") -> None:
+        """Start a new session: zero the session counters (day and per-model stay).
+
+        With ``session_id``, only that conversation's counters. Without, the scope's whole
+        session and, for calls made through this Budget object, every conversation's
+        counters (they restart at their next use)."""
+        now = self.clock()
+        if session_id:
+            scope = session_scope(self.name, session_id)
+            self.store.reset(scope, "session:", now=now, group=self.group)
+        else:
+            self.store.reset(self.name, "session:", now=now, group=self.group)
+            self._session_epoch = max(self._session_epoch + 1, int(now))
         self._alerter.rearm(
             limit.limit_type for limit in self._limits if limit.metric.startswith("session:")
         )

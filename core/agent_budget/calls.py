@@ -19,8 +19,9 @@ import logging
 import threading
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import Any, TypedDict
 
 from .budget import Budget
@@ -41,6 +42,8 @@ __all__ = [
     "CallTally",
     "LifecycleAdapter",
     "LifecycleOptions",
+    "accounted_by",
+    "accounting_for",
     "partial_usage",
     "selection_from",
 ]
@@ -736,3 +739,25 @@ def _quietly(fn: Callable[[], object]) -> None:
         fn()
     except Exception:
         log.exception("agent-budget could not release a hold")
+
+
+# Targets (Budgets, managers) whose model calls an outer layer already accounts for in this
+# context: an agent middleware or wrapping model reserves and commits itself, and a
+# callback handler of the same target attached underneath must not charge the call again.
+_ACCOUNTED: ContextVar[frozenset[int]] = ContextVar("agent_budget_accounted", default=frozenset())
+
+
+@contextmanager
+def accounting_for(target: Target) -> Iterator[None]:
+    """Mark model calls made inside the block as accounted for ``target`` by the caller."""
+    token = _ACCOUNTED.set(_ACCOUNTED.get() | {id(target)})
+    try:
+        yield
+    finally:
+        _ACCOUNTED.reset(token)
+
+
+def accounted_by(target: Target) -> bool:
+    """True inside an :func:`accounting_for` block of ``target``."""
+    marked = _ACCOUNTED.get()
+    return bool(marked) and id(target) in marked

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import fnmatch
 import json
+import os
 import sys
 from collections.abc import Sequence
 from decimal import Decimal
@@ -12,7 +14,7 @@ from typing import Any
 
 from .errors import BudgetError, StoreConfigError, UnknownModelError
 from .manager import BudgetManager
-from .rates import RateTable, builtin_rates
+from .rates import RateTable, builtin_rates, normalize_model_name
 from .usage import Usage
 
 __all__ = ["main"]
@@ -244,14 +246,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; returns the exit code: 0 success, 1 an error (unknown scope, store
+    failure), 2 a usage or configuration error (argparse's own errors included).
+
+    Errors are one ``error: ...`` line on stderr, never a traceback. Output cut short by
+    its reader (``agent-budget rates | head -3``) ends quietly with 0, as ``head`` expects.
+    """
     try:
-        result: int = args.func(args)
+        args = build_parser().parse_args(argv)
+        try:
+            result: int = args.func(args)
+        except UnknownModelError as exc:
+            return _fail(_unknown_model(args, exc), EXIT_USAGE)
+        except StoreConfigError as exc:
+            return _fail(str(exc), EXIT_USAGE)
+        except BudgetError as exc:
+            return _fail(str(exc), EXIT_ERROR)
+        sys.stdout.flush()
         return result
-    except (StoreConfigError, UnknownModelError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except BudgetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    except BrokenPipeError:
+        _drop_stdout()
+        return EXIT_OK
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _drop_stdout() -> None:
+    """The reader closed the pipe: point stdout at /dev/null so the interpreter's final
+    flush of what is still buffered does not fail again at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a real file (embedded, tests)
+        pass
+
+
+def _unknown_model(args: argparse.Namespace, exc: UnknownModelError) -> str:
+    """The CLI's words for an unknown model: the close built-in names and the command that
+    lists them (the library's message suggests Python arguments the CLI does not have)."""
+    model = getattr(args, "model", None)
+    if not isinstance(model, str):
+        return str(exc)
+    known = sorted(builtin_rates())
+    close = difflib.get_close_matches(normalize_model_name(model), known, n=3, cutoff=0.6)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return (
+        f"no built-in price for model {model!r}{hint}; `agent-budget rates` lists the "
+        f"{len(known)} priced models, `agent-budget rates 'PATTERN'` filters them"
+    )

@@ -5,19 +5,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal, overload
 
 from .alerts import BudgetAlert
 from .budget import Budget, StoreErrorPolicy
-from .errors import UnknownScopeError
+from .errors import BudgetWarning, UnknownScopeError
 from .rates import ModelRates, RateTable
 from .records import UsageRecord
 from .reservation import Reservation
 from .scope import BudgetScope
 from .stores import Store, open_store
+from .summary import BudgetSummary, ExactBudgetSummary
 from .validate import check_name, check_tokens
 
 __all__ = ["BudgetManager", "ScopeTemplate"]
@@ -116,11 +118,22 @@ class BudgetManager:
         """Create scopes named ``prefix...`` on first use, with ``scope``'s limits.
 
         ``parent`` is a scope name, a function of the new scope's name returning one (or
-        None), or None; ``get(name, parent=...)`` overrides it per call.
+        None), or None; ``get(name, parent=...)`` overrides it per call. Only the limits of
+        ``scope`` are used: each scope made is named by the name asked for, so name the
+        template scope after its prefix (``"user:"``, or a start of it such as ``"user"``);
+        any other name is not used and draws a :class:`BudgetWarning`.
         """
         check_name("prefix", prefix)
         if not isinstance(scope, BudgetScope):
             raise TypeError(f"scope must be a BudgetScope, got {type(scope).__name__}")
+        if not prefix.startswith(scope.name):
+            warnings.warn(
+                f"add_template({prefix!r}, BudgetScope(name={scope.name!r}, ...)): the "
+                f"template scope's name is not used; each scope made from it is named by "
+                f"the name asked for (e.g. {prefix + '42'!r}). Name it {prefix!r} to say so.",
+                BudgetWarning,
+                stacklevel=2,
+            )
         if parent is not None and not isinstance(parent, str) and not callable(parent):
             raise TypeError("parent must be a scope name, a callable or None")
         with self._lock:
@@ -129,9 +142,14 @@ class BudgetManager:
             self._templates.sort(key=lambda t: len(t.prefix), reverse=True)
 
     def get(self, name: str, *, parent: str | None = None) -> Budget | None:
-        """The budget of ``name``: registered, cached, or made now from a template.
+        """The budget of ``name``: registered, already made, or made now from a template.
 
-        Returns None when no scope or template matches (the original API).
+        A name matching a template's prefix gets its scope on first use, here too: that is
+        what templates are for. Making one writes nothing to the store (usage starts at the
+        first reserve or record, and another process sees nothing of it until then); it
+        only builds the Budget object, which this manager's ``scopes()`` and
+        ``all_summaries()`` list from then on. Returns None when no scope or template
+        matches (the original API).
         """
         check_name("name", name)
         if parent is not None:
@@ -296,19 +314,50 @@ class BudgetManager:
             raise UnknownScopeError(f"No budget registered for scope '{scope_name}'")
         return budget.reserve(model, input_tokens, max_output_tokens, **kwargs)
 
-    def summary(self, name: str, **kwargs: Any) -> dict[str, Any]:
+    @overload
+    def summary(
+        self, name: str, *, exact: Literal[False] = False, by_session: bool = False
+    ) -> BudgetSummary: ...
+
+    @overload
+    def summary(
+        self, name: str, *, exact: Literal[True], by_session: bool = False
+    ) -> ExactBudgetSummary: ...
+
+    def summary(
+        self, name: str, *, exact: bool = False, by_session: bool = False
+    ) -> BudgetSummary | ExactBudgetSummary:
+        """``Budget.summary()`` of scope ``name`` (UnknownScopeError if there is none)."""
         budget = self._budget_for_summary(name)
         if budget is None:
             raise UnknownScopeError(f"No budget registered for scope '{name}'")
-        return budget.summary(**kwargs)
+        if exact:
+            return budget.summary(exact=True, by_session=by_session)
+        return budget.summary(by_session=by_session)
 
-    def all_summaries(self, **kwargs: Any) -> dict[str, dict[str, Any]]:
+    @overload
+    def all_summaries(
+        self, *, exact: Literal[False] = False, by_session: bool = False
+    ) -> dict[str, BudgetSummary]: ...
+
+    @overload
+    def all_summaries(
+        self, *, exact: Literal[True], by_session: bool = False
+    ) -> dict[str, ExactBudgetSummary]: ...
+
+    def all_summaries(
+        self, *, exact: bool = False, by_session: bool = False
+    ) -> dict[str, BudgetSummary] | dict[str, ExactBudgetSummary]:
         """Summaries of every known scope, read from the store (so other processes count)."""
-        out = {}
+        out: dict[str, Any] = {}
         for name in self.scopes():
             budget = self._budget_for_summary(name)
             if budget is not None:
-                out[name] = budget.summary(**kwargs)
+                out[name] = (
+                    budget.summary(exact=True, by_session=by_session)
+                    if exact
+                    else budget.summary(by_session=by_session)
+                )
         return out
 
     def close(self) -> None:

@@ -110,19 +110,23 @@ def _entry(scope: str, limit: Limit, level: Level, hard: bool) -> LimitRemaining
     )
 
 
-def remaining_of(budget: Budget, model: str | None = None) -> Remaining:
+def remaining_of(budget: Budget, model: str | None = None, session_id: str = "") -> Remaining:
     """The limits of ``budget`` and its ancestors with what is left of each; with
-    ``model``, per-model limits of other models are left out."""
+    ``model``, per-model limits of other models are left out; with ``session_id``, the
+    per-session limits of scopes that count sessions apart are that session's."""
     family = budget.rates.canonical(model) if model is not None else None
     out: list[LimitRemaining] = []
     for node in budget.chain:
         if not node.limits:
             continue
         counters = node.usage()
+        apart = bool(session_id) and node.scope.per_session_id
+        sessions = node.usage(session_id=session_id) if apart else counters
         hard = node.scope.hard_stop
         for limit in node.limits:
             parsed = Metric.parse_model(limit.metric)
             if family is not None and parsed is not None and parsed[0] != family:
                 continue
-            out.append(_entry(node.name, limit, counters.get(limit.metric, Level()), hard))
+            source = sessions if limit.per_session else counters
+            out.append(_entry(node.name, limit, source.get(limit.metric, Level()), hard))
     return Remaining(tuple(out))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+from .errors import BudgetWarning
 from .records import UsageRecord
 from .usage import Usage
 
@@ -21,7 +23,8 @@ class Reservation:
     End it with :meth:`commit` (the call ran; record actual usage) or :meth:`release` (it did
     not run). Used as a context manager it releases on an exception and, if the block ends
     without a commit, commits the estimate (marked ``estimated``), since a call that ran
-    was paid for. A hold never ended expires after the budget's ``hold_ttl``.
+    was paid for, with a :class:`BudgetWarning` (once per call site) saying so. A hold
+    never ended expires after the budget's ``hold_ttl``.
 
     ``tokens`` and ``cost_nanos`` are the held worst case; ``held`` is False when nothing was
     held in the store (no hard limit applied, or the store was down and the budget fails
@@ -108,6 +111,14 @@ class Reservation:
         if self.state != "open":
             return
         if exc_type is None:
+            warnings.warn(
+                "a `with budget.reserve(...)` block ended without commit(): its worst case "
+                "(every input token plus max_output_tokens) was recorded, marked estimated. "
+                "Call hold.commit(Usage(...)) with the provider's usage inside the block, or "
+                "hold.release() when the call did not run.",
+                BudgetWarning,
+                stacklevel=2,
+            )
             self.commit()
         else:
             self.release()

@@ -90,7 +90,7 @@ def _once(budget: Budget, plan: Plan, cap: int) -> Reservation | Refused:
         expires_at=now + plan.ttl,
         held=False,
     )
-    lines = budget._lines(resolved.name, tokens, cost, mode="hard")
+    lines, specs = budget._lines(resolved.name, tokens, cost, "hard", plan.session_id, now)
     if not lines:
         return reservation
     if budget._pending:
@@ -107,7 +107,7 @@ def _once(budget: Budget, plan: Plan, cap: int) -> Reservation | Refused:
         return reservation
     if not result.admitted:
         assert result.refused_at is not None
-        return Refused(tuple(lines), result.levels, result.refused_at)
+        return Refused(tuple(lines), result.levels, result.refused_at, specs)
     reservation.held = True
     return reservation
 
@@ -224,4 +224,5 @@ def refusal(budget: Budget, plan: Plan, refused: Refused) -> BudgetExceededError
         )
     else:
         detail += "; the limit is used up until usage leaves its window, or it is raised"
-    return budget._refusal(refused.line, refused.level, detail=detail)
+    spec = refused.specs[refused.index]
+    return budget._refusal(spec, refused.line, refused.level, detail=detail)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from decimal import Decimal, InvalidOperation
 
+from .stores.base import SESSION_MARK, check_text
+
 __all__ = ["MAX_TOKENS", "check_name", "check_tokens", "to_decimal"]
 
 
@@ -57,9 +59,15 @@ def to_decimal(field: str, value: object, *, allow_zero: bool = True) -> Decimal
 
 
 def check_name(field: str, value: object) -> str:
-    """Return ``value`` if it is a non-empty string."""
+    """Return ``value`` if it is a non-empty string every store can keep: valid UTF-8 text
+    (no lone surrogates) without U+001F, which marks session scopes."""
     if not isinstance(value, str):
         raise TypeError(f"{field} must be a str, got {type(value).__name__} {value!r}")
     if not value.strip():
         raise ValueError(f"{field} must be a non-empty string")
+    if SESSION_MARK in value:
+        raise ValueError(
+            f"{field} {value!r} contains U+001F, which is reserved for session scope names"
+        )
+    check_text(field, value)
     return value

@@ -4,19 +4,52 @@ A store keeps integer counters per scope (tokens, nano-USD) plus short-lived *ho
 (reservations). It knows nothing of models, prices or alerts: the budget turns a call into
 :class:`Line` items and the store applies them atomically, all or nothing.
 
-Semantics every store must share (the conformance suite in ``tests/`` checks them):
+Semantics every store must share (:mod:`agent_budget.testing` checks them, on every built-in
+store in ``tests/test_store_conformance.py``):
 
-- Counters whose metric starts with ``day:`` are rolling windows: an amount added at time
+- **Numbers.** Amounts, limits and counters are Python ints of any size, stored and read
+  back exactly (no float rounding, no exponent form).
+- **Windows.** Which metrics are rolling windows is decided by :func:`window_of` alone: a
+  metric starting with ``day:`` is a window of ``StoreOptions.window_seconds`` in buckets of
+  ``bucket_seconds``; ``roll:<seconds>:<rest>`` (``roll:3600:tokens``) is a window of
+  ``<seconds>`` in buckets of :func:`roll_bucket` ``(seconds)``. An amount added at time
   ``t`` lands in the bucket starting ``floor(t / bucket) * bucket`` and counts while
-  ``bucket_start > now - window - bucket``; so it leaves the window between ``window`` and
+  ``bucket_start > now - window - bucket``, so it leaves the window between ``window`` and
   ``window + bucket`` seconds later (never early). Other counters are plain totals.
-- ``reserve`` first drops expired holds, then refuses (writing nothing) when any line with a
-  limit has ``committed + reserved + amount > limit``; otherwise it holds every line's amount
-  until ``now + ttl``. ``dry_run`` checks without holding.
-- ``commit`` drops the hold (if still live) and adds every line's amount to its counter, even
-  above a limit, exactly once per ``hold_id``: a second commit is a no-op. Commit after
-  release still records (money was spent). ``release`` drops a live hold; it is a no-op for
-  unknown, expired, committed or released ids.
+- **Calendar periods.** A line may carry ``period``, the start (epoch seconds) of the
+  calendar period its counter counts (a plain total only; a window with a period is a
+  ``ValueError``). The counter remembers the newest period any line has brought to it: a
+  line with a newer period restarts its committed value at zero for that period (holds
+  stay); a line with an older period counts into the stored, newer one; a line without a
+  period counts into whatever period is stored. Levels are reported for the current
+  period. A reserve that is refused or a dry run writes nothing, so it moves no period.
+  ``read(..., periods={metric: start})`` reports a counter whose stored period is older
+  than ``start`` as zero committed.
+- **Reserve** first drops expired holds, then refuses (writing nothing) when any line with
+  a limit has ``committed + reserved + amount > limit``; otherwise it holds every line's
+  amount until ``now + ttl``. ``dry_run`` checks without holding (ids may repeat).
+- **Repeated reserve.** A reserve whose ``hold_id`` is still held with the same
+  ``(scope, metric, amount)`` lines (a client retrying after a lost reply) is admitted
+  again without holding twice, and reports the levels as they were before that hold
+  (what the first reply said, if nothing else changed). A hold id that is held with other
+  lines, or that was committed or released within ``tombstone_ttl``, raises ``ValueError``
+  ("already in use") and changes nothing. An id whose hold expired may be reused.
+- **Commit** drops the hold (if still live) and adds every line's amount to its counter,
+  even above a limit, exactly once per ``hold_id`` within ``tombstone_ttl``: a second
+  commit is a no-op (``applied=False``). Commit after release still records (money was
+  spent). The levels a commit returns are read in the same atomic step, after it: for an
+  applied commit ``committed - amount`` is the level just before it, so exactly one commit
+  crosses any threshold. ``release`` drops a live hold; it is a no-op for unknown,
+  expired, committed or released ids.
+- **Idle expiry.** With ``idle_ttl``, an ordinary scope unused that long is dropped
+  (counters and all), lazily, with no background thread. *Session scopes* (names made by
+  :func:`session_scope`) follow ``session_ttl`` instead (7 days by default). Either way a
+  scope is never dropped while anything in it still counts: a live hold, a window with
+  usage still inside it, or a non-zero period counter less than :data:`PERIOD_HORIZON`
+  seconds past its period start. So no setting can void a cap.
+- Bad lines (a malformed ``roll:`` metric, a period on a window, a name that is not valid
+  UTF-8 text) raise ``ValueError`` before anything is written. Backend failures raise
+  :class:`~agent_budget.errors.StoreError`.
 """
 
 from __future__ import annotations
@@ -25,12 +58,16 @@ import abc
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, ClassVar, NamedTuple
 from urllib.parse import SplitResult, urlsplit
 
 from ..errors import StoreConfigError
 
 __all__ = [
+    "MAX_WINDOW_SECONDS",
+    "PERIOD_HORIZON",
+    "SESSION_MARK",
     "STORE_QUERY_OPTIONS",
     "CommitResult",
     "Level",
@@ -39,13 +76,20 @@ __all__ = [
     "Store",
     "StoreOptions",
     "bucket_start",
+    "check_text",
+    "is_session_scope",
     "is_windowed",
     "number_option",
+    "roll_bucket",
+    "roll_metric",
+    "session_scope",
+    "window_of",
 ]
 
 
 class Line(NamedTuple):
-    """An amount against one counter of one scope, with the cap that applies (if any).
+    """An amount against one counter of one scope, with the cap that applies (if any) and
+    the calendar period it counts in (if any; see the module docstring).
 
     A named tuple rather than a dataclass: several are built on every call.
     """
@@ -54,6 +98,7 @@ class Line(NamedTuple):
     metric: str
     amount: int
     limit: int | None = None
+    period: int | None = None
 
 
 class Level(NamedTuple):
@@ -64,7 +109,8 @@ class Level(NamedTuple):
 
 
 # Builds a named tuple in C from a plain tuple, skipping its Python-level __new__: for the
-# lines and levels made on every call (hot paths only; no defaults, no checks).
+# lines and levels made on every call (hot paths only; no defaults, no checks: a Line made
+# this way must have all five fields).
 new_tuple = tuple.__new__
 
 
@@ -87,39 +133,176 @@ class CommitResult(NamedTuple):
     levels: tuple[Level, ...]
 
 
+# -- windows, periods and session scopes: the rules every store applies ---------------------
+
+MAX_WINDOW_SECONDS = 10 * 366 * 86_400
+"""Longest rolling window a ``roll:<seconds>:`` metric may name (about ten years)."""
+
+PERIOD_HORIZON = 32 * 86_400
+"""How long after its period start a period counter keeps its scope from idle expiry: the
+longest calendar period a Budget uses (a month, 31 days) plus a day of slack for time
+zones and DST. Calendar periods longer than this are not supported."""
+
+ROLL_BUCKETS = 96
+"""A ``roll:`` window is cut into about this many buckets (as the day window's 96 x 15
+minutes), so each counter keeps at most ``ROLL_BUCKETS + 2`` buckets."""
+
+SESSION_MARK = "\x1f"
+"""The separator of session scope names (ASCII unit separator). Scope names checked by
+:func:`agent_budget.validate.check_name` cannot contain control characters, so a session
+scope never collides with a real scope."""
+
+
+def roll_bucket(seconds: int) -> int:
+    """Bucket length of a ``roll:<seconds>:`` window: ``max(1, seconds // 96)``.
+
+    At most 98 buckets per counter whatever the window (memory and per-call work stay
+    bounded), an amount leaves at most about 1% of the window late and never early, and a
+    ``roll:86400:`` window buckets exactly as the default ``day:`` window (15 minutes).
+    """
+    return max(1, seconds // ROLL_BUCKETS)
+
+
+def roll_metric(seconds: int, name: str) -> str:
+    """The metric of a rolling window of ``seconds`` counting ``name``: ``roll:3600:tokens``."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int):
+        raise TypeError(f"window seconds must be an int, got {seconds!r}")
+    if not 0 < seconds <= MAX_WINDOW_SECONDS:
+        raise ValueError(
+            f"window seconds must be between 1 and {MAX_WINDOW_SECONDS}, got {seconds}"
+        )
+    return f"roll:{seconds}:{name}"
+
+
+@lru_cache(maxsize=4096)
+def _roll_window(metric: str) -> tuple[int, int]:
+    """(window, bucket) of a ``roll:`` metric; ValueError if it is malformed."""
+    text, sep, _ = metric[5:].partition(":")
+    if (
+        not sep
+        or not text.isascii()
+        or not text.isdigit()
+        or text.startswith("0")
+        or int(text) > MAX_WINDOW_SECONDS
+    ):
+        raise ValueError(
+            f"malformed rolling-window metric {metric!r}: expected roll:<seconds>:<name> "
+            f"with 1 <= seconds <= {MAX_WINDOW_SECONDS}"
+        )
+    seconds = int(text)
+    return seconds, roll_bucket(seconds)
+
+
+def window_of(metric: str, options: StoreOptions) -> tuple[int, int] | None:
+    """``(window, bucket)`` seconds of a windowed metric, or None for a plain total.
+
+    The one rule for which metrics are rolling windows (see the module docstring): ``day:``
+    metrics use the store's options, ``roll:<seconds>:`` metrics their own length.
+    """
+    if metric.startswith("day:"):
+        return options.window_seconds, options.bucket_seconds
+    if metric.startswith("roll:"):
+        return _roll_window(metric)
+    return None
+
+
+def is_windowed(metric: str) -> bool:
+    """True for a rolling-window metric (``day:`` or a well-formed ``roll:<seconds>:``)."""
+    if metric.startswith("day:"):
+        return True
+    if metric.startswith("roll:"):
+        _roll_window(metric)
+        return True
+    return False
+
+
+def bucket_start(now: float, bucket_seconds: int) -> int:
+    return int(now // bucket_seconds) * bucket_seconds
+
+
+def session_scope(scope: str, session_id: str) -> str:
+    """The name of the counters of one session (conversation) of ``scope``.
+
+    ``scope`` + U+001F + ``session_id``: unambiguous because real scope names cannot hold
+    control characters, and recognised by every store (:func:`is_session_scope`), which
+    drops it after ``StoreOptions.session_ttl`` without use.
+    """
+    if not isinstance(scope, str) or not scope or SESSION_MARK in scope:
+        raise ValueError(f"not a scope name: {scope!r}")
+    if not isinstance(session_id, str) or not session_id:
+        raise ValueError(f"session_id must be a non-empty str, got {session_id!r}")
+    return f"{scope}{SESSION_MARK}{session_id}"
+
+
+def is_session_scope(name: str) -> bool:
+    """True for a name made by :func:`session_scope`."""
+    return SESSION_MARK in name
+
+
+def check_text(what: str, value: object) -> str:
+    """``value`` if it is a str that encodes as UTF-8 (no lone surrogates), else ValueError
+    (TypeError for a non-str). Every store keeps names as UTF-8 text."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__} {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} {value!r} is not valid text (it holds a lone surrogate at index "
+            f"{exc.start}, e.g. from undecodable bytes)"
+        ) from None
+    return value
+
+
 @dataclass(frozen=True)
 class StoreOptions:
     """Tunables shared by every store.
 
-    ``window_seconds``/``bucket_seconds`` shape the rolling day window (96 buckets of 15
-    minutes by default); ``tombstone_ttl`` is how long a finished hold id is remembered for
-    idempotency; ``idle_ttl`` (seconds, or None for never) drops a scope's counters after that
-    long without use.
+    ``window_seconds``/``bucket_seconds`` shape the rolling ``day:`` window (96 buckets of
+    15 minutes by default); ``tombstone_ttl`` is how long a finished hold id is remembered
+    for idempotency; ``idle_ttl`` (seconds, or None for never) drops an ordinary scope's
+    counters after that long without use; ``session_ttl`` (seconds, default 7 days, or None
+    for never) does the same for session scopes (:func:`session_scope`). Neither drops a
+    scope while something in it still counts (see the module docstring).
     """
 
     window_seconds: int = 86_400
     bucket_seconds: int = 900
     tombstone_ttl: float = 3_600.0
     idle_ttl: float | None = None
+    session_ttl: float | None = 7 * 86_400.0
 
     def __post_init__(self) -> None:
         for name in ("window_seconds", "bucket_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise StoreConfigError(f"{name} must be a positive int, got {value!r}")
+            if value > MAX_WINDOW_SECONDS:
+                raise StoreConfigError(
+                    f"{name} must be at most {MAX_WINDOW_SECONDS} seconds, got {value!r}"
+                )
         if self.window_seconds % self.bucket_seconds:
             raise StoreConfigError("window_seconds must be a multiple of bucket_seconds")
-        for name in ("tombstone_ttl", "idle_ttl"):
+        for name in ("tombstone_ttl", "idle_ttl", "session_ttl"):
             value = getattr(self, name)
-            if value is None and name == "idle_ttl":
+            if value is None and name != "tombstone_ttl":
                 continue
             if (
                 isinstance(value, bool)
                 or not isinstance(value, (int, float))
                 or not math.isfinite(value)
                 or value <= 0
+                or value > MAX_WINDOW_SECONDS
             ):
-                raise StoreConfigError(f"{name} must be a positive number, got {value!r}")
+                raise StoreConfigError(
+                    f"{name} must be a positive number of seconds (at most "
+                    f"{MAX_WINDOW_SECONDS}), got {value!r}"
+                )
+
+    def scope_ttl(self, scope: str) -> float | None:
+        """The idle expiry that applies to ``scope``: ``session_ttl`` for a session scope,
+        else ``idle_ttl``."""
+        return self.session_ttl if SESSION_MARK in scope else self.idle_ttl
 
 
 def number_option(
@@ -147,16 +330,9 @@ STORE_QUERY_OPTIONS: dict[str, Callable[[str], Any]] = {
     "bucket_seconds": number_option("bucket_seconds", int),
     "tombstone_ttl": number_option("tombstone_ttl", float),
     "idle_ttl": number_option("idle_ttl", float, allow_none=True),
+    "session_ttl": number_option("session_ttl", float, allow_none=True),
 }
 """Parsers of the :class:`StoreOptions` fields every store URL accepts in its query string."""
-
-
-def is_windowed(metric: str) -> bool:
-    return metric.startswith("day:")
-
-
-def bucket_start(now: float, bucket_seconds: int) -> int:
-    return int(now // bucket_seconds) * bucket_seconds
 
 
 class Store(abc.ABC):
@@ -196,7 +372,7 @@ class Store(abc.ABC):
         _load_builtin_backends(scheme)
         backend = Store._registry.get(scheme)
         if backend is None:
-            known = ", ".join(sorted(Store._registry))
+            known = ", ".join(sorted(set(Store._registry) | set(BUILTIN_SCHEMES)))
             raise StoreConfigError(f"unknown store scheme {scheme!r} in {url!r} (known: {known})")
         return backend._from_url(url, parsed, **options)
 
@@ -236,8 +412,17 @@ class Store(abc.ABC):
         """Free a live hold without spending; True if one was freed."""
 
     @abc.abstractmethod
-    def read(self, scope: str, *, now: float, group: str) -> dict[str, Level]:
-        """Every counter of ``scope`` that is non-zero or held, by metric."""
+    def read(
+        self,
+        scope: str,
+        *,
+        now: float,
+        group: str,
+        periods: Mapping[str, int] | None = None,
+    ) -> dict[str, Level]:
+        """Every counter of ``scope`` that is non-zero or held, by metric. ``periods``
+        (metric -> period start) reports a counter whose stored period is older as zero
+        committed. Reads change nothing a later operation could observe."""
 
     @abc.abstractmethod
     def reset(self, scope: str, prefix: str, *, now: float, group: str) -> None:
@@ -266,6 +451,10 @@ class Store(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+BUILTIN_SCHEMES = ("memory", "sqlite", "redis", "rediss", "redis+cluster", "rediss+cluster")
+"""Schemes of the stores that ship with agent-budget (imported on first use)."""
 
 
 def _load_builtin_backends(scheme: str) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import SplitResult
 
 from ..errors import StoreConfigError
 from .base import (
+    PERIOD_HORIZON,
     CommitResult,
     Level,
     Line,
@@ -18,39 +20,52 @@ from .base import (
     Store,
     StoreOptions,
     bucket_start,
-    is_windowed,
+    check_text,
     new_tuple,
+    window_of,
 )
 
 __all__ = ["MemoryStore"]
 
+# How soon a scope kept past its idle time because it still holds budget is looked at again.
+_HELD_RECHECK = 60.0
+
 
 class _Counter:
-    """A plain total, or a rolling sum over fixed buckets (``buckets`` is not None)."""
+    """A plain total, or a rolling sum over fixed buckets (``buckets`` is not None).
 
-    __slots__ = ("buckets", "reserved", "total")
+    ``period`` is the calendar period a plain total counts (None: no period yet).
+    """
 
-    def __init__(self, windowed: bool) -> None:
+    __slots__ = ("bucket", "buckets", "period", "reserved", "total", "window")
+
+    def __init__(self, span: tuple[int, int] | None) -> None:
         self.total = 0
         self.reserved = 0
-        self.buckets: deque[list[int]] | None = deque() if windowed else None
+        self.period: int | None = None
+        if span is None:
+            self.buckets: deque[list[int]] | None = None
+            self.window = self.bucket = 0
+        else:
+            self.buckets = deque()
+            self.window, self.bucket = span
 
-    def committed(self, now: float, opts: StoreOptions) -> int:
+    def committed(self, now: float) -> int:
         buckets = self.buckets
         if buckets is not None:
-            horizon = now - opts.window_seconds - opts.bucket_seconds
+            horizon = now - self.window - self.bucket
             while buckets and buckets[0][0] <= horizon:
                 self.total -= buckets.popleft()[1]
         return self.total
 
-    def add(self, amount: int, now: float, opts: StoreOptions) -> None:
+    def add(self, amount: int, now: float) -> None:
         buckets = self.buckets
         if buckets is not None:
-            start = bucket_start(now, opts.bucket_seconds)
-            if buckets and buckets[-1][0] == start:
-                buckets[-1][1] += amount
-            elif buckets and buckets[-1][0] > start:
-                # A clock that stepped back: merge into the newest bucket, never lose it.
+            self.committed(now)
+            start = bucket_start(now, self.bucket)
+            if buckets and buckets[-1][0] >= start:
+                # The current bucket, or a clock that stepped back: merge into the newest
+                # bucket, never lose it.
                 buckets[-1][1] += amount
             else:
                 buckets.append([start, amount])
@@ -62,6 +77,17 @@ class _Counter:
             self.buckets.clear()
 
 
+class _Scope:
+    """One scope's counters and, when it can expire, its last use and idle ttl."""
+
+    __slots__ = ("counters", "touched", "ttl")
+
+    def __init__(self, ttl: float | None, now: float) -> None:
+        self.counters: dict[str, _Counter] = {}
+        self.ttl = ttl
+        self.touched = now
+
+
 class _Hold:
     __slots__ = ("entries", "expires_at")
 
@@ -70,12 +96,26 @@ class _Hold:
         self.expires_at = expires_at
 
 
+def _current(counter: _Counter, period: int | None, now: float) -> int:
+    """The counter's committed value in the period a line with ``period`` counts in."""
+    if period is not None and (counter.period is None or period > counter.period):
+        return 0  # a newer period starts from zero
+    return counter.total if counter.buckets is None else counter.committed(now)
+
+
+def _advance(counter: _Counter, period: int | None) -> None:
+    """Move a counter to a newer period a line brings (its committed value restarts)."""
+    if period is not None and (counter.period is None or period > counter.period):
+        counter.period = period
+        counter.total = 0
+
+
 class MemoryStore(Store):
     """Budget state in this process's memory: fast, exact, gone when the process ends.
 
-    Memory stays bounded: windows keep at most ``window/bucket + 1`` buckets per counter,
-    finished hold ids are forgotten after ``tombstone_ttl``, and with ``idle_ttl`` whole
-    scopes unused that long are dropped.
+    Memory stays bounded: windows keep at most ``window/bucket + 2`` buckets per counter,
+    finished hold ids are forgotten after ``tombstone_ttl``, and scopes unused for
+    ``idle_ttl`` (session scopes: ``session_ttl``) are dropped once nothing in them counts.
     """
 
     schemes = ("memory",)
@@ -85,7 +125,11 @@ class MemoryStore(Store):
     def __init__(self, options: StoreOptions | None = None, **kwargs: Any) -> None:
         self.options = options or StoreOptions(**kwargs)
         self._lock = threading.Lock()
-        self._scopes: OrderedDict[str, tuple[float, dict[str, _Counter]]] = OrderedDict()
+        self._scopes: dict[str, _Scope] = {}
+        # (earliest drop time, tie-breaker, name, scope): one entry per expiring scope,
+        # re-queued lazily when it turns out to be still in use.
+        self._idle: list[tuple[float, int, str, _Scope]] = []
+        self._seq = itertools.count()
         self._holds: dict[str, _Hold] = {}
         self._hold_expiry: list[tuple[float, str]] = []
         self._done: dict[str, tuple[str, float]] = {}
@@ -103,47 +147,50 @@ class MemoryStore(Store):
     def _counters(self, scope: str, now: float) -> dict[str, _Counter]:
         entry = self._scopes.get(scope)
         if entry is None:
-            counters: dict[str, _Counter] = {}
-        else:
-            counters = entry[1]
-            if self.options.idle_ttl is None:
-                return counters  # use order and times matter only to idle expiry
-            self._scopes.move_to_end(scope)
-        self._scopes[scope] = (now, counters)
-        return counters
+            check_text("scope name", scope)
+            ttl = self.options.scope_ttl(scope)
+            entry = self._scopes[scope] = _Scope(ttl, now)
+            if ttl is not None:
+                heapq.heappush(self._idle, (now + ttl, next(self._seq), scope, entry))
+        elif entry.ttl is not None and now > entry.touched:
+            entry.touched = now
+        return entry.counters
 
     def _counters_for(self, lines: Sequence[Line], now: float) -> list[_Counter]:
         out = []
         scope = None
         counters: dict[str, _Counter] = {}
         for line in lines:
-            if line.scope != scope:  # lines mostly come grouped by scope
-                scope = line.scope
+            if line[0] != scope:  # lines mostly come grouped by scope
+                scope = line[0]
                 counters = self._counters(scope, now)
-            counter = counters.get(line.metric)
+            counter = counters.get(line[1])
             if counter is None:
-                counter = counters[line.metric] = _Counter(is_windowed(line.metric))
+                metric = check_text("metric", line[1])
+                counter = counters[metric] = _Counter(window_of(metric, self.options))
+            if line[4] is not None and counter.buckets is not None:
+                raise ValueError(f"a rolling window ({line[1]!r}) cannot carry a period")
             out.append(counter)
         return out
 
-    def _levels(self, counters: list[_Counter], now: float) -> tuple[Level, ...]:
-        opts = self.options
+    def _levels(
+        self, counters: list[_Counter], lines: Sequence[Line], now: float
+    ) -> tuple[Level, ...]:
         return tuple(
             [
-                new_tuple(
-                    Level, (c.total if c.buckets is None else c.committed(now, opts), c.reserved)
-                )
-                for c in counters
+                new_tuple(Level, (_current(c, line[4], now), c.reserved))
+                for c, line in zip(counters, lines, strict=True)
             ]
         )
 
     def _reap(self, now: float) -> None:
         expiry = self._hold_expiry
         done = self._done_expiry
+        idle = self._idle
         if (
             (not expiry or expiry[0][0] > now)
             and (not done or done[0][0] > now)
-            and self.options.idle_ttl is None
+            and (not idle or idle[0][0] > now)
         ):
             return
         while expiry and expiry[0][0] <= now:
@@ -156,19 +203,46 @@ class MemoryStore(Store):
             entry = self._done.get(hold_id)
             if entry is not None and entry[1] <= now:
                 del self._done[hold_id]
-        idle = self.options.idle_ttl
-        if idle is not None:
-            scopes = self._scopes
-            # Least recently used first; a scope still holding budget is passed over (moved
-            # to the back) so it cannot shield idle scopes behind it.
-            for _ in range(len(scopes)):
-                name, (touched, counters) = next(iter(scopes.items()))
-                if touched > now - idle:
-                    break
-                if any(c.reserved for c in counters.values()):
-                    scopes.move_to_end(name)
+        scopes = self._scopes
+        while idle and idle[0][0] <= now:
+            _, _, name, scope = heapq.heappop(idle)
+            if scopes.get(name) is not scope:
+                continue  # dropped (and perhaps made again, with its own entry)
+            assert scope.ttl is not None
+            due = scope.touched + scope.ttl
+            if due <= now:
+                busy = self._busy_until(scope, now)
+                if busy is None:
+                    del scopes[name]
                     continue
-                scopes.popitem(last=False)
+                due = busy
+            heapq.heappush(idle, (due, next(self._seq), name, scope))
+
+    @staticmethod
+    def _busy_until(scope: _Scope, now: float) -> float | None:
+        """None when nothing in an idle scope still counts (it may go), else when to look
+        again: a live hold, a window with usage inside it, a recent period counter."""
+        until: float | None = None
+        for counter in scope.counters.values():
+            if counter.reserved:
+                assert scope.ttl is not None
+                when = now + min(scope.ttl, _HELD_RECHECK)
+            elif counter.buckets is not None:
+                counter.committed(now)
+                if not counter.buckets:
+                    continue
+                when = counter.buckets[-1][0] + counter.window + counter.bucket
+            elif (
+                counter.period is not None
+                and counter.total
+                and counter.period + PERIOD_HORIZON > now
+            ):
+                when = counter.period + PERIOD_HORIZON
+            else:
+                continue
+            if until is None or when > until:
+                until = when
+        return until
 
     def _drop_hold(self, hold_id: str, hold: _Hold) -> None:
         del self._holds[hold_id]
@@ -179,6 +253,26 @@ class MemoryStore(Store):
         expires = now + self.options.tombstone_ttl
         self._done[hold_id] = (state, expires)
         self._done_expiry.append((expires, hold_id))
+
+    def _replayed(
+        self, hold: _Hold, counters: list[_Counter], lines: Sequence[Line], now: float
+    ) -> ReserveResult | None:
+        """The answer to a repeated reserve of a live hold with the same lines (levels as
+        before that hold), or None if the lines differ."""
+        if [(id(c), amount) for c, amount in hold.entries] != [
+            (id(c), line[2]) for c, line in zip(counters, lines, strict=True)
+        ]:
+            return None
+        own: dict[int, int] = {}
+        for counter, amount in hold.entries:
+            own[id(counter)] = own.get(id(counter), 0) + amount
+        return ReserveResult(
+            True,
+            tuple(
+                Level(_current(c, line[4], now), c.reserved - own[id(c)])
+                for c, line in zip(counters, lines, strict=True)
+            ),
+        )
 
     # -- operations ------------------------------------------------------------------------
 
@@ -195,24 +289,23 @@ class MemoryStore(Store):
         with self._lock:
             self._reap(now)
             counters = self._counters_for(lines, now)
-            levels = self._levels(counters, now)
             if not dry_run and (hold_id in self._holds or hold_id in self._done):
                 held = self._holds.get(hold_id)
-                if held is not None and held.entries == [
-                    (c, line.amount) for c, line in zip(counters, lines, strict=True)
-                ]:
-                    return ReserveResult(True, levels)  # a replayed reserve: held once
+                replay = None if held is None else self._replayed(held, counters, lines, now)
+                if replay is not None:
+                    return replay  # a client retry after a lost reply: held once
                 raise ValueError(f"hold id {hold_id!r} is already in use")
+            levels = self._levels(counters, lines, now)
             for index, (line, level) in enumerate(zip(lines, levels, strict=True)):
-                limit = line.limit
-                if limit is not None and level[0] + level[1] + line.amount > limit:
+                limit = line[3]
+                if limit is not None and level[0] + level[1] + line[2] > limit:
                     return ReserveResult(False, levels, index)
             if not dry_run:
-                entries = [
-                    (counter, line.amount) for counter, line in zip(counters, lines, strict=True)
-                ]
-                for counter, amount in entries:
-                    counter.reserved += amount
+                entries = []
+                for counter, line in zip(counters, lines, strict=True):
+                    _advance(counter, line[4])
+                    counter.reserved += line[2]
+                    entries.append((counter, line[2]))
                 expires_at = now + ttl
                 self._holds[hold_id] = _Hold(entries, expires_at)
                 heapq.heappush(self._hold_expiry, (expires_at, hold_id))
@@ -227,23 +320,23 @@ class MemoryStore(Store):
         group: str,
         record: Mapping[str, Any] | None = None,
     ) -> CommitResult:
-        opts = self.options
         with self._lock:
             self._reap(now)
+            counters = self._counters_for(lines, now)
             hold = self._holds.get(hold_id)
             if hold is not None:
                 self._drop_hold(hold_id, hold)
             done = self._done.get(hold_id)
             applied = done is None or done[0] == "released"
-            counters = self._counters_for(lines, now)
             if applied:
                 for counter, line in zip(counters, lines, strict=True):
+                    _advance(counter, line[4])
                     if counter.buckets is None:
-                        counter.total += line.amount
+                        counter.total += line[2]
                     else:
-                        counter.add(line.amount, now, opts)
+                        counter.add(line[2], now)
                 self._finish(hold_id, "committed", now)
-            return CommitResult(applied, self._levels(counters, now))
+            return CommitResult(applied, self._levels(counters, lines, now))
 
     def release(self, hold_id: str, *, now: float, group: str) -> bool:
         with self._lock:
@@ -256,16 +349,23 @@ class MemoryStore(Store):
                 self._finish(hold_id, "released", now)
             return True
 
-    def read(self, scope: str, *, now: float, group: str) -> dict[str, Level]:
-        opts = self.options
+    def read(
+        self,
+        scope: str,
+        *,
+        now: float,
+        group: str,
+        periods: Mapping[str, int] | None = None,
+    ) -> dict[str, Level]:
         with self._lock:
             self._reap(now)
             entry = self._scopes.get(scope)
             if entry is None:
                 return {}
             out = {}
-            for metric, counter in entry[1].items():
-                level = Level(counter.committed(now, opts), counter.reserved)
+            for metric, counter in entry.counters.items():
+                period = periods.get(metric) if periods else None
+                level = Level(_current(counter, period, now), counter.reserved)
                 if level.committed or level.reserved:
                     out[metric] = level
             return out
@@ -275,7 +375,7 @@ class MemoryStore(Store):
             entry = self._scopes.get(scope)
             if entry is None:
                 return
-            for metric, counter in entry[1].items():
+            for metric, counter in entry.counters.items():
                 if metric.startswith(prefix):
                     counter.clear()
 
@@ -294,15 +394,18 @@ class MemoryStore(Store):
     def stats(self) -> dict[str, int]:
         """Sizes of the internal tables, for memory tests and benchmarks."""
         with self._lock:
+            scopes = self._scopes
             return {
-                "scopes": len(self._scopes),
-                "counters": sum(len(c) for _, c in self._scopes.values()),
+                "scopes": len(scopes),
+                "expiring": sum(1 for s in scopes.values() if s.ttl is not None),
+                "counters": sum(len(s.counters) for s in scopes.values()),
                 "buckets": sum(
                     len(counter.buckets)
-                    for _, counters in self._scopes.values()
-                    for counter in counters.values()
+                    for s in scopes.values()
+                    for counter in s.counters.values()
                     if counter.buckets is not None
                 ),
+                "idle_queue": len(self._idle),
                 "holds": len(self._holds),
                 "hold_heap": len(self._hold_expiry),
                 "tombstones": len(self._done),

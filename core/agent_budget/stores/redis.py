@@ -32,6 +32,8 @@ from .base import (
     ReserveResult,
     Store,
     StoreOptions,
+    check_text,
+    is_windowed,
     new_tuple,
     number_option,
 )
@@ -244,6 +246,7 @@ class RedisStore(Store):
             self._factory = None
         opts = self.options
         idle = "" if opts.idle_ttl is None else repr(float(opts.idle_ttl))
+        session = "" if opts.session_ttl is None else repr(float(opts.session_ttl))
         self._settings = " ".join(
             (
                 "1" if server_time else "0",
@@ -251,6 +254,7 @@ class RedisStore(Store):
                 str(opts.bucket_seconds),
                 idle,
                 repr(float(opts.tombstone_ttl)),
+                session,
             )
         )
         self._errors = _driver_errors()
@@ -450,8 +454,16 @@ class RedisStore(Store):
     def release(self, hold_id: str, *, now: float, group: str) -> bool:
         return bool(int(self._eval("release", group, now, hold_id)))
 
-    def read(self, scope: str, *, now: float, group: str) -> dict[str, Level]:
-        reply = self._eval("read", group, now, scope)
+    def read(
+        self,
+        scope: str,
+        *,
+        now: float,
+        group: str,
+        periods: Mapping[str, int] | None = None,
+    ) -> dict[str, Level]:
+        extra = (json.dumps({k: _int(v) for k, v in periods.items()}),) if periods else ()
+        reply = self._eval("read", group, now, scope, *extra)
         return {
             _text(reply[i]): Level(int(reply[i + 1]), int(reply[i + 2]))
             for i in range(0, len(reply), 3)
@@ -502,25 +514,58 @@ def _int(value: int) -> int:
 
 
 @lru_cache(maxsize=4096)
-def _json_head(scope: str, metric: str) -> str:
+def _json_head(scope: str, metric: str) -> tuple[str, bool]:
     """The start of one line as the scripts read it (a JSON array, decoded by cjson):
-    ``["scope","metric",`` in escaped ASCII, so any name survives."""
-    return f"[{_quote(scope)},{_quote(metric)},"
+    ``["scope","metric",`` in escaped ASCII, so any name survives; and whether the metric
+    is a window. Checks the names first (ValueError before anything is sent)."""
+    check_text("scope name", scope)
+    check_text("metric", metric)
+    return f"[{_quote(scope)},{_quote(metric)},", is_windowed(metric)
 
 
 _quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
+_SMALL = 10**14
+
+
 def _encode(lines: Sequence[Line], *, limits: bool) -> str:
-    """Lines as the scripts read them: ``[[scope, metric, amount(, limit)], ...]``."""
+    """Lines as the scripts read them: ``[[scope, metric, amount(, limit or null(,
+    period))], ...]``. An amount or limit of 1e14 or more travels as a decimal string (cjson
+    reads numbers as doubles, and the scripts print numbers exactly only below 1e14); the
+    JSON then starts with a space, telling the scripts to read the strings (and nulls)."""
     parts = []
+    slow = False
     for line in lines:
-        head = _json_head(line.scope, line.metric)
-        if limits and line.limit is not None:
-            parts.append(f"{head}{_int(line.amount)},{_int(line.limit)}]")
+        head, windowed = _json_head(line[0], line[1])
+        amount = _int(line[2])
+        if not -_SMALL < amount < _SMALL:
+            slow = True
+            amount_text = f'"{amount}"'
         else:
-            parts.append(f"{head}{_int(line.amount)}]")
-    return "[" + ",".join(parts) + "]"
+            amount_text = str(amount)
+        limit = line[3] if limits else None
+        if limit is None:
+            cap = "null"
+        else:
+            limit = _int(limit)
+            if not -_SMALL < limit < _SMALL:
+                slow = True
+                cap = f'"{limit}"'
+            else:
+                cap = str(limit)
+        period = line[4]
+        if period is not None:
+            if windowed:
+                raise ValueError(f"a rolling window ({line[1]!r}) cannot carry a period")
+            if limit is None:
+                slow = True
+            parts.append(f"{head}{amount_text},{cap},{_int(period)}]")
+        elif limit is not None:
+            parts.append(f"{head}{amount_text},{cap}]")
+        else:
+            parts.append(f"{head}{amount_text}]")
+    return (" [" if slow else "[") + ",".join(parts) + "]"
 
 
 def _no_functions(exc: BaseException) -> bool:

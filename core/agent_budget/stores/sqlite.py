@@ -18,12 +18,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, parse_qsl, unquote
 
 from ..errors import StoreConfigError, StoreError
 from .base import (
+    PERIOD_HORIZON,
     STORE_QUERY_OPTIONS,
     CommitResult,
     Level,
@@ -32,21 +34,24 @@ from .base import (
     Store,
     StoreOptions,
     bucket_start,
+    check_text,
     is_windowed,
     number_option,
+    window_of,
 )
 
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ab_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ab_scopes (
     scope TEXT PRIMARY KEY,
-    touched REAL NOT NULL
+    touched REAL NOT NULL,
+    expires REAL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ab_counters (
     scope TEXT NOT NULL,
@@ -55,6 +60,7 @@ CREATE TABLE IF NOT EXISTS ab_counters (
     reserved INTEGER NOT NULL DEFAULT 0,
     lo INTEGER,
     hi INTEGER,
+    period INTEGER,
     PRIMARY KEY (scope, metric)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ab_buckets (
@@ -90,6 +96,7 @@ CREATE TABLE IF NOT EXISTS ab_defs (name TEXT PRIMARY KEY, data TEXT NOT NULL);
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 _MAINTENANCE_EVERY = 60.0
+_HELD_RECHECK = 60.0
 _SWEEP_BATCH = 500
 
 
@@ -236,8 +243,9 @@ class SQLiteStore(Store):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            _migrate(conn)
             conn.execute(
-                "INSERT OR IGNORE INTO ab_meta (key, value) VALUES ('schema', ?)",
+                "INSERT OR REPLACE INTO ab_meta (key, value) VALUES ('schema', ?)",
                 (SCHEMA_VERSION,),
             )
             conn.execute("COMMIT")
@@ -297,7 +305,7 @@ class SQLiteStore(Store):
         group: str,
         dry_run: bool = False,
     ) -> ReserveResult:
-        lines = list(lines)
+        lines = self._checked(lines)
         scopes = list(dict.fromkeys(line.scope for line in lines))
         encoded = None if dry_run else _encode_lines(lines)
 
@@ -306,9 +314,19 @@ class SQLiteStore(Store):
             tx.reap()
             tx.idle_check(scopes)
             tx.touch(scopes)
+            if encoded is not None:
+                held, state = tx.hold_state(hold_id)
+                if held is not None or state is not None:
+                    if held is not None and _decode_lines(held) == [
+                        (line.scope, line.metric, line.amount) for line in lines
+                    ]:
+                        # A client retry after a lost reply: answered, not held twice.
+                        result = ReserveResult(True, tx.levels_without_hold(lines))
+                        tx.flush()
+                        return result
+                    raise ValueError(f"hold id {hold_id!r} is already in use")
             levels = tuple(
-                Level(tx.committed(line.scope, line.metric), tx.row(line.scope, line.metric)[1])
-                for line in lines
+                Level(tx.current(line), tx.row(line.scope, line.metric)[1]) for line in lines
             )
             for index, (line, level) in enumerate(zip(lines, levels, strict=True)):
                 if (
@@ -318,10 +336,8 @@ class SQLiteStore(Store):
                     tx.flush()
                     return ReserveResult(False, levels, index)
             if encoded is not None:
-                held, state = tx.hold_state(hold_id)
-                if held is not None or state is not None:
-                    raise ValueError(f"hold id {hold_id!r} is already in use")
                 for line in lines:
+                    tx.advance(line)
                     tx.row(line.scope, line.metric)[1] += line.amount
                     tx.dirty.add((line.scope, line.metric))
                 conn.execute(
@@ -342,8 +358,11 @@ class SQLiteStore(Store):
         group: str,
         record: Mapping[str, Any] | None = None,
     ) -> CommitResult:
-        lines = list(lines)
-        payload = None if record is None else json.dumps(dict(record), default=str)
+        lines = self._checked(lines)
+        try:
+            payload = None if record is None else json.dumps(dict(record), default=str)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"the usage record cannot be stored as JSON: {exc}") from None
         ledger_scope = record.get("scope") if record is not None else None
 
         def body(conn: sqlite3.Connection) -> CommitResult:
@@ -359,6 +378,7 @@ class SQLiteStore(Store):
             tx.touch(line_scopes)
             if applied:
                 for line in lines:
+                    tx.advance(line)
                     tx.add(line.scope, line.metric, line.amount)
                 tx.finish(hold_id, "committed")
                 if payload is not None:
@@ -372,8 +392,7 @@ class SQLiteStore(Store):
                         ),
                     )
             levels = tuple(
-                Level(tx.committed(line.scope, line.metric), tx.row(line.scope, line.metric)[1])
-                for line in lines
+                Level(tx.current(line), tx.row(line.scope, line.metric)[1]) for line in lines
             )
             tx.flush()
             self._maintenance(tx)
@@ -399,14 +418,24 @@ class SQLiteStore(Store):
 
         return self._transaction(body)
 
-    def read(self, scope: str, *, now: float, group: str) -> dict[str, Level]:
+    def read(
+        self,
+        scope: str,
+        *,
+        now: float,
+        group: str,
+        periods: Mapping[str, int] | None = None,
+    ) -> dict[str, Level]:
         def body(conn: sqlite3.Connection) -> dict[str, Level]:
             tx = _Tx(self, conn, now)
             tx.reap()
             tx.idle_check([scope])
             out = {}
             for metric in list(tx.scope_rows(scope)):
-                level = Level(tx.committed(scope, metric), tx.row(scope, metric)[1])
+                period = periods.get(metric) if periods else None
+                level = Level(
+                    tx.current(Line(scope, metric, 0, None, period)), tx.row(scope, metric)[1]
+                )
                 if level.committed or level.reserved:
                     out[metric] = level
             tx.flush()
@@ -442,6 +471,14 @@ class SQLiteStore(Store):
     def delete_scope(self, name: str) -> None:
         self._transaction(lambda conn: conn.execute("DELETE FROM ab_defs WHERE name = ?", (name,)))
 
+    def _checked(self, lines: Sequence[Line]) -> list[Line]:
+        """The lines as a list, after the checks that must pass before anything is written:
+        names SQLite can store, well-formed windows, no period on a window."""
+        for line in lines:
+            if _check_names(line.scope, line.metric) and line.period is not None:
+                raise ValueError(f"a rolling window ({line.metric!r}) cannot carry a period")
+        return list(lines)
+
     def _maintenance(self, tx: _Tx) -> None:
         """Bound the file: forget old tombstones, ledger rows and idle scopes (by ``now``)."""
         now = tx.now
@@ -454,12 +491,11 @@ class SQLiteStore(Store):
             conn.execute(
                 "DELETE FROM ab_ledger WHERE ts < ?", (now - self.retention_days * 86_400,)
             )
-        idle = self.options.idle_ttl
-        if idle is not None:
-            rows = conn.execute(
-                "SELECT scope FROM ab_scopes WHERE touched <= ? LIMIT ?",
-                (now - idle, _SWEEP_BATCH),
-            ).fetchall()
+        rows = conn.execute(
+            "SELECT scope FROM ab_scopes WHERE expires <= ? ORDER BY expires LIMIT ?",
+            (now, _SWEEP_BATCH),
+        ).fetchall()
+        if rows:
             tx.idle_check([row[0] for row in rows])
             tx.flush()
 
@@ -504,6 +540,46 @@ class SQLiteStore(Store):
         return f"SQLiteStore({self.path!r})"
 
 
+_INT64 = 2**63
+
+
+def _to_db(value: int) -> int | bytes:
+    """An integer as SQLite keeps it: INTEGER within 64 bits, else its decimal digits as a
+    BLOB (text that looks numeric would be turned into a lossy REAL by column affinity)."""
+    if -_INT64 <= value < _INT64:
+        return value
+    return str(value).encode("ascii")
+
+
+def _from_db(value: Any) -> int:
+    """Inverse of :func:`_to_db` (also reads REALs a foreign writer may have left)."""
+    if value.__class__ is int:
+        return int(value)
+    if isinstance(value, bytes):
+        return int(value.decode("ascii"))
+    return int(value)
+
+
+@lru_cache(maxsize=4096)
+def _check_names(scope: str, metric: str) -> bool:
+    """Names SQLite can store and a well-formed metric; True for a window."""
+    check_text("scope name", scope)
+    check_text("metric", metric)
+    return is_windowed(metric)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file written by an earlier version to this schema (columns added, data kept)."""
+    counters = {row[1] for row in conn.execute("PRAGMA table_info(ab_counters)")}
+    if "period" not in counters:
+        conn.execute("ALTER TABLE ab_counters ADD COLUMN period INTEGER")
+    scopes = {row[1] for row in conn.execute("PRAGMA table_info(ab_scopes)")}
+    if "expires" not in scopes:
+        conn.execute("ALTER TABLE ab_scopes ADD COLUMN expires REAL")
+        conn.execute("UPDATE ab_scopes SET expires = touched")  # looked at by the next sweep
+    conn.execute("CREATE INDEX IF NOT EXISTS ab_scopes_expires ON ab_scopes (expires)")
+
+
 def _encode_lines(lines: Sequence[Line]) -> str:
     return json.dumps([[line.scope, line.metric, line.amount] for line in lines])
 
@@ -533,20 +609,21 @@ class _Tx:
         rows = self.rows.get(scope)
         if rows is None:
             rows = self.rows[scope] = {
-                metric: [total, reserved, lo, hi]
-                for metric, total, reserved, lo, hi in self.conn.execute(
-                    "SELECT metric, total, reserved, lo, hi FROM ab_counters WHERE scope = ?",
+                metric: [_from_db(total), _from_db(reserved), lo, hi, period]
+                for metric, total, reserved, lo, hi, period in self.conn.execute(
+                    "SELECT metric, total, reserved, lo, hi, period FROM ab_counters "
+                    "WHERE scope = ?",
                     (scope,),
                 )
             }
         return rows
 
     def row(self, scope: str, metric: str) -> list[Any]:
-        """[total, reserved, lo, hi] of a counter (a zero row if it is new)."""
+        """[total, reserved, lo, hi, period] of a counter (a zero row if it is new)."""
         rows = self.scope_rows(scope)
         row = rows.get(metric)
         if row is None:
-            row = rows[metric] = [0, 0, None, None]
+            row = rows[metric] = [0, 0, None, None, None]
         return row
 
     def committed(self, scope: str, metric: str) -> int:
@@ -555,7 +632,9 @@ class _Tx:
         lo = row[2]
         if lo is None:
             return int(row[0])
-        horizon = self.now - self.opts.window_seconds - self.opts.bucket_seconds
+        span = window_of(metric, self.opts)
+        assert span is not None
+        horizon = self.now - span[0] - span[1]
         if lo > horizon:
             return int(row[0])
         conn = self.conn
@@ -564,11 +643,13 @@ class _Tx:
             row[0], row[2], row[3] = 0, None, None
         else:
             cutoff = math.floor(horizon)
-            (removed,) = conn.execute(
-                "SELECT COALESCE(SUM(amount), 0) FROM ab_buckets "
-                "WHERE scope = ? AND metric = ? AND start <= ?",
-                (scope, metric, cutoff),
-            ).fetchone()
+            removed = sum(
+                _from_db(amount)
+                for (amount,) in conn.execute(
+                    "SELECT amount FROM ab_buckets WHERE scope = ? AND metric = ? AND start <= ?",
+                    (scope, metric, cutoff),
+                )
+            )
             conn.execute(
                 "DELETE FROM ab_buckets WHERE scope = ? AND metric = ? AND start <= ?",
                 (scope, metric, cutoff),
@@ -582,20 +663,65 @@ class _Tx:
         self.dirty.add((scope, metric))
         return int(row[0])
 
+    def current(self, line: Line) -> int:
+        """The committed value in the period ``line`` counts in (zero for a newer period)."""
+        row = self.row(line.scope, line.metric)
+        period = line.period
+        if period is not None and (row[4] is None or period > row[4]):
+            return 0
+        return self.committed(line.scope, line.metric)
+
+    def advance(self, line: Line) -> None:
+        """Move the counter to the newer period ``line`` brings (committed restarts)."""
+        period = line.period
+        if period is None:
+            return
+        row = self.row(line.scope, line.metric)
+        if row[4] is None or period > row[4]:
+            row[0], row[4] = 0, period
+            self.dirty.add((line.scope, line.metric))
+
+    def levels_without_hold(self, lines: Sequence[Line]) -> tuple[Level, ...]:
+        """Levels as a repeated reserve reports them: without that hold's own amounts."""
+        own: dict[tuple[str, str], int] = {}
+        for line in lines:
+            key = (line.scope, line.metric)
+            own[key] = own.get(key, 0) + line.amount
+        return tuple(
+            Level(self.current(line), self.row(line.scope, line.metric)[1] - own[key])
+            for line in lines
+            for key in ((line.scope, line.metric),)
+        )
+
     def add(self, scope: str, metric: str, amount: int) -> None:
-        """Add committed usage; a day metric into the bucket of now (or the newest one)."""
+        """Add committed usage; a window's into the bucket of now (or the newest one)."""
         row = self.row(scope, metric)
-        if is_windowed(metric):
+        span = window_of(metric, self.opts)
+        if span is not None:
             self.committed(scope, metric)
-            start = bucket_start(self.now, self.opts.bucket_seconds)
+            start = bucket_start(self.now, span[1])
             if row[3] is not None and row[3] > start:
                 start = row[3]  # a clock that stepped back: merge into the newest bucket
-            self.conn.execute(
-                "INSERT INTO ab_buckets (scope, metric, start, amount) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (scope, metric, start) DO UPDATE SET amount = amount + "
-                "excluded.amount",
-                (scope, metric, start, amount),
-            )
+            conn = self.conn
+            if amount >= 0 and row[0] >= 0 and row[0] + amount < _INT64:
+                # No bucket exceeds its counter's total here, so SQL arithmetic is exact.
+                conn.execute(
+                    "INSERT INTO ab_buckets (scope, metric, start, amount) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (scope, metric, start) DO UPDATE SET amount = amount + "
+                    "excluded.amount",
+                    (scope, metric, start, amount),
+                )
+            else:
+                found = conn.execute(
+                    "SELECT amount FROM ab_buckets WHERE scope = ? AND metric = ? AND start = ?",
+                    (scope, metric, start),
+                ).fetchone()
+                total = amount + (_from_db(found[0]) if found else 0)
+                conn.execute(
+                    "INSERT OR REPLACE INTO ab_buckets (scope, metric, start, amount) "
+                    "VALUES (?, ?, ?, ?)",
+                    (scope, metric, start, _to_db(total)),
+                )
             if row[2] is None:
                 row[2] = start
             if row[3] is None or row[3] < start:
@@ -606,12 +732,17 @@ class _Tx:
     def flush(self) -> None:
         if not self.dirty:
             return
+        rows = self.rows
         self.conn.executemany(
-            "INSERT INTO ab_counters (scope, metric, total, reserved, lo, hi) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, metric) DO UPDATE SET "
+            "INSERT INTO ab_counters (scope, metric, total, reserved, lo, hi, period) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope, metric) DO UPDATE SET "
             "total = excluded.total, reserved = excluded.reserved, lo = excluded.lo, "
-            "hi = excluded.hi",
-            [(s, m, *self.rows[s][m]) for s, m in self.dirty],
+            "hi = excluded.hi, period = excluded.period",
+            [
+                (s, m, _to_db(row[0]), _to_db(row[1]), row[2], row[3], row[4])
+                for s, m in self.dirty
+                for row in (rows[s][m],)
+            ],
         )
         self.dirty.clear()
 
@@ -647,30 +778,64 @@ class _Tx:
         )
 
     def touch(self, scopes: Sequence[str]) -> None:
-        """Record use of the scopes, for idle expiry (skipped when there is none)."""
-        if self.opts.idle_ttl is None:
-            return
-        self.conn.executemany(
-            "INSERT INTO ab_scopes (scope, touched) VALUES (?, ?) "
-            "ON CONFLICT (scope) DO UPDATE SET touched = excluded.touched",
-            [(scope, self.now) for scope in scopes],
-        )
+        """Record use of the scopes that can expire (idle or session ttl)."""
+        opts = self.opts
+        now = self.now
+        stamps = []
+        for scope in scopes:
+            ttl = opts.scope_ttl(scope)
+            if ttl is not None:
+                stamps.append((scope, now, now + ttl))
+        if stamps:
+            self.conn.executemany(
+                "INSERT INTO ab_scopes (scope, touched, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT (scope) DO UPDATE SET touched = excluded.touched, "
+                "expires = excluded.expires",
+                stamps,
+            )
 
     def idle_check(self, scopes: Sequence[str]) -> None:
-        """Drop scopes unused for ``idle_ttl`` that hold nothing, as MemoryStore does."""
-        idle = self.opts.idle_ttl
-        if idle is None:
-            return
+        """Drop scopes unused for their idle (or session) ttl in which nothing still counts,
+        as MemoryStore does; a scope kept for now is looked at again when it may go."""
+        opts = self.opts
         conn = self.conn
         for scope in scopes:
+            ttl = opts.scope_ttl(scope)
+            if ttl is None:
+                continue
             found = conn.execute("SELECT touched FROM ab_scopes WHERE scope = ?", (scope,))
             row = found.fetchone()
-            if row is None or row[0] > self.now - idle:
+            if row is None or row[0] > self.now - ttl:
                 continue
-            if any(r[1] for r in self.scope_rows(scope).values()):
+            busy = self.busy_until(scope, ttl)
+            if busy is not None:
+                conn.execute("UPDATE ab_scopes SET expires = ? WHERE scope = ?", (busy, scope))
                 continue
             conn.execute("DELETE FROM ab_counters WHERE scope = ?", (scope,))
             conn.execute("DELETE FROM ab_buckets WHERE scope = ?", (scope,))
             conn.execute("DELETE FROM ab_scopes WHERE scope = ?", (scope,))
             self.rows[scope] = {}
             self.dirty = {key for key in self.dirty if key[0] != scope}
+
+    def busy_until(self, scope: str, ttl: float) -> float | None:
+        """None when nothing in the scope still counts, else when to look again: a live
+        hold, a window with usage inside it, a recent period counter."""
+        until: float | None = None
+        now = self.now
+        for metric, row in self.scope_rows(scope).items():
+            if row[1]:
+                when = now + min(ttl, _HELD_RECHECK)
+            elif row[2] is not None:
+                self.committed(scope, metric)
+                if row[2] is None:
+                    continue
+                span = window_of(metric, self.opts)
+                assert span is not None
+                when = row[3] + span[0] + span[1]
+            elif row[4] is not None and row[0] and row[4] + PERIOD_HORIZON > now:
+                when = row[4] + PERIOD_HORIZON
+            else:
+                continue
+            if until is None or when > until:
+                until = when
+        return until

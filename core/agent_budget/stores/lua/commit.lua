@@ -1,6 +1,7 @@
--- commit: ARGV[2] hold id, ARGV[3] the lines as JSON, [scope, metric, amount] each. Frees
+-- commit: ARGV[2] hold id, ARGV[3] the lines as JSON (see decode_lines; no limits). Frees
 -- the hold (if live) and adds the amounts once per hold id, even above a limit. Returns
--- "<applied 1|0> <committed1> <reserved1> ...", the levels after it.
+-- "<applied 1|0> <committed1> <reserved1> ...", the levels after it, read in the same
+-- atomic step.
 local id = ARGV[2]
 local lines = decode_lines(ARGV[3])
 
@@ -19,19 +20,20 @@ local state = tombstone(id)
 local applied = state == nil or state == 'r'
 touch(lines)
 if applied then
-  for _, e in ipairs(lines) do add(load(e[1]), e[2], e[3]) end
+  for _, e in ipairs(lines) do
+    local s = load(e[1])
+    advance(s, e[2], e[5])
+    add_committed(s, e[2], e[3])
+  end
   finish(id, 'c')
-else
-  for _, e in ipairs(lines) do committed(load(e[1]), e[2]) end
 end
 
-flush()
-local out = { applied and '1' or '0' }
+local out = { applied and 1 or 0 }
 for _, e in ipairs(lines) do
   local s = load(e[1])
-  local m = meta(e[2])
-  out[#out + 1] = s.f[m.t] or 0
-  out[#out + 1] = s.f[m.r] or 0
+  out[#out + 1] = current(s, e[2], e[5])
+  out[#out + 1] = num(s, meta(e[2]).r)
 end
+flush()
 expire_written(nil)
 return reply(out)

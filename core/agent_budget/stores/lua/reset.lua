@@ -1,5 +1,5 @@
 -- reset: ARGV[2] scope, ARGV[3] metric prefix. Zeroes the committed value of the scope's
--- counters whose metric starts with the prefix; holds stay.
+-- counters whose metric starts with the prefix; holds and periods stay.
 local s = load(ARGV[2])
 local prefix = ARGV[3]
 local metrics = {}
