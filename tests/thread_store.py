@@ -14,6 +14,7 @@ class ThreadNotingStore(MemoryStore):
     of every reserve, commit and release in ``threads``."""
 
     does_io = True
+    schemes = ()  # not the memory:// backend: a subclass would otherwise take its scheme
 
     def __init__(self) -> None:
         super().__init__()
