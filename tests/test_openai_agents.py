@@ -387,6 +387,19 @@ def test_clamp_sends_the_output_cap_the_budget_can_hold(clock: Any) -> None:
     assert model.calls.value == 1
 
 
+def test_clamp_with_an_unwrapped_model_warns_that_the_cap_was_not_sent(clock: Any) -> None:
+    hooks = BudgetHooks(_budget(clock), clamp=True)
+    model = FakeResponsesModel()
+    agent = Agent(name="unwrapped-clamp", model=model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _run(agent, "hi", "run", hooks=hooks)
+        _run(agent, "hi", "run", hooks=hooks)
+    notes = [str(w.message) for w in caught if issubclass(w.category, BudgetWarning)]
+    assert len(notes) == 1 and "hooks.run_config()" in notes[0]
+    assert model.settings_seen[0].max_tokens is None  # nothing sent it
+
+
 def test_a_cancelled_streamed_run_is_charged_what_it_streamed(clock: Any) -> None:
     budget = _budget(clock)
     hooks = BudgetHooks(budget)

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from agents.lifecycle import RunHooks
 from agents.retry import ModelRetryAdvice, ModelRetryAdviceRequest, ModelRetryNormalizedError
 from agents.tool import Tool
 
-from agent_budget import Budget, BudgetError, BudgetManager
+from agent_budget import Budget, BudgetError, BudgetManager, BudgetWarning
 from agent_budget.calls import CallLifecycle, CallTally, LifecycleAdapter, LifecycleOptions
 
 from .payload import (
@@ -226,6 +227,8 @@ class BudgetHooks(LifecycleAdapter, RunHooks[Any]):
             turn = _TURNS.end(context, agent, self._calls)
             if turn is None or turn.adopted:
                 return
+            if self._calls.clamp:
+                _warn_unclamped(agent)
             usage = response_usage(response)
             await self._calls.aend(
                 turn.call_id,
@@ -235,6 +238,24 @@ class BudgetHooks(LifecycleAdapter, RunHooks[Any]):
             )
         except Exception:
             log.exception("agent-budget could not record the end of a model call")
+
+
+_UNCLAMPED_WARNED: set[str] = set()
+
+
+def _warn_unclamped(agent: object) -> None:
+    """Once per agent name: clamp=True held a smaller output cap that nothing sent."""
+    name = str(getattr(agent, "name", "") or "")
+    if name in _UNCLAMPED_WARNED or len(_UNCLAMPED_WARNED) >= 1024:
+        return
+    _UNCLAMPED_WARNED.add(name)
+    message = (
+        f"BudgetHooks(clamp=True): the model of agent {name!r} is not wrapped, so the clamped "
+        "max_tokens was held but not sent; pass run_config=hooks.run_config() or "
+        "model=hooks.wrap(model)"
+    )
+    warnings.warn(message, BudgetWarning, stacklevel=2)
+    log.warning(message)
 
 
 class BudgetModel(Model):
