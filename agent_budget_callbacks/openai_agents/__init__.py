@@ -15,7 +15,7 @@ the tenant in the run context (``context={"budget_scope": "user-42"}``) or with
 
 Modules: ``handler`` (the hooks and the wrapping model), ``payload`` (pure readers of the
 SDK's responses, usage, stream events and settings), ``install`` (the provider and
-``RunConfig`` helpers).
+``RunConfig`` helpers), ``turns`` (the calls the hooks started, for the model to take over).
 """
 
 from __future__ import annotations

@@ -17,13 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
-import time
-import uuid
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agents import Agent, Model, ModelResponse, ModelSettings, ModelTracing, RunContextWrapper
@@ -45,6 +41,7 @@ from .payload import (
     response_text,
     response_usage,
 )
+from .turns import TURNS, Turn, new_call_id
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -57,97 +54,6 @@ NO_USAGE_HINT = (
     "Chat Completions models report usage on streams only when asked: pass "
     "ModelSettings(include_usage=True)"
 )
-
-
-def _new_call_id() -> str:
-    return uuid.uuid4().hex
-
-
-@dataclass(eq=False)
-class _Turn:
-    """One model call as the hooks saw it start, until its ``on_llm_end``.
-
-    ``input`` and ``context`` are the SDK's own objects for the call (the input list handed
-    to the hooks and then to the model, the run's context wrapper); holding them keeps their
-    ``id()`` unique while the turn lives. ``adopted`` is set when a BudgetModel over the same
-    budget took the call over; ``attempts`` counts the model's tries at it.
-    """
-
-    calls: CallLifecycle
-    call_id: str
-    input: object
-    context: object
-    agent: object
-    scope: str | None
-    parent: str | None
-    session: str | None
-    created: float = field(default_factory=time.monotonic)
-    adopted: bool = False
-    attempts: int = 0
-
-
-class _Turns:
-    """Open turns of every BudgetHooks, by input list and by run context (thread-safe).
-
-    A turn normally leaves at its ``on_llm_end``; one whose call failed gets none, so turns
-    older than ``_STALE_SECONDS`` are dropped once more than ``_PRUNE_ABOVE`` are open.
-    """
-
-    _PRUNE_ABOVE = 64
-    _STALE_SECONDS = 7200.0
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_input: dict[int, list[_Turn]] = {}
-        self._by_context: dict[int, list[_Turn]] = {}
-        self._count = 0
-
-    def add(self, turn: _Turn) -> None:
-        with self._lock:
-            self._by_input.setdefault(id(turn.input), []).append(turn)
-            self._by_context.setdefault(id(turn.context), []).append(turn)
-            self._count += 1
-            if self._count > self._PRUNE_ABOVE:
-                self._prune(time.monotonic() - self._STALE_SECONDS)
-
-    def remove(self, turn: _Turn) -> None:
-        with self._lock:
-            self._remove(turn)
-
-    def _remove(self, turn: _Turn) -> None:
-        for index, key in ((self._by_input, id(turn.input)), (self._by_context, id(turn.context))):
-            turns = index.get(key)
-            if turns is not None and turn in turns:
-                turns.remove(turn)
-                if not turns:
-                    del index[key]
-                if index is self._by_input:
-                    self._count -= 1
-
-    def _prune(self, cutoff: float) -> None:
-        stale = [t for ts in self._by_input.values() for t in ts if t.created < cutoff]
-        for turn in stale:
-            self._remove(turn)
-
-    def for_input(self, input: object) -> list[_Turn]:
-        with self._lock:
-            return [t for t in self._by_input.get(id(input), ()) if t.input is input]
-
-    def end(self, context: object, agent: object, calls: CallLifecycle) -> _Turn | None:
-        """Remove and return the oldest open turn of ``calls`` for this run and agent."""
-        with self._lock:
-            for turn in self._by_context.get(id(context), ()):
-                if turn.context is context and turn.agent is agent and turn.calls is calls:
-                    self._remove(turn)
-                    return turn
-        return None
-
-    def __len__(self) -> int:
-        with self._lock:
-            return self._count
-
-
-_TURNS = _Turns()
 
 
 class BudgetHooks(LifecycleAdapter, RunHooks[Any]):
@@ -202,7 +108,7 @@ class BudgetHooks(LifecycleAdapter, RunHooks[Any]):
         """Reserve the call's worst case; raises to refuse it (the model is not called)."""
         calls = self._calls
         scope, parent, session = calls.select(getattr(context, "context", None))
-        turn = _Turn(calls, _new_call_id(), input_items, context, agent, scope, parent, session)
+        turn = Turn(calls, new_call_id(), input_items, context, agent, scope, parent, session)
         settings = getattr(agent, "model_settings", None)
         model = model_name(getattr(agent, "model", None)) or calls.default_model
         await calls.astart(
@@ -214,7 +120,7 @@ class BudgetHooks(LifecycleAdapter, RunHooks[Any]):
             parent=parent,
             session=session,
         )
-        _TURNS.add(turn)
+        TURNS.add(turn)
 
     async def on_llm_end(
         self,
@@ -224,7 +130,7 @@ class BudgetHooks(LifecycleAdapter, RunHooks[Any]):
     ) -> None:
         """Commit the usage the provider reported, unless a BudgetModel accounted the call."""
         try:
-            turn = _TURNS.end(context, agent, self._calls)
+            turn = TURNS.end(context, agent, self._calls)
             if turn is None or turn.adopted:
                 return
             if self._calls.clamp:
@@ -308,7 +214,7 @@ class BudgetModel(Model):
         call_id = None
         scope = parent = session = None
         cap = max_output_tokens(settings)
-        for turn in _TURNS.for_input(input):
+        for turn in TURNS.for_input(input):
             if turn.calls.target is not calls.target:
                 # Another budget's hooks started this call: share its id, so a refusal here
                 # frees that hold too.
@@ -331,7 +237,7 @@ class BudgetModel(Model):
             break
         counter = calls.counter
         async with calls.acall(
-            call_id or _new_call_id(),
+            call_id or new_call_id(),
             model=self.name or calls.default_model,
             input_tokens=lambda: input_tokens(instructions, input, counter, extra),
             max_output_tokens=cap,
