@@ -42,6 +42,7 @@ from .payload import (
     prompt_input_tokens,
     read_outcome,
     requested_model,
+    requested_service_tier,
     response_text,
 )
 
@@ -333,6 +334,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 scope=str(scope) if scope else None,
                 parent=str(parent) if parent else None,
                 session=session,
+                service_tier=requested_service_tier(params),
             )
         except BaseException as exc:
             if batch is not None:

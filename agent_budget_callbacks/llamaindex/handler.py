@@ -21,7 +21,12 @@ from llama_index.core.callbacks.schema import CBEventType, EventPayload
 from llama_index_instrumentation.span import active_span_id
 
 from agent_budget import Budget, BudgetManager, Reservation, RunTracker, TokenCounter, Usage
-from agent_budget.calls import DEFAULT_MAX_OUTPUT_TOKENS, UNKNOWN_MODEL, CallLifecycle
+from agent_budget.calls import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    UNKNOWN_MODEL,
+    CallLifecycle,
+    accounted_by,
+)
 
 from .nesting import enclosing_event_ids
 from .payload import (
@@ -170,7 +175,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         if event_type is not CBEventType.LLM or not event_id:
             return event_id
         calls = self._calls
-        if event_id in calls or event_id in self._nested or self._join_enclosing(event_id):
+        if event_id in calls or event_id in self._nested or accounted_by(calls.target):
+            return event_id  # a BudgetLLM of this budget accounts for the call itself
+        if self._join_enclosing(event_id):
             return event_id
         data = payload or {}
         serialized = data.get(EventPayload.SERIALIZED)

@@ -241,6 +241,7 @@ class CallLifecycle:
         session: object,
         metadata: Mapping[str, Any] | None,
         min_output_tokens: int | None,
+        service_tier: str | None,
     ) -> tuple[Budget, dict[str, Any]]:
         budget = self.budget_for(scope, parent)
         tokens = input_tokens() if callable(input_tokens) else input_tokens
@@ -264,6 +265,8 @@ class CallLifecycle:
         }
         if self.wait:
             kwargs["wait"] = self.wait
+        if service_tier is not None:
+            kwargs["service_tier"] = service_tier
         if min_output_tokens is None:
             min_output_tokens = self.floor
         if min_output_tokens is not None:
@@ -283,13 +286,15 @@ class CallLifecycle:
         session: object = None,
         metadata: Mapping[str, Any] | None = None,
         min_output_tokens: int | None = None,
+        service_tier: str | None = None,
     ) -> Reservation:
         """Reserve call ``call_id``'s worst case; raises to refuse it (the provider must
         then not be called). ``input_tokens`` may be a function, called only here;
         ``max_output_tokens=None`` means the request sets no cap. With ``min_output_tokens``
         (default: :attr:`floor`) the output cap is clamped to what fits, down to that floor:
-        send the request with ``reservation.max_output_tokens``. A second start of an open
-        call returns its reservation."""
+        send the request with ``reservation.max_output_tokens``. ``service_tier`` is the
+        tier the request asks for (the hold is priced in it). A second start of an open call
+        returns its reservation."""
         known = self._calls.get(call_id)
         if known is not None:
             return known
@@ -304,6 +309,7 @@ class CallLifecycle:
                 session,
                 metadata,
                 min_output_tokens,
+                service_tier,
             )
             reservation = budget.reserve(**kwargs)
         except BaseException:
@@ -324,6 +330,7 @@ class CallLifecycle:
         session: object = None,
         metadata: Mapping[str, Any] | None = None,
         min_output_tokens: int | None = None,
+        service_tier: str | None = None,
     ) -> Reservation:
         """:meth:`start` for async adapters: the store is never awaited on the event loop."""
         known = self._calls.get(call_id)
@@ -340,6 +347,7 @@ class CallLifecycle:
                 session,
                 metadata,
                 min_output_tokens,
+                service_tier,
             )
             reservation = await budget.areserve(**kwargs)
         except BaseException:
