@@ -370,6 +370,31 @@ def test_the_model_holds_what_the_runs_settings_ask_for(clock: Any) -> None:
     assert len(budget.records) == 1 and held(budget) == 0
 
 
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_the_hold_is_priced_in_the_service_tier_extra_args_ask_for(
+    wrapped: bool, clock: Any
+) -> None:
+    async def held_cost(extra_args: dict[str, Any] | None) -> int:
+        budget = Budget(BudgetScope("tier", max_cost_per_session_usd=10), clock=clock)
+        hooks = BudgetHooks(budget)
+        gate = asyncio.Event()
+        model = FakeResponsesModel(gate=gate)
+        settings = ModelSettings(max_tokens=1000, extra_args=extra_args)
+        agent = Agent(name="a", model=hooks.wrap(model) if wrapped else model)
+        agent.model_settings = settings
+        task = asyncio.create_task(Runner.run(agent, "hi", hooks=hooks))
+        while model.calls.value == 0:
+            await asyncio.sleep(0.001)
+        reserved = budget.usage()["session:cost"].reserved
+        gate.set()
+        await task
+        return reserved
+
+    plain = asyncio.run(held_cost(None))
+    priority = asyncio.run(held_cost({"service_tier": "priority"}))
+    assert priority > plain
+
+
 def test_clamp_sends_the_output_cap_the_budget_can_hold(clock: Any) -> None:
     budget = _budget(clock, tokens=600)
     hooks = BudgetHooks(budget, clamp=True, min_output_tokens=50)

@@ -281,6 +281,28 @@ def test_clamp_sends_max_tokens_the_budget_can_hold(clock: Any) -> None:
     assert model.calls.value == 2
 
 
+def test_the_hold_is_priced_in_the_service_tier_the_request_asks_for(clock: Any) -> None:
+    async def held_cost(settings: dict[str, Any]) -> int:
+        budget = Budget(BudgetScope("tier", max_cost_per_session_usd=10), clock=clock)
+        gate = asyncio.Event()
+        model = FakeOpenAIChatModel(gate=gate)
+        agent: Agent[Any, str] = Agent(
+            model, capabilities=[BudgetCapability(budget)], model_settings=settings
+        )
+        task = asyncio.create_task(agent.run("hi"))
+        while model.calls.value == 0:
+            await asyncio.sleep(0.001)
+        reserved = budget.usage()["session:cost"].reserved
+        gate.set()
+        await task
+        return reserved
+
+    plain = asyncio.run(held_cost({"max_tokens": 1000}))
+    priority = asyncio.run(held_cost({"max_tokens": 1000, "service_tier": "priority"}))
+    own = asyncio.run(held_cost({"max_tokens": 1000, "openai_service_tier": "priority"}))
+    assert priority > plain and own == priority
+
+
 def test_without_clamp_the_requests_settings_are_sent_untouched(clock: Any) -> None:
     model = FakeOpenAIChatModel()
     Agent(model, capabilities=[BudgetCapability(_budget(clock))]).run_sync("hi")

@@ -371,6 +371,7 @@ class CallLifecycle:
         session: object = None,
         metadata: Mapping[str, Any] | None = None,
         min_output_tokens: int | None = None,
+        service_tier: str | None = None,
         stream: bool = False,
         no_usage_hint: str | None = None,
     ) -> AsyncIterator[CallTally]:
@@ -396,6 +397,7 @@ class CallLifecycle:
             session=session,
             metadata=metadata,
             min_output_tokens=min_output_tokens,
+            service_tier=service_tier,
         )
         tally = CallTally(reservation, stream=stream)
         try:
