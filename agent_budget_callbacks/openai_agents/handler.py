@@ -40,6 +40,7 @@ from .payload import (
     read_event,
     response_text,
     response_usage,
+    service_tier,
 )
 from .turns import TURNS, Turn, new_call_id
 
@@ -119,6 +120,7 @@ class BudgetHooks(LifecycleAdapter, RunHooks[Any]):
             scope=scope,
             parent=parent,
             session=session,
+            service_tier=service_tier(settings),
         )
         TURNS.add(turn)
 
@@ -244,6 +246,7 @@ class BudgetModel(Model):
             scope=scope,
             parent=parent,
             session=session,
+            service_tier=service_tier(settings),
             stream=stream,
             no_usage_hint=NO_USAGE_HINT,
         ) as tally:

@@ -25,6 +25,7 @@ __all__ = [
     "read_event",
     "response_text",
     "response_usage",
+    "service_tier",
     "usage_of",
 ]
 
@@ -165,6 +166,14 @@ def max_output_tokens(settings: ModelSettings | None) -> int | None:
     """The output cap a call's settings ask for (``max_tokens``); None when unset."""
     cap = getattr(settings, "max_tokens", None)
     return cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
+
+
+def service_tier(settings: ModelSettings | None) -> str | None:
+    """The service tier a call asks for: ``service_tier`` in the settings' ``extra_args``
+    (the SDK sends those to the API as they are); None when unset."""
+    extra = getattr(settings, "extra_args", None)
+    tier = extra.get("service_tier") if isinstance(extra, Mapping) else None
+    return tier if isinstance(tier, str) and tier.strip() else None
 
 
 def model_name(model: object) -> str | None:

@@ -34,6 +34,7 @@ from .payload import (
     max_output_tokens,
     response_text,
     response_usage,
+    service_tier,
     stream_outcome,
 )
 
@@ -125,6 +126,7 @@ class BudgetModel(WrapperModel):
             scope=scope,
             parent=parent,
             session=session,
+            service_tier=service_tier(settings, self.wrapped.settings),
             stream=stream,
             no_usage_hint=NO_USAGE_HINT,
         ) as tally:

@@ -23,6 +23,7 @@ __all__ = [
     "max_output_tokens",
     "response_text",
     "response_usage",
+    "service_tier",
     "stream_outcome",
     "usage_of",
 ]
@@ -141,6 +142,29 @@ def max_output_tokens(*settings: Mapping[str, Any] | None) -> int | None:
         cap = (layer or {}).get("max_tokens")
         if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
             return cap
+    return None
+
+
+# Per-provider service tier settings, which win over the unified ``service_tier``.
+_TIER_KEYS = (
+    "openai_service_tier",
+    "anthropic_service_tier",
+    "bedrock_service_tier",
+    "google_cloud_service_tier",
+    "service_tier",
+)
+
+
+def service_tier(*settings: Mapping[str, Any] | None) -> str | None:
+    """The service tier the request's settings ask for (a provider's own setting, else the
+    unified ``service_tier``; Bedrock's ``{"type": ...}`` form read too); None when unset."""
+    for key in _TIER_KEYS:
+        for layer in settings:
+            value = (layer or {}).get(key)
+            if isinstance(value, Mapping):
+                value = value.get("type")
+            if isinstance(value, str) and value.strip():
+                return value
     return None
 
 
