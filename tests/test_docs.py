@@ -148,7 +148,7 @@ def test_python_blocks_handles_indented_fences(tmp_path: Path):
 # The README example of each adapter, and the extra its install line names.
 EXAMPLES = {
     "llamaindex": "from agent_budget_callbacks.llamaindex import",
-    "langchain": "from agent_budget_callbacks.langchain import",
+    "langchain": "from agent_budget_callbacks.langchain import BudgetCallbackHandler, budget_guard",
     "openai-agents": "from agent_budget_callbacks.openai_agents import",
     "pydantic-ai": "from agent_budget_callbacks.pydantic_ai import",
 }
