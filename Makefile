@@ -11,7 +11,7 @@ DEV_STAMP := $(VENV)/.dev-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 BASE_STAMP := $(VENV)/.base-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck bench bench-quick clean
+.PHONY: demo test lint typecheck bench bench-quick prices prices-check clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,14 @@ bench: $(DEV_STAMP)
 
 bench-quick: $(DEV_STAMP)
 	$(PY) -m benchmarks --quick
+
+# Regenerate the price catalogue from the installed genai-prices (pinned in the dev extra);
+# `pip install -U genai-prices`, bump the pin, then `make prices` to take newer prices.
+prices: $(DEV_STAMP)
+	$(PY) scripts/make_prices.py
+
+prices-check: $(DEV_STAMP)
+	$(PY) scripts/make_prices.py --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -126,6 +126,8 @@ class BudgetInstrumentation:
                 "agent_budget.scope": record.scope,
                 "agent_budget.estimated": record.estimated,
                 "agent_budget.price_source": record.price_source,
+                "agent_budget.price_id": record.price_id,
+                "agent_budget.price_tier": record.price_tier,
                 "agent_budget.reservation_id": record.reservation_id,
             }
         )

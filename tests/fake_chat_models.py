@@ -120,6 +120,8 @@ class _FakeChat(BaseChatModel):
     """ainvoke / astream wait forever (until cancelled) after reaching the provider."""
     hang_after_chunks: int | None = None
     """astream yields this many chunks, then waits forever (until cancelled)."""
+    gate: Any = Field(default=None, exclude=True)
+    """An asyncio.Event: ainvoke / astream wait at the provider until it is set."""
     error: Any = None
     """An exception raised by the provider after the call is counted."""
     before_call: Callable[[], None] | None = Field(default=None, exclude=True)
@@ -212,6 +214,8 @@ class _FakeChat(BaseChatModel):
         self._provider_call(kwargs)
         if self.hang:
             await asyncio.Event().wait()
+        if self.gate is not None:
+            await self.gate.wait()
         await asyncio.sleep(0)
         return self._result(kwargs)
 
@@ -277,6 +281,8 @@ class _FakeChat(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         self._provider_call(kwargs)
+        if self.gate is not None:
+            await self.gate.wait()
         for index, chunk in enumerate(self._chunks(kwargs)):
             if self.hang or index == self.hang_after_chunks:
                 await asyncio.Event().wait()

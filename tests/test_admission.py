@@ -297,3 +297,29 @@ def test_refusal_names_the_hold_parts_and_the_fix(clock: FakeClock) -> None:
     with pytest.raises(BudgetExceededError, match="used up"):
         b.reserve("m", 1000, 10)
     assert err.value.requested == 4216
+
+
+def test_an_abatch_that_waits_for_holds_spends_up_to_the_cap() -> None:
+    """Issue 13's abatch: 40 calls against a 3,000-token cap, each holding ~110 tokens but
+    using ~60. Without waiting, calls are refused while worst-case holds are outstanding;
+    with the handler's wait=, they wait for holds to end and the cap is spent, not refused
+    at a third of it."""
+    from agent_budget_callbacks.langchain import BudgetCallbackHandler
+
+    from .fake_chat_models import Bill, FakeChatOpenAI
+
+    def run(wait: float) -> tuple[int, int]:
+        budget = Budget(BudgetScope(name="b", max_tokens_per_session=3_000), RATES)
+        handler = BudgetCallbackHandler(budget, wait=wait)
+        model = FakeChatOpenAI(bill=Bill(50, 10), max_tokens=100, model="m")
+        results = asyncio.run(
+            model.abatch(["hi"] * 40, config={"callbacks": [handler]}, return_exceptions=True)
+        )
+        refused = sum(isinstance(r, BudgetExceededError) for r in results)
+        return refused, budget.usage()["session:tokens"].committed
+
+    refused_at_once, spent_at_once = run(0.0)
+    refused_waiting, spent_waiting = run(5.0)
+    assert refused_waiting < refused_at_once
+    assert spent_waiting > spent_at_once
+    assert spent_waiting <= 3_000 and refused_waiting == 40 - spent_waiting // 60

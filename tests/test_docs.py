@@ -148,7 +148,9 @@ def test_python_blocks_handles_indented_fences(tmp_path: Path):
 # The README example of each adapter, and the extra its install line names.
 EXAMPLES = {
     "llamaindex": "from agent_budget_callbacks.llamaindex import",
-    "langchain": "from agent_budget_callbacks.langchain import",
+    "langchain": "from agent_budget_callbacks.langchain import BudgetCallbackHandler, budget_guard",
+    "openai-agents": "from agent_budget_callbacks.openai_agents import",
+    "pydantic-ai": "from agent_budget_callbacks.pydantic_ai import",
 }
 
 
@@ -232,7 +234,15 @@ def _only_extra_env(extra: str, base: Path) -> Path:
     """site-packages as `pip install 'agent-budget[<extra>]'` leaves it, as far as the other
     extras go: what they pull in beyond this extra's own dependencies is hidden."""
     extras = _extras()
-    parts = ("langchain", "langgraph", "llamaindex", "redis", "tokens")
+    parts = (
+        "langchain",
+        "langgraph",
+        "llamaindex",
+        "openai-agents",
+        "pydantic-ai",
+        "redis",
+        "tokens",
+    )
     others = _closure([r for name in parts for r in extras[name]], extras)
     return _site_without(others - _closure(extras[extra], extras), base / "site")
 

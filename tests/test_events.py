@@ -36,7 +36,7 @@ def test_on_record_gets_the_record_and_when_the_call_started(clock: FakeClock) -
     assert heard[0].started_at == hold.created_at == record.timestamp - 2.5
     assert heard[0].ended_at == record.timestamp
     assert heard[1].started_at == heard[1].ended_at == later.timestamp
-    assert record.price_source == "rates:m"
+    assert record.price_source == "rates="
     hold.commit(Usage(1, 1))  # a repeated commit returns the first record, tells no one
     assert len(heard) == 2
     assert budget.remove_listener(heard.append) and not budget.remove_listener(heard.append)

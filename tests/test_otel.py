@@ -105,7 +105,9 @@ def test_a_call_span_carries_usage_cost_and_real_times(
         "gen_ai.conversation.id": "conv-7",
         "agent_budget.scope": "user:1",
         "agent_budget.estimated": False,
-        "agent_budget.price_source": "rates:m",
+        "agent_budget.price_source": "rates=",
+        "agent_budget.price_id": "rates:m",
+        "agent_budget.price_tier": "standard",
         "agent_budget.reservation_id": hold.id,
     }
     # $1/M for 400 plain input, $0.5/M for 1,200 cached, $2/M for 400 written, $4/M output
@@ -232,7 +234,7 @@ def test_a_langchain_call_through_the_handler(telemetry: Telemetry, clock: FakeC
     assert attributes["gen_ai.usage.cache_read.input_tokens"] == 512
     assert attributes["gen_ai.usage.reasoning.output_tokens"] == 30
     assert attributes["gen_ai.usage.cost.amount"] == budget.records[0].cost_nanos / 1e9 > 0
-    assert attributes["agent_budget.price_source"].startswith("builtin:gpt-4o-mini@")
+    assert attributes["agent_budget.price_id"].endswith(":gpt-4o-mini")
 
 
 def test_instrument_rejects_other_targets() -> None:

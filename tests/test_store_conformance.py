@@ -1229,6 +1229,11 @@ LEDGER_KEYS = {
     "price_source",
     "reservation_id",
     "metadata",
+    "cache_write_1h_tokens",
+    "web_searches",
+    "price_date",
+    "price_id",
+    "price_tier",
 }
 
 
@@ -1276,10 +1281,16 @@ def test_ledger_keeps_every_call_with_the_same_fields(
         )
         assert row["cost_nanos"] == record.cost_nanos and row["estimated"] == record.estimated
         assert row["price_source"] == record.price_source != ""
+        assert (row["price_id"], row["price_date"], row["price_tier"]) == (
+            record.price_id,
+            record.price_date,
+            record.price_tier,
+        )
         assert row["reservation_id"] == record.reservation_id
     assert rows[0]["metadata"] == {"ticket": "T-1"}
-    assert rows[0]["price_source"] == "rates:test-model"
-    assert rows[2]["estimated"] and rows[2]["price_source"].startswith("builtin:gpt-4o@")
+    assert (rows[0]["price_source"], rows[0]["price_id"]) == ("rates=", "rates:test-model")
+    assert rows[2]["estimated"] and rows[2]["price_id"].endswith(":gpt-4o")
+    assert rows[2]["price_date"] != ""
     assert [r["scope"] for r in reader.ledger(newest_first=True)] == [
         "user:bob",
         "user:bob",

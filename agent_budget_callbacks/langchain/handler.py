@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from types import CodeType
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -42,6 +44,7 @@ from .payload import (
     prompt_input_tokens,
     read_outcome,
     requested_model,
+    requested_service_tier,
     response_text,
 )
 
@@ -90,6 +93,45 @@ NO_USAGE_HINT = (
 _UNSET: Any = object()
 
 
+try:  # LangChain's async dispatcher; the hooks below hand it their async bodies
+    from langchain_core.callbacks.manager import _ahandle_event_for_handler
+
+    _ASYNC_DISPATCH: CodeType | None = _ahandle_event_for_handler.__code__
+except (ImportError, AttributeError):  # pragma: no cover - a LangChain without it
+    _ASYNC_DISPATCH = None
+
+
+class _Hook:
+    """A callback hook with a sync and an async body.
+
+    LangChain awaits a handler method that is a coroutine function on its async paths and
+    calls a plain one on its sync paths, but looks both up by the same name. Asked by the
+    async dispatcher (``_ahandle_event_for_handler``), this returns the async body, which
+    awaits the store off the event loop; asked by anyone else, the sync body. The handler
+    stays ``run_inline`` either way, so LangChain never skips its start (langchain#39633).
+    """
+
+    def __init__(self, sync: Callable[..., Any], async_: Callable[..., Any]) -> None:
+        self.sync = sync
+        self.async_ = async_
+        self.__doc__ = sync.__doc__
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        if _ASYNC_DISPATCH is not None and sys._getframe(1).f_code is _ASYNC_DISPATCH:
+            return self.async_.__get__(obj, owner)
+        return self.sync.__get__(obj, owner)
+
+
+class _Start(NamedTuple):
+    """What a run's start reserves, and the generate() batch it belongs to."""
+
+    kwargs: dict[str, Any]
+    batch: _Batch | None
+    legacy: bool
+
+
 @dataclass(eq=False)
 class _Batch:
     """The runs one ``generate()`` call starts together (``batch_size > 1``).
@@ -135,6 +177,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     """
 
     raise_error: bool = True
+    run_inline: bool = True
 
     def __init__(
         self,
@@ -178,9 +221,6 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._parent_key = parent_key
         self._session_key = session_key
         self._use_thread_id = use_thread_id
-        store = budget.store
-        # Waiting blocks the thread the handler runs on: never the event loop's.
-        self._inline = not store.does_io and not self._calls.wait
         self._lock = threading.Lock()
         self._batches: dict[int, _Batch] = {}
         self._legacy_multi: weakref.WeakKeyDictionary[Reservation, _Batch] = (
@@ -207,11 +247,6 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         return self._calls.open_calls
 
     open_runs = open_calls
-
-    @property
-    def run_inline(self) -> bool:  # type: ignore[override]
-        """Inline on the event loop only when the store does no I/O (see the class doc)."""
-        return self._inline
 
     def __copy__(self) -> BudgetCallbackHandler:
         # LangChain and LangGraph copy configs; a copy would be a second handler that
@@ -247,7 +282,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
 
     # -- start: may raise (that is the refusal) ---------------------------------------------
 
-    def on_chat_model_start(
+    def _chat_start(
         self,
         serialized: dict[str, Any],
         messages: list[list[BaseMessage]],
@@ -259,19 +294,26 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> Any:
         """Reserve a chat call's worst case; raises to refuse it."""
-        params = kwargs.get("invocation_params") or {}
-        counter = self._calls.counter
-        self._start(
-            run_id,
-            serialized,
-            metadata or {},
-            params,
-            kwargs.get("batch_size"),
-            legacy=False,
-            count=lambda: sum(chat_input_tokens(m, params, counter) for m in messages),
-        )
+        plan = self._chat_plan(serialized, messages, run_id, metadata, kwargs)
+        if plan is not None:
+            self._start(run_id, plan)
 
-    def on_llm_start(
+    async def _achat_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        plan = self._chat_plan(serialized, messages, run_id, metadata, kwargs)
+        if plan is not None:
+            await self._astart(run_id, plan)
+
+    def _llm_start(
         self,
         serialized: dict[str, Any],
         prompts: list[str],
@@ -283,9 +325,59 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> Any:
         """Reserve a completion-model call's worst case; raises to refuse it."""
+        plan = self._llm_plan(serialized, prompts, run_id, metadata, kwargs)
+        if plan is not None:
+            self._start(run_id, plan)
+
+    async def _allm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        plan = self._llm_plan(serialized, prompts, run_id, metadata, kwargs)
+        if plan is not None:
+            await self._astart(run_id, plan)
+
+    on_chat_model_start = _Hook(_chat_start, _achat_start)
+    on_llm_start = _Hook(_llm_start, _allm_start)
+
+    def _chat_plan(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        run_id: UUID,
+        metadata: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+    ) -> _Start | None:
         params = kwargs.get("invocation_params") or {}
         counter = self._calls.counter
-        self._start(
+        return self._plan(
+            run_id,
+            serialized,
+            metadata or {},
+            params,
+            kwargs.get("batch_size"),
+            legacy=False,
+            count=lambda: sum(chat_input_tokens(m, params, counter) for m in messages),
+        )
+
+    def _llm_plan(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        run_id: UUID,
+        metadata: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+    ) -> _Start | None:
+        params = kwargs.get("invocation_params") or {}
+        counter = self._calls.counter
+        return self._plan(
             run_id,
             serialized,
             metadata or {},
@@ -295,7 +387,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             count=lambda: sum(prompt_input_tokens(p, counter) for p in prompts),
         )
 
-    def _start(
+    def _plan(
         self,
         run_id: UUID,
         serialized: Mapping[str, Any] | None,
@@ -305,10 +397,11 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         *,
         legacy: bool,
         count: Callable[[], int],
-    ) -> None:
+    ) -> _Start | None:
+        """What to reserve for a run, or None when this handler does not charge it."""
         calls = self._calls
         if run_id in calls or accounted_by(calls.target):
-            return  # an agent middleware of this budget accounts for the call itself
+            return None  # an agent middleware of this budget accounts for the call itself
         scope = parent = None
         if self._manager is not None:
             scope = metadata.get(self._scope_key)
@@ -324,31 +417,49 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         batch = None
         if isinstance(batch_size, int) and batch_size > 1:
             batch = self._join_batch(params, batch_size)
+        kwargs: dict[str, Any] = {
+            "model": model or _class_name(serialized),
+            "input_tokens": count,
+            "max_output_tokens": cap,
+            "scope": str(scope) if scope else None,
+            "parent": str(parent) if parent else None,
+            "session": session,
+            "service_tier": requested_service_tier(params),
+        }
+        return _Start(kwargs, batch, legacy)
+
+    def _start(self, run_id: UUID, plan: _Start) -> None:
         try:
-            reservation = calls.start(
-                run_id,
-                model=model or _class_name(serialized),
-                input_tokens=count,
-                max_output_tokens=cap,
-                scope=str(scope) if scope else None,
-                parent=str(parent) if parent else None,
-                session=session,
-            )
+            reservation = self._calls.start(run_id, **plan.kwargs)
         except BaseException as exc:
-            if batch is not None:
-                self._abort_batch(batch, exc)
+            if plan.batch is not None:
+                self._abort_batch(plan.batch, exc)
             raise
-        if batch is not None:
-            with self._lock:
-                refusal = batch.refusal
-                if refusal is None:
-                    batch.members.append((run_id, reservation))
-                    if legacy:
-                        self._legacy_multi[reservation] = batch
-            if refusal is not None:
-                calls.cached(run_id)  # releases the hold: the whole generate() failed
-                release_elsewhere(calls, run_id)
-                raise refusal
+        self._admitted(run_id, plan, reservation)
+
+    async def _astart(self, run_id: UUID, plan: _Start) -> None:
+        try:
+            reservation = await self._calls.astart(run_id, **plan.kwargs)
+        except BaseException as exc:
+            if plan.batch is not None:
+                self._abort_batch(plan.batch, exc)
+            raise
+        self._admitted(run_id, plan, reservation)
+
+    def _admitted(self, run_id: UUID, plan: _Start, reservation: Reservation) -> None:
+        batch = plan.batch
+        if batch is None:
+            return
+        with self._lock:
+            refusal = batch.refusal
+            if refusal is None:
+                batch.members.append((run_id, reservation))
+                if plan.legacy:
+                    self._legacy_multi[reservation] = batch
+        if refusal is not None:
+            self._calls.cached(run_id)  # releases the hold: the whole generate() failed
+            release_elsewhere(self._calls, run_id)
+            raise refusal
 
     def _join_batch(self, params: object, size: int) -> _Batch:
         key = id(params)
@@ -390,7 +501,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
 
     # -- end and error: never raise ---------------------------------------------------------
 
-    def on_llm_end(
+    def _llm_end(
         self,
         response: LLMResult,
         *,
@@ -400,20 +511,43 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     ) -> Any:
         """Commit the usage the provider reported (or an estimate when it reported none)."""
         try:
-            self._end(run_id, response)
+            action, details = self._settle(run_id, response)
+            if action == "end":
+                self._calls.end(run_id, **details)
+            elif action == "release":
+                self._calls.cached(run_id)
         except Exception:
             self._calls.pop(run_id)  # its hold expires on its own
             log.exception("agent-budget could not record the end of LangChain run %s", run_id)
 
-    def _end(self, run_id: UUID, response: LLMResult) -> None:
-        calls = self._calls
-        reservation = calls.get(run_id)
+    async def _allm_end(
+        self,
+        response: LLMResult,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        try:
+            action, details = self._settle(run_id, response)
+            if action == "end":
+                await self._calls.aend(run_id, **details)
+            elif action == "release":
+                await self._calls.acached(run_id)
+        except Exception:
+            self._calls.pop(run_id)
+            log.exception("agent-budget could not record the end of LangChain run %s", run_id)
+
+    def _settle(self, run_id: UUID, response: LLMResult) -> tuple[str, dict[str, Any]]:
+        """What the end of a run means: ``("end", end keywords)``, ``("release", {})`` for
+        a run nothing was billed for, or ``("skip", {})`` for a run this handler did not
+        start."""
+        reservation = self._calls.get(run_id)
         if reservation is None:
-            return
+            return "skip", {}
         outcome = read_outcome(response)
         if outcome.cache_hit:
-            calls.cached(run_id)  # served from LangChain's cache: nothing to pay
-            return
+            return "release", {}  # served from LangChain's cache: nothing to pay
         batch = self._legacy_multi.get(reservation)
         if batch is not None:
             if outcome.usage is not None:
@@ -421,17 +555,15 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             elif outcome.sibling and batch.reported:
                 # LLMResult.flatten() put this generate()'s whole usage on its first run,
                 # which LangChain ends first and which committed it.
-                calls.cached(run_id)
-                return
-        calls.end(
-            run_id,
-            outcome.usage,
-            model=outcome.model,
-            text=response_text(response) if outcome.usage is None else None,
-            no_usage_hint=NO_USAGE_HINT,
-        )
+                return "release", {}
+        return "end", {
+            "usage": outcome.usage,
+            "model": outcome.model,
+            "text": response_text(response) if outcome.usage is None else None,
+            "no_usage_hint": NO_USAGE_HINT,
+        }
 
-    def on_llm_error(
+    def _llm_error(
         self,
         error: BaseException,
         *,
@@ -441,12 +573,33 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     ) -> Any:
         """Release the hold, or commit what a stream that stopped part way already used."""
         try:
-            self._error(run_id, error, kwargs.get("response"))
+            if run_id in self._calls:
+                self._calls.fail(run_id, error, **self._failure(error, kwargs.get("response")))
         except Exception:
             self._calls.pop(run_id)  # its hold expires on its own
             log.exception("agent-budget could not record the error of LangChain run %s", run_id)
 
-    def _error(self, run_id: UUID, error: BaseException, response: object) -> None:
+    async def _allm_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        try:
+            if run_id in self._calls:
+                details = self._failure(error, kwargs.get("response"))
+                await self._calls.afail(run_id, error, **details)
+        except Exception:
+            self._calls.pop(run_id)
+            log.exception("agent-budget could not record the error of LangChain run %s", run_id)
+
+    on_llm_end = _Hook(_llm_end, _allm_end)
+    on_llm_error = _Hook(_llm_error, _allm_error)
+
+    @staticmethod
+    def _failure(error: BaseException, response: object) -> dict[str, Any]:
         result = response if isinstance(response, LLMResult) else None
         reported = read_outcome(result) if result is not None else None
         text = partial_text(result)
@@ -455,13 +608,11 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             # legacy LLM records it only after yielding, so its partial may be one chunk
             # short: count what is there (the chunk in flight is small).
             text = ""
-        self._calls.fail(
-            run_id,
-            error,
-            usage=reported.usage if reported is not None else None,
-            model=reported.model if reported is not None else None,
-            text=text,
-        )
+        return {
+            "usage": reported.usage if reported is not None else None,
+            "model": reported.model if reported is not None else None,
+            "text": text,
+        }
 
 
 def _class_name(serialized: Mapping[str, Any] | None) -> str:

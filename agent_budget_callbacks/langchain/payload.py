@@ -21,6 +21,7 @@ from agent_budget import (
     Usage,
     count_messages,
     usage_from_mapping,
+    with_response_details,
 )
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "prompt_input_tokens",
     "read_outcome",
     "requested_model",
+    "requested_service_tier",
     "response_text",
 ]
 
@@ -77,6 +79,12 @@ def requested_model(
             if found:
                 return found
     return None
+
+
+def requested_service_tier(invocation_params: Mapping[str, Any]) -> str | None:
+    """The service tier a request asks for (ChatOpenAI's and ChatAnthropic's
+    ``service_tier``: ``"flex"``, ``"priority"``, ``"auto"`` ...), or None."""
+    return _name(invocation_params.get("service_tier"))
 
 
 def max_output_tokens(
@@ -230,7 +238,11 @@ def read_outcome(response: LLMResult) -> Outcome:
                 return Outcome(None, model, cache_hit=True)
             usage = _real_usage(meta)
             if usage is not None:
-                return Outcome(usage, model)
+                # Web searches and the service tier come beside usage_metadata.
+                extra = with_response_details(
+                    usage, getattr(message, "response_metadata", None), response.llm_output
+                )
+                return Outcome(extra, model)
     llm_output = response.llm_output
     if isinstance(llm_output, Mapping):
         token_usage = llm_output.get("token_usage")
@@ -239,7 +251,7 @@ def read_outcome(response: LLMResult) -> Outcome:
         for key in ("token_usage", "usage"):
             usage = _real_usage(llm_output.get(key))
             if usage is not None:
-                return Outcome(usage, model)
+                return Outcome(with_response_details(usage, llm_output), model)
     return Outcome(None, model)
 
 

@@ -15,6 +15,7 @@ from .errors import (
     UnknownModelError,
     UnknownScopeError,
 )
+from .extractors import extract_usage
 from .manager import BudgetManager, ScopeTemplate
 from .rates import ModelRates, RateTable, builtin_rates, normalize_model_name
 from .records import UsageRecord
@@ -25,7 +26,7 @@ from .stores import MemoryStore, Store, StoreOptions, open_store
 from .summary import BudgetSummary, ExactBudgetSummary, Usd
 from .tokens import CachedCounter, HeuristicCounter, TokenCounter, count_messages, default_counter
 from .tracking import RunTracker
-from .usage import Usage, usage_from_mapping
+from .usage import Usage, usage_from_mapping, with_response_details
 from .windows import Window, calendar, rolling
 
 __version__ = "0.2.0"
@@ -71,9 +72,11 @@ __all__ = [
     "count_messages",
     "current_scope",
     "default_counter",
+    "extract_usage",
     "normalize_model_name",
     "open_store",
     "rolling",
     "select_budget",
     "usage_from_mapping",
+    "with_response_details",
 ]

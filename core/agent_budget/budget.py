@@ -17,7 +17,7 @@ from typing import Any, Literal, overload
 from . import reserving
 from .admission import Refused, notify_waiters
 from .aio import off_loop
-from .alerting import AlertCallback, Alerter, warn_thresholds
+from .alerting import AlertCallback, Alerter, format_amount, warn_thresholds
 from .alerts import BudgetAlert
 from .errors import BudgetExceededError, BudgetWarning, StoreError, StoreUnavailableError
 from .events import (
@@ -32,7 +32,7 @@ from .events import (
 from .lines import LineSpec, Mode, build_specs, make_lines
 from .pending import PendingCommit, pending_for
 from .rates import ModelRates, RateTable, ResolvedModel
-from .records import UsageRecord, price_source
+from .records import UsageRecord
 from .refusals import exceeded_error, refusal_error
 from .remaining import Remaining, remaining_of
 from .reservation import Reservation
@@ -251,29 +251,40 @@ class Budget:
     # -- pricing ---------------------------------------------------------------------------
 
     def _resolve(self, model: str) -> ResolvedModel:
+        """``model``'s price under the table's unknown-model policy: ``"raise"`` raises
+        :class:`UnknownModelError`, ``"warn"`` warns once per model name and charges the
+        fallback, ``"fallback"`` charges it silently."""
         resolved = self.rates.resolve(model)
-        if not resolved.known and self.rates.on_unknown == "warn":
-            first = self.rates.first_unknown(resolved.name)
-            if first:
-                message = (
-                    f"model {model!r} has no known price; charging the fallback rates "
-                    f"{self.rates.fallback}. Pass rates={{...}} to price it."
-                )
-                warnings.warn(message, BudgetWarning, stacklevel=3)
-                self._alerter.warn(message, "unknown_model")
+        if not resolved.known:
+            self._unknown_model(model, resolved)
         return resolved
+
+    def _unknown_model(self, model: str, resolved: ResolvedModel) -> None:
+        if self.rates.on_unknown == "fallback":
+            return
+        if not self.rates.first_unknown(model.strip().lower()):
+            return
+        rates = resolved.rates.per_million_dict()
+        message = (
+            f"model {model!r} has no known price; charging {resolved.how} "
+            f"(${format_amount(float(rates['input']))} in / "
+            f"${format_amount(float(rates['output']))} out per 1M "
+            "tokens). Price it with rates=, aliases= or an overlay."
+        )
+        warnings.warn(message, BudgetWarning, stacklevel=4)
+        self._alerter.warn(message, "unknown_model")
 
     def estimate(self, model: str, input_tokens: int, output_tokens: int = 0) -> float:
         """Cost in USD (float) of a call, without recording anything."""
         return float(self.estimate_exact(model, input_tokens, output_tokens))
 
     def estimate_exact(self, model: str, input_tokens: int, output_tokens: int = 0) -> Decimal:
-        """Exact cost in USD of a call of this size, as :meth:`record` would charge it."""
+        """Exact cost in USD of a call of this size, as :meth:`record` would charge it now
+        (the unknown-model policy applies)."""
         check_tokens("input_tokens", input_tokens)
         check_tokens("output_tokens", output_tokens)
-        return self.rates.resolve(
-            model, on_unknown="fallback" if self.rates.on_unknown == "warn" else None
-        ).rates.cost(Usage(input_tokens, output_tokens))
+        quote = self._resolve(model).quote(self.clock())
+        return quote.rates.cost(Usage(input_tokens, output_tokens))
 
     # -- lines -----------------------------------------------------------------------------
 
@@ -355,6 +366,7 @@ class Budget:
         min_output_tokens: int = 1,
         wait: float = 0.0,
         output_from: str | None = None,
+        service_tier: str | None = None,
     ) -> Reservation:
         """Hold the worst-case cost of a call in this scope and every ancestor, atomically.
 
@@ -367,6 +379,8 @@ class Budget:
         waits, first come first served, for calls in flight to end instead of refusing at
         once; a call that could not fit even with every hold gone is refused at once.
         ``output_from`` says where the output cap came from, for the refusal message.
+        ``service_tier`` is the tier the request asks for (``"flex"``, ``"priority"``,
+        ``"batch"``); the hold is priced in it, else in the rate table's default tier.
         """
         plan = self._plan(
             model,
@@ -379,6 +393,7 @@ class Budget:
             min_output_tokens,
             wait,
             output_from,
+            service_tier,
         )
         outcome = reserving.attempt(self, plan)
         if isinstance(outcome, Reservation):
@@ -403,6 +418,7 @@ class Budget:
         min_output_tokens: int,
         wait: float,
         output_from: str | None,
+        service_tier: str | None,
     ) -> reserving.Plan:
         """Validate a reserve request (changing nothing) and price its model."""
         if input_tokens.__class__ is not int or not 0 <= input_tokens <= MAX_TOKENS:
@@ -430,9 +446,15 @@ class Budget:
                 raise ValueError(f"wait is unreasonably long: {wait!r} seconds")
         if output_from is not None and not isinstance(output_from, str):
             raise TypeError(f"output_from must be a str or None, got {output_from!r}")
+        if service_tier is not None and not isinstance(service_tier, str):
+            raise TypeError(f"service_tier must be a str, got {type(service_tier).__name__}")
+        resolved = self._resolve(model)
+        tier = self.rates.default_tier(service_tier)
         return reserving.Plan(
             model,
-            self._resolve(model),
+            resolved,
+            resolved.quote(self.clock(), tier).rates,
+            tier,
             input_tokens,
             max_output_tokens,
             session_id=session_id,
@@ -477,6 +499,7 @@ class Budget:
                 reservation.id,
                 self._answered_model(model, reservation.requested_model),
                 usage,
+                tier=usage.service_tier or reservation.service_tier,
                 session_id=reservation.session_id,
                 metadata=meta,
                 estimated=estimated,
@@ -487,18 +510,23 @@ class Budget:
             reservation.state = "committed"
             return record
 
-    def _answered_model(self, answered: str | None, requested: str) -> str:
-        """The model to price a commit with: the one that answered when the rate table knows
-        it, else the one reserved for. A commit records money already spent, so an answer
-        from an unpriced model (a new snapshot, an alias) must neither fail nor be priced at
-        the fallback when the requested model has a price."""
-        if not answered or answered == requested:
-            return requested
-        if not isinstance(answered, str) or not answered.strip():
-            return requested
-        if self.rates.resolve(answered, on_unknown="fallback").known:
-            return answered
-        return requested
+    def _answered_model(self, answered: str | None, requested: str) -> ResolvedModel:
+        """The price of a commit: the model that answered when it is named, else the one
+        reserved for. A commit records money already spent, so it never raises: an answer
+        from a model with no price is charged the fallback (never silently the requested
+        model's price, which may be far lower) and warned about unless the policy is
+        ``"fallback"``."""
+        if (
+            not answered
+            or answered == requested
+            or not isinstance(answered, str)
+            or not answered.strip()
+        ):
+            return self.rates.resolve(requested, on_unknown="fallback")
+        resolved = self.rates.resolve(answered, on_unknown="fallback")
+        if not resolved.known:
+            self._unknown_model(answered, resolved)
+        return resolved
 
     def release(self, reservation: Reservation) -> bool:
         """Free a reservation without spending (the call failed before it was billed)."""
@@ -536,10 +564,24 @@ class Budget:
         min_output_tokens: int = 1,
         wait: float = 0.0,
         output_from: str | None = None,
+        service_tier: str | None = None,
     ) -> Reservation:
         """:meth:`reserve` for async code: the store is never awaited on the event loop and
         ``wait`` polls without blocking it. If the awaiting task is cancelled while the
         store answers, a hold it took is released, so a cancelled call never keeps budget."""
+        if not self.store.does_io and not wait:  # nothing to wait on: the sync path
+            return self.reserve(
+                model,
+                input_tokens,
+                max_output_tokens,
+                session_id=session_id,
+                ttl=ttl,
+                metadata=metadata,
+                clamp=clamp,
+                min_output_tokens=min_output_tokens,
+                output_from=output_from,
+                service_tier=service_tier,
+            )
         plan = self._plan(
             model,
             input_tokens,
@@ -551,6 +593,7 @@ class Budget:
             min_output_tokens,
             wait,
             output_from,
+            service_tier,
         )
         if self.store.does_io:
             outcome = await off_loop(lambda: reserving.attempt(self, plan), undo=_release_held)
@@ -601,19 +644,27 @@ class Budget:
     def _commit(
         self,
         hold_id: str,
-        model: str,
+        resolved: ResolvedModel,
         usage: Usage,
         *,
+        tier: str | None,
         session_id: str,
         metadata: Mapping[str, Any],
         estimated: bool,
         started_at: float | None = None,
     ) -> tuple[UsageRecord, tuple[Line, ...], tuple[LineSpec, ...], tuple[Level, ...] | None]:
-        """Record usage; returns the record, its lines and specs, and their levels after the
-        commit (None when the store was down and the commit was buffered)."""
-        resolved = self._resolve(model)
-        cost = resolved.rates.cost_nanos(usage)
+        """Record usage priced as ``resolved`` in service ``tier`` at the budget's clock;
+        returns the record, its lines and specs, and their levels after the commit (None
+        when the store was down and the commit was buffered)."""
         now = self.clock()
+        quote = resolved.quote(now, tier)
+        rates = quote.rates
+        cost = rates.cost_nanos(usage)
+        price_tier = quote.tier
+        if rates.long_context is not None:
+            above = rates.tier_label(usage.input_tokens)
+            if above:
+                price_tier = f"{price_tier}, {above}"
         record = UsageRecord(
             session_id=session_id,
             model=resolved.name,
@@ -629,7 +680,12 @@ class Budget:
             estimated=estimated,
             scope=self.name,
             reservation_id=hold_id,
-            price_source=price_source(resolved),
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            web_searches=usage.web_searches,
+            price_source=resolved.source,
+            price_date=resolved.source_date,
+            price_id=resolved.price_id,
+            price_tier=price_tier,
         )
         listed, specs = self._lines(resolved.name, usage.total_tokens, cost, "all", session_id, now)
         lines = tuple(listed)
@@ -675,8 +731,9 @@ class Budget:
         check_tokens("input_tokens", input_tokens)
         check_tokens("output_tokens", output_tokens)
         resolved = self._resolve(model)
-        cost = resolved.rates.cost_nanos(Usage(input_tokens, output_tokens))
         now = self.clock()
+        quote = resolved.quote(now, self.rates.default_tier(None))
+        cost = quote.rates.cost_nanos(Usage(input_tokens, output_tokens))
         lines, specs = self._lines(
             resolved.name, input_tokens + output_tokens, cost, "limited", session_id, now
         )
@@ -720,22 +777,35 @@ class Budget:
         cache_read_tokens: int = 0,
         cache_write_tokens: int = 0,
         reasoning_tokens: int = 0,
+        cache_write_1h_tokens: int = 0,
+        web_searches: int = 0,
+        service_tier: str | None = None,
     ) -> UsageRecord:
         """Record usage that already happened, then raise if a hard limit is now exceeded.
 
-        The record is kept whatever happens; the raise only tells the caller to stop.
+        The record is kept whatever happens; the raise only tells the caller to stop. A
+        model with no price raises :class:`UnknownModelError` first (nothing recorded)
+        under ``on_unknown="raise"``.
         """
         if not isinstance(session_id, str):
             raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
         usage = Usage(
-            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
+            reasoning_tokens,
+            cache_write_1h_tokens,
+            web_searches,
+            service_tier,
         )
         record, lines, specs, levels = self._commit(
             _new_hold_id(),
-            model,
+            self._resolve(model),
             usage,
+            tier=self.rates.default_tier(service_tier),
             session_id=session_id,
             metadata=dict(metadata or {}),
             estimated=False,

@@ -19,10 +19,10 @@ import logging
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Hashable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypedDict
 
 from .budget import Budget
 from .context import current_scope, select_budget
@@ -39,9 +39,13 @@ __all__ = [
     "DEFAULT_MAX_OUTPUT_TOKENS",
     "UNKNOWN_MODEL",
     "CallLifecycle",
+    "CallTally",
+    "LifecycleAdapter",
+    "LifecycleOptions",
     "accounted_by",
     "accounting_for",
     "partial_usage",
+    "selection_from",
 ]
 
 log = logging.getLogger("agent_budget")
@@ -64,6 +68,27 @@ TRACKER_GRACE_SECONDS = 3600.0
 Target = Budget | BudgetManager
 
 
+class LifecycleOptions(TypedDict, total=False):
+    """The keyword options of :class:`CallLifecycle` an adapter passes through unchanged
+    (``def __init__(self, budget, **options: Unpack[LifecycleOptions])``); see
+    :class:`CallLifecycle` for what each one does."""
+
+    scope: str | None
+    parent: str | None
+    session_id: str | None
+    scope_key: str
+    parent_key: str
+    session_key: str
+    default_model: str | None
+    default_max_output_tokens: int
+    clamp: bool
+    min_output_tokens: int
+    wait: float
+    counter: TokenCounter | None
+    hold_ttl: float | None
+    metadata: Mapping[str, Any] | None
+
+
 class CallLifecycle:
     """Start, end and failure of the model calls one adapter sees, over one budget target.
 
@@ -75,7 +100,10 @@ class CallLifecycle:
     estimates prompts and counts streamed text; ``hold_ttl`` overrides the budget's hold
     lifetime; ``metadata`` is added to every record; ``wait`` (seconds) makes a call that
     only fails to fit because of other calls' holds wait for them (see
-    :meth:`Budget.reserve`).
+    :meth:`Budget.reserve`); ``clamp=True`` clamps every call's output cap to what fits,
+    down to ``min_output_tokens`` (see :attr:`floor`). ``scope_key``, ``parent_key`` and
+    ``session_key`` name the keys (or attributes) :meth:`select` reads from a framework's
+    per-run object.
     """
 
     def __init__(
@@ -92,12 +120,18 @@ class CallLifecycle:
         hold_ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         wait: float = 0.0,
+        clamp: bool = False,
+        min_output_tokens: int = 1,
+        scope_key: str = "budget_scope",
+        parent_key: str = "budget_parent",
+        session_key: str = "budget_session",
     ) -> None:
         if not isinstance(target, (Budget, BudgetManager)):
             raise TypeError(
                 f"budget must be a Budget or a BudgetManager, got {type(target).__name__}"
             )
         check_tokens("default_max_output_tokens", default_max_output_tokens)
+        check_tokens("min_output_tokens", min_output_tokens)
         for name, value in (
             ("framework", framework),
             ("scope", scope),
@@ -122,6 +156,9 @@ class CallLifecycle:
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 86_400:
             raise ValueError(f"wait must be a number of seconds (0 to 86400), got {wait!r}")
         self.wait = float(wait)
+        self.clamp = bool(clamp)
+        self.min_output_tokens = min_output_tokens
+        self.keys = (scope_key, parent_key, session_key)
         self._budget = target if isinstance(target, Budget) else None
         self._calls = RunTracker(grace_seconds=TRACKER_GRACE_SECONDS)
         self._warned: set[str] = set()
@@ -153,6 +190,33 @@ class CallLifecycle:
             session = self.session_id
         return "" if session is None else str(session)
 
+    def select(self, source: object) -> tuple[str | None, str | None, str | None]:
+        """``(scope, parent, session)`` a framework's per-run object names under
+        :attr:`keys` (see :func:`selection_from`); scope and parent only count when the
+        target is a :class:`BudgetManager`."""
+        scope, parent, session = selection_from(source, *self.keys)
+        if self._budget is not None:
+            return None, None, session
+        return scope, parent, session
+
+    # -- output caps --------------------------------------------------------------------------
+
+    @property
+    def floor(self) -> int | None:
+        """The ``min_output_tokens`` every start clamps down to (None: no clamping)."""
+        return self.min_output_tokens if self.clamp else None
+
+    def cap_to_send(self, requested: int | None, reservation: Reservation) -> int | None:
+        """The output cap an adapter that controls the request should send, or None to
+        send the request as it is: with ``clamp``, the cap the hold was sized for whenever
+        the request asks for more (or sets none)."""
+        if not self.clamp:
+            return None
+        granted = reservation.max_output_tokens
+        if requested is not None and requested <= granted:
+            return None
+        return granted
+
     def _call_metadata(self, call_id: Hashable, extra: Mapping[str, Any] | None) -> dict[str, Any]:
         meta: dict[str, Any] = {"framework": self.framework, "call_id": str(call_id)}
         if self.metadata:
@@ -177,6 +241,7 @@ class CallLifecycle:
         session: object,
         metadata: Mapping[str, Any] | None,
         min_output_tokens: int | None,
+        service_tier: str | None,
     ) -> tuple[Budget, dict[str, Any]]:
         budget = self.budget_for(scope, parent)
         tokens = input_tokens() if callable(input_tokens) else input_tokens
@@ -200,6 +265,10 @@ class CallLifecycle:
         }
         if self.wait:
             kwargs["wait"] = self.wait
+        if service_tier is not None:
+            kwargs["service_tier"] = service_tier
+        if min_output_tokens is None:
+            min_output_tokens = self.floor
         if min_output_tokens is not None:
             kwargs["clamp"] = True
             kwargs["min_output_tokens"] = min(min_output_tokens, cap)
@@ -217,13 +286,15 @@ class CallLifecycle:
         session: object = None,
         metadata: Mapping[str, Any] | None = None,
         min_output_tokens: int | None = None,
+        service_tier: str | None = None,
     ) -> Reservation:
         """Reserve call ``call_id``'s worst case; raises to refuse it (the provider must
         then not be called). ``input_tokens`` may be a function, called only here;
         ``max_output_tokens=None`` means the request sets no cap. With ``min_output_tokens``
-        the output cap is clamped to what fits, down to that floor: send the request with
-        ``reservation.max_output_tokens``. A second start of an open call returns its
-        reservation."""
+        (default: :attr:`floor`) the output cap is clamped to what fits, down to that floor:
+        send the request with ``reservation.max_output_tokens``. ``service_tier`` is the
+        tier the request asks for (the hold is priced in it). A second start of an open call
+        returns its reservation."""
         known = self._calls.get(call_id)
         if known is not None:
             return known
@@ -238,6 +309,7 @@ class CallLifecycle:
                 session,
                 metadata,
                 min_output_tokens,
+                service_tier,
             )
             reservation = budget.reserve(**kwargs)
         except BaseException:
@@ -258,6 +330,7 @@ class CallLifecycle:
         session: object = None,
         metadata: Mapping[str, Any] | None = None,
         min_output_tokens: int | None = None,
+        service_tier: str | None = None,
     ) -> Reservation:
         """:meth:`start` for async adapters: the store is never awaited on the event loop."""
         known = self._calls.get(call_id)
@@ -274,6 +347,7 @@ class CallLifecycle:
                 session,
                 metadata,
                 min_output_tokens,
+                service_tier,
             )
             reservation = await budget.areserve(**kwargs)
         except BaseException:
@@ -281,6 +355,83 @@ class CallLifecycle:
             raise
         self._calls.add(call_id, reservation)
         return reservation
+
+    # -- a call an adapter runs itself (a wrapped model) --------------------------------------
+
+    @asynccontextmanager
+    async def acall(
+        self,
+        call_id: Hashable,
+        *,
+        model: str | None,
+        input_tokens: int | Callable[[], int],
+        max_output_tokens: int | None = None,
+        scope: str | None = None,
+        parent: str | None = None,
+        session: object = None,
+        metadata: Mapping[str, Any] | None = None,
+        min_output_tokens: int | None = None,
+        service_tier: str | None = None,
+        stream: bool = False,
+        no_usage_hint: str | None = None,
+    ) -> AsyncIterator[CallTally]:
+        """Start call ``call_id`` (:meth:`astart`: raises to refuse it, before the block
+        runs), run the block that calls the provider, and end the call from the
+        :class:`CallTally` the block fills in, for adapters that wrap the model call itself.
+        With ``min_output_tokens`` the output cap is clamped (send the provider
+        ``tally.reservation.max_output_tokens``).
+
+        The block leaving normally ends the call (:meth:`aend`), unless it is a ``stream``
+        the block left before the provider finished (``tally.complete``): that stream was
+        dropped by its consumer. An exception out of the block fails the call
+        (:meth:`afail`, with the usage and text seen so far), unless the provider had
+        already finished; the exception is re-raised.
+        """
+        reservation = await self.astart(
+            call_id,
+            model=model,
+            input_tokens=input_tokens,
+            max_output_tokens=max_output_tokens,
+            scope=scope,
+            parent=parent,
+            session=session,
+            metadata=metadata,
+            min_output_tokens=min_output_tokens,
+            service_tier=service_tier,
+        )
+        tally = CallTally(reservation, stream=stream)
+        try:
+            yield tally
+        except BaseException as exc:
+            if tally.complete:
+                await self.aend(
+                    call_id,
+                    tally.usage,
+                    model=tally.model,
+                    text=tally.text,
+                    no_usage_hint=no_usage_hint,
+                )
+            else:
+                await self.afail(
+                    call_id, exc, usage=tally.usage, model=tally.model, text=tally.text
+                )
+            raise
+        if stream and not tally.complete:
+            await self.afail(
+                call_id,
+                GeneratorExit(),
+                usage=tally.usage,
+                model=tally.model,
+                text=tally.text if tally.text is not None else "",
+            )
+        else:
+            await self.aend(
+                call_id,
+                tally.usage,
+                model=tally.model,
+                text=tally.text,
+                no_usage_hint=no_usage_hint,
+            )
 
     # -- the end of a call: never raises ----------------------------------------------------
 
@@ -370,6 +521,18 @@ class CallLifecycle:
         reservation = self._calls.pop(call_id)
         if reservation is not None:
             _quietly(reservation.release)
+
+    async def acached(self, call_id: Hashable) -> None:
+        """:meth:`cached` for async adapters."""
+        reservation = self._calls.pop(call_id)
+        if reservation is None:
+            return
+        if not reservation.budget.store.does_io:
+            _quietly(reservation.release)
+            return
+        from .aio import off_loop
+
+        await off_loop(lambda: _quietly(reservation.release))
 
     def fail(
         self,
@@ -473,6 +636,97 @@ class CallLifecycle:
     def __repr__(self) -> str:
         name = self._budget.name if self._budget is not None else "BudgetManager"
         return f"CallLifecycle({self.framework!r}, {name!r}, open={self.open_calls})"
+
+
+class CallTally:
+    """What one call produced, filled in while it runs by an adapter that sees its whole
+    body (see :meth:`CallLifecycle.acall`).
+
+    ``reservation`` is the call's hold (its ``max_output_tokens`` is the cap to send the
+    provider); ``usage`` is the usage the provider reported (the latest: streams often
+    report it only at the end), ``model`` the model that answered, ``complete`` is set once
+    the provider finished answering. Text the call produced is added with
+    :meth:`add_text`; it is what a call without usage, or a stream cut short, is charged.
+    """
+
+    __slots__ = ("_pieces", "complete", "model", "reservation", "stream", "usage")
+
+    def __init__(self, reservation: Reservation, *, stream: bool = False) -> None:
+        self.reservation = reservation
+        self.stream = stream
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        self.complete = False
+        self._pieces: list[str] | None = [] if stream else None
+
+    def add_text(self, piece: str) -> None:
+        """Count ``piece`` as produced by the provider."""
+        if self._pieces is None:
+            self._pieces = []
+        if piece:
+            self._pieces.append(piece)
+
+    @property
+    def text(self) -> str | None:
+        """The text produced so far; None when none was seen (a call that failed before it
+        answered), ``""`` for a stream that produced nothing yet."""
+        return None if self._pieces is None else "".join(self._pieces)
+
+
+class LifecycleAdapter:
+    """Base of an adapter object that feeds one :class:`CallLifecycle` (``self._calls``):
+    the properties every adapter exposes, and copies that are the object itself (frameworks
+    copy configs and agents; a copy would be a second adapter charging every call again).
+    Put it first among the bases, so its methods win over a framework base class's."""
+
+    _calls: CallLifecycle
+
+    @property
+    def budget(self) -> Target:
+        """The Budget or BudgetManager this adapter enforces."""
+        return self._calls.target
+
+    @property
+    def calls(self) -> CallLifecycle:
+        """The core lifecycle this adapter feeds."""
+        return self._calls
+
+    @property
+    def open_calls(self) -> int:
+        """Calls started and not yet ended (never-ended ones until they are forgotten)."""
+        return self._calls.open_calls
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self
+
+    # Equal only to itself, whatever a framework base class (a dataclass) would compare: two
+    # adapters over different budgets are never the same adapter.
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def selection_from(
+    source: object,
+    scope_key: str = "budget_scope",
+    parent_key: str = "budget_parent",
+    session_key: str = "budget_session",
+) -> tuple[str | None, str | None, str | None]:
+    """``(scope, parent, session)`` a framework's per-run object names (a run context, the
+    dependencies of an agent run): keys of a mapping, else attributes of any other object;
+    None for each one it does not name (or names as None or "")."""
+    if source is None:
+        return None, None, None
+    found: list[str | None] = []
+    for key in (scope_key, parent_key, session_key):
+        value = source.get(key) if isinstance(source, Mapping) else getattr(source, key, None)
+        found.append(None if value is None or value == "" else str(value))
+    return found[0], found[1], found[2]
 
 
 def partial_usage(reported: Usage | None, estimated_input: int, produced: int) -> Usage:

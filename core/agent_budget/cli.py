@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import fnmatch
 import json
 import os
 import sys
@@ -14,9 +13,9 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from .cli_prices import add_price_commands
 from .errors import BudgetError, StoreConfigError, UnknownModelError, UnknownScopeError
-from .rates import RateTable, builtin_rates, normalize_model_name
-from .usage import Usage
+from .rates import builtin_rates, normalize_model_name
 
 __all__ = ["main"]
 
@@ -29,82 +28,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
 
     demo.run(sys.stdout)
-    return EXIT_OK
-
-
-def _cmd_rates(args: argparse.Namespace) -> int:
-    rows = [
-        r
-        for r in builtin_rates().values()
-        if not args.pattern
-        or fnmatch.fnmatch(r.model, args.pattern)
-        or args.pattern.lower() in r.model
-    ]
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "model": r.model,
-                        "input_per_1m": str(r.input_per_1m),
-                        "cached_input_per_1m": _opt(r.cached_input_per_1m),
-                        "cache_write_per_1m": _opt(r.cache_write_per_1m),
-                        "output_per_1m": str(r.output_per_1m),
-                        "effective": r.effective,
-                        "source": r.source,
-                        "note": r.note,
-                    }
-                    for r in rows
-                ],
-                indent=2,
-            )
-        )
-        return EXIT_OK
-    if not rows:
-        print(f"no built-in rates match {args.pattern!r}", file=sys.stderr)
-        return EXIT_ERROR
-    table = [["model", "input/1M", "cached/1M", "cache write/1M", "output/1M", "effective", "note"]]
-    for r in rows:
-        table.append(
-            [
-                r.model,
-                f"${r.input_per_1m}",
-                _money(r.cached_input_per_1m),
-                _money(r.cache_write_per_1m),
-                f"${r.output_per_1m}",
-                r.effective,
-                r.note,
-            ]
-        )
-    _print_table(table)
-    sources = sorted({r.source for r in rows})
-    print("\nsources: " + "; ".join(sources))
-    return EXIT_OK
-
-
-def _cmd_estimate(args: argparse.Namespace) -> int:
-    table = RateTable(on_unknown="raise")
-    resolved = table.resolve(args.model)
-    usage = Usage(args.input + args.cached, args.output, cache_read_tokens=args.cached)
-    cost = resolved.rates.cost(usage)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "model": resolved.name,
-                    "priced_as": resolved.price_key,
-                    "input_tokens": usage.input_tokens,
-                    "cached_tokens": args.cached,
-                    "output_tokens": args.output,
-                    "cost_usd": _plain(cost),
-                }
-            )
-        )
-    else:
-        print(
-            f"{args.model} (priced as {resolved.price_key}): {usage.input_tokens} input "
-            f"({args.cached} cached) + {args.output} output tokens = ${_plain(cost)}"
-        )
     return EXIT_OK
 
 
@@ -177,14 +100,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def _opt(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _money(value: Decimal | None) -> str:
-    return "-" if value is None else f"${value}"
-
-
 def _plain(value: Any) -> str:
     if isinstance(value, Decimal):
         text = format(value.normalize(), "f")
@@ -212,16 +127,6 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
         )
         if index == 0:
             print("  ".join("-" * width for width in widths))
-
-
-def _nonneg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of tokens, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"token counts must not be negative, got {value}")
-    return value
 
 
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -299,17 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dashboard.add_argument("--open", action="store_true", help="open it in a web browser")
     dashboard.set_defaults(func=_cmd_dashboard)
-    rates = sub.add_parser("rates", help="the built-in price table with dates and sources")
-    rates.add_argument("pattern", nargs="?", help="glob or substring, e.g. 'claude*'")
-    rates.add_argument("--json", action="store_true")
-    rates.set_defaults(func=_cmd_rates)
-    estimate = sub.add_parser("estimate", help="the cost of one call")
-    estimate.add_argument("model")
-    estimate.add_argument("--input", type=_nonneg, required=True, help="uncached input tokens")
-    estimate.add_argument("--output", type=_nonneg, default=0, help="output tokens")
-    estimate.add_argument("--cached", type=_nonneg, default=0, help="cached input tokens")
-    estimate.add_argument("--json", action="store_true")
-    estimate.set_defaults(func=_cmd_estimate)
+    add_price_commands(sub)
     return parser
 
 

@@ -375,7 +375,7 @@ class BudgetManager:
         input_tokens: int,
         output_tokens: int,
         metadata: Mapping[str, Any] | None = None,
-        **usage: int,
+        **usage: Any,
     ) -> UsageRecord:
         """Record usage against ``scope_name`` (KeyError if it is unknown)."""
         budget = self.get(scope_name)

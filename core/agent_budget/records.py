@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .money import nanos_to_decimal
 
-if TYPE_CHECKING:
-    from .rates import ResolvedModel
-
-__all__ = ["UsageRecord", "price_source", "record_payload"]
+__all__ = ["UsageRecord", "record_payload"]
 
 
 @dataclass
@@ -23,6 +19,13 @@ class UsageRecord:
     ``cost_usd`` is a float for the original API; ``cost_nanos`` (integer nano-USD) and
     :attr:`cost` (Decimal) are exact. ``estimated`` is True when the provider reported no
     usage and the pre-call estimate was recorded instead.
+
+    Where the price came from: ``price_source`` (``"genai-prices 0.2.3"``, ``"rates="``, an
+    overlay's name, or ``"fallback"`` for a model with no price), ``price_date`` (the date
+    of that source: the catalogue's snapshot, an overlay's ``date``), ``price_id`` (the row that
+    priced the call, e.g. ``"openai:gpt-4o"``) and ``price_tier`` (the service tier priced,
+    ``"standard"`` unless batch / flex / priority applied, plus ``", input>N"`` when a
+    prompt-size tier did).
     """
 
     session_id: str
@@ -39,7 +42,12 @@ class UsageRecord:
     estimated: bool = False
     scope: str = ""
     reservation_id: str = ""
+    cache_write_1h_tokens: int = 0
+    web_searches: int = 0
     price_source: str = ""
+    price_date: str = ""
+    price_id: str = ""
+    price_tier: str = ""
 
     @property
     def total_tokens(self) -> int:
@@ -69,37 +77,14 @@ def record_payload(record: UsageRecord) -> dict[str, Any]:
         "estimated": record.estimated,
         "scope": record.scope,
         "reservation_id": record.reservation_id,
+        "cache_write_1h_tokens": record.cache_write_1h_tokens,
+        "web_searches": record.web_searches,
         "price_source": record.price_source,
+        "price_date": record.price_date,
+        "price_id": record.price_id,
+        "price_tier": record.price_tier,
     }
 
 
 def _json_safe(value: object) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
-
-
-_sources: dict[int, tuple[ResolvedModel, str]] = {}
-_sources_lock = threading.Lock()
-
-
-def price_source(resolved: ResolvedModel) -> str:
-    """Where a call's price came from: ``builtin:<row>@<effective date>`` for the built-in
-    table, ``rates:<row>`` for rates the caller gave, ``fallback`` for an unknown model
-    priced at the fallback rates. Cached per resolved model (resolutions are cached too)."""
-    hit = _sources.get(id(resolved))
-    if hit is not None and hit[0] is resolved:
-        return hit[1]
-    from .rates import builtin_rates
-
-    if not resolved.known:
-        source = "fallback"
-    else:
-        row = builtin_rates().get(resolved.price_key)
-        if row is not None and row.rates is resolved.rates:
-            source = f"builtin:{row.model}@{row.effective}"
-        else:
-            source = f"rates:{resolved.price_key}"
-    with _sources_lock:
-        if len(_sources) >= 4096:
-            _sources.clear()
-        _sources[id(resolved)] = (resolved, source)
-    return source

@@ -46,6 +46,7 @@ class Reservation:
         "model",
         "record",
         "requested_model",
+        "service_tier",
         "session_id",
         "state",
         "tokens",
@@ -67,6 +68,7 @@ class Reservation:
         created_at: float,
         expires_at: float,
         held: bool,
+        service_tier: str | None = None,
     ) -> None:
         self.budget = budget
         self.id = id
@@ -81,6 +83,7 @@ class Reservation:
         self.created_at = created_at
         self.expires_at = expires_at
         self.held = held
+        self.service_tier = service_tier  # the tier the request asked for, when it said
         self.state: Literal["open", "committed", "released"] = "open"
         self.record: UsageRecord | None = None
         self.lock = threading.Lock()

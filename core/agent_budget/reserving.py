@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .admission import Refused, largest_fitting_output, wait_queue_for
 from .errors import BudgetExceededError, StoreError
-from .rates import ResolvedModel
+from .rates import ModelRates, ResolvedModel
 from .reservation import Reservation
 
 if TYPE_CHECKING:
@@ -38,8 +38,10 @@ class Plan:
         "metadata",
         "model",
         "output_from",
+        "rates",
         "resolved",
         "session_id",
+        "tier",
         "ttl",
     )
 
@@ -47,6 +49,8 @@ class Plan:
         self,
         model: str,
         resolved: ResolvedModel,
+        rates: ModelRates,
+        tier: str | None,
         input_tokens: int,
         max_output_tokens: int,
         *,
@@ -59,6 +63,8 @@ class Plan:
     ) -> None:
         self.model = model
         self.resolved = resolved
+        self.rates = rates  # the prices in force for this call, in its service tier
+        self.tier = tier
         self.input_tokens = input_tokens
         self.max_output_tokens = max_output_tokens
         self.session_id = session_id
@@ -73,7 +79,7 @@ def _once(budget: Budget, plan: Plan, cap: int) -> Reservation | Refused:
     resolved = plan.resolved
     input_tokens = plan.input_tokens
     tokens = input_tokens + cap
-    cost = resolved.rates.worst_case_nanos(input_tokens, cap)
+    cost = plan.rates.worst_case_nanos(input_tokens, cap)
     now = budget.clock()
     reservation = Reservation(
         budget=budget,
@@ -89,6 +95,7 @@ def _once(budget: Budget, plan: Plan, cap: int) -> Reservation | Refused:
         created_at=now,
         expires_at=now + plan.ttl,
         held=False,
+        service_tier=plan.tier,
     )
     lines, specs = budget._lines(resolved.name, tokens, cost, "hard", plan.session_id, now)
     if not lines:
@@ -125,7 +132,7 @@ def attempt(budget: Budget, plan: Plan) -> Reservation | Refused:
             plan.input_tokens,
             wanted - 1,
             plan.floor,
-            plan.resolved.rates.worst_case_nanos,
+            plan.rates.worst_case_nanos,
             outcome.lines,
             outcome.levels,
         )
@@ -208,7 +215,7 @@ def refusal(budget: Budget, plan: Plan, refused: Refused) -> BudgetExceededError
             plan.input_tokens,
             plan.max_output_tokens - 1,
             1,
-            plan.resolved.rates.worst_case_nanos,
+            plan.rates.worst_case_nanos,
             refused.lines,
             refused.levels,
         )

@@ -49,8 +49,15 @@ LEDGER_FIELDS = (
     "price_source",
     "reservation_id",
     "metadata",
+    "cache_write_1h_tokens",
+    "web_searches",
+    "price_date",
+    "price_id",
+    "price_tier",
 )
-"""The fields of every ledger row, on every store."""
+"""The fields of every ledger row, on every store (``cache_write_1h_tokens`` is the part of
+``cache_write_tokens`` written for an hour; ``price_date``, ``price_id`` and ``price_tier``
+say which dated row and tier priced the call)."""
 
 SUM_FIELDS = (
     "input_tokens",
@@ -239,6 +246,11 @@ def ledger_row(payload: Mapping[str, Any]) -> dict[str, Any]:
         "price_source": str(payload.get("price_source", "") or ""),
         "reservation_id": str(payload.get("reservation_id", "") or ""),
         "metadata": dict(payload.get("metadata") or {}),
+        "cache_write_1h_tokens": int(payload.get("cache_write_1h_tokens", 0) or 0),
+        "web_searches": int(payload.get("web_searches", 0) or 0),
+        "price_date": str(payload.get("price_date", "") or ""),
+        "price_id": str(payload.get("price_id", "") or ""),
+        "price_tier": str(payload.get("price_tier", "") or ""),
     }
 
 

@@ -68,6 +68,11 @@ _ORDER = (
     "price_source",
     "reservation_id",
     "metadata",
+    "cache_write_1h_tokens",
+    "web_searches",
+    "price_date",
+    "price_id",
+    "price_tier",
 )
 _KNOWN = frozenset((*_ORDER, "cost_usd"))
 _quote: Any = json.encoder.encode_basestring_ascii
@@ -75,7 +80,8 @@ _quote: Any = json.encoder.encode_basestring_ascii
 
 def encode_record(record: Mapping[str, Any]) -> str:
     """A usage record as the ledger stream keeps it: a JSON array in :data:`_ORDER`, then
-    any further fields as an object (JSON escapes every name, so any text is safe)."""
+    any further fields as an object (JSON escapes every name, so any text is safe). Entries
+    written before the provenance fields (14 or 15 items) still read, with defaults."""
     get = record.get
     if not get("metadata") and record.keys() <= _KNOWN:
         try:  # the common record, built without the JSON encoder's overhead
@@ -87,7 +93,10 @@ def encode_record(record: Mapping[str, Any]) -> str:
                 f"{int(get('cache_read_tokens', 0))},{int(get('cache_write_tokens', 0))},"
                 f"{int(get('reasoning_tokens', 0))},{int(get('cost_nanos', 0))},"
                 f"{1 if get('estimated') else 0},{q(get('price_source', ''))},"
-                f"{q(get('reservation_id', ''))},{{}}]"
+                f"{q(get('reservation_id', ''))},{{}},"
+                f"{int(get('cache_write_1h_tokens', 0))},{int(get('web_searches', 0))},"
+                f"{q(get('price_date', ''))},{q(get('price_id', ''))},"
+                f"{q(get('price_tier', ''))}]"
             )
         except TypeError:  # a field of an unexpected type: the general path below
             pass
@@ -106,6 +115,11 @@ def encode_record(record: Mapping[str, Any]) -> str:
         get("price_source", ""),
         get("reservation_id", ""),
         get("metadata") or {},
+        get("cache_write_1h_tokens", 0),
+        get("web_searches", 0),
+        get("price_date", ""),
+        get("price_id", ""),
+        get("price_tier", ""),
     ]
     extra = {k: v for k, v in record.items() if k not in _KNOWN}
     if extra:
@@ -132,9 +146,18 @@ def _decode(text: bytes | str) -> dict[str, Any]:
         "price_source": values[11],
         "reservation_id": values[12],
         "metadata": values[13] or {},
+        "cache_write_1h_tokens": 0,
+        "web_searches": 0,
+        "price_date": "",
+        "price_id": "",
+        "price_tier": "",
     }
-    if len(values) > 14 and isinstance(values[14], dict):
-        for key, value in values[14].items():
+    if len(values) >= 19:
+        row["cache_write_1h_tokens"] = int(values[14])
+        row["web_searches"] = int(values[15])
+        row["price_date"], row["price_id"], row["price_tier"] = values[16:19]
+    if isinstance(values[-1], dict) and len(values) in (15, 20):  # any further fields
+        for key, value in values[-1].items():
             row.setdefault(key, value)
     return row
 

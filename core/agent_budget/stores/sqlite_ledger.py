@@ -81,7 +81,13 @@ _COLUMNS = (
     ("cost_nanos", "INTEGER NOT NULL DEFAULT 0", "$.cost_nanos"),
     ("estimated", "INTEGER NOT NULL DEFAULT 0", "$.estimated"),
     ("price_source", "TEXT NOT NULL DEFAULT ''", "$.price_source"),
+    ("cache_write_1h_tokens", "INTEGER NOT NULL DEFAULT 0", "$.cache_write_1h_tokens"),
+    ("web_searches", "INTEGER NOT NULL DEFAULT 0", "$.web_searches"),
+    ("price_date", "TEXT NOT NULL DEFAULT ''", "$.price_date"),
+    ("price_id", "TEXT NOT NULL DEFAULT ''", "$.price_id"),
+    ("price_tier", "TEXT NOT NULL DEFAULT ''", "$.price_tier"),
 )
+_TEXT = frozenset(("session", "model", "price_source", "price_date", "price_id", "price_tier"))
 _IN_COLUMNS = frozenset(
     {
         "timestamp",
@@ -92,9 +98,15 @@ _IN_COLUMNS = frozenset(
         "estimated",
         "price_source",
         "cost_usd",
+        "cache_write_1h_tokens",
+        "web_searches",
+        "price_date",
+        "price_id",
+        "price_tier",
     }
 )
 _PLAIN = _IN_COLUMNS | {"reservation_id", "metadata"}
+_PROVENANCE = ("cache_write_1h_tokens", "web_searches", "price_date", "price_id", "price_tier")
 """Fields a record stores in columns (the reservation id is the row's hold id): a record
 with no others and no metadata needs no JSON."""
 _EVENTS_MAX = 100_000
@@ -140,7 +152,8 @@ def insert_record(conn: sqlite3.Connection, params: Sequence[Any]) -> None:
 INSERT_RECORD = (
     "INSERT INTO ab_ledger (ts, hold_id, scope, session, model, input_tokens, output_tokens, "
     "cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nanos, estimated, "
-    "price_source, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "price_source, cache_write_1h_tokens, web_searches, price_date, price_id, price_tier, "
+    "record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 """Appends a commit's usage record to the ledger, with :func:`record_params`."""
 
@@ -168,6 +181,11 @@ def record_params(now: float, hold_id: str, record: Mapping[str, Any]) -> tuple[
         int(get("cost_nanos", 0)),
         1 if get("estimated") else 0,
         str(get("price_source", "")),
+        int(get("cache_write_1h_tokens", 0)),
+        int(get("web_searches", 0)),
+        str(get("price_date", "")),
+        str(get("price_id", "")),
+        str(get("price_tier", "")),
         text,
     )
 
@@ -179,11 +197,10 @@ def _expressions(conn: sqlite3.Connection) -> dict[str, str]:
     out = {"timestamp": "ts", "scope": "COALESCE(scope, '')"}
     for name, _decl, path in _COLUMNS:
         field = "session_id" if name == "session" else name
-        out[field] = name if name in present else f"COALESCE(json_extract(record, '{path}'), 0)"
-    if "session" not in present:
-        out["session_id"] = "COALESCE(json_extract(record, '$.session_id'), '')"
-        out["model"] = "COALESCE(json_extract(record, '$.model'), '')"
-        out["price_source"] = "COALESCE(json_extract(record, '$.price_source'), '')"
+        empty = "''" if name in _TEXT else "0"
+        out[field] = (
+            name if name in present else f"COALESCE(json_extract(record, '{path}'), {empty})"
+        )
     return out
 
 
@@ -250,7 +267,16 @@ def query_ledger(
     """Ledger rows matching ``wanted``, oldest first (or newest first), at most ``limit``."""
     check_limit(limit)
     expr = _expressions(conn)
-    fields = ("timestamp", "scope", "session_id", "model", *SUM_FIELDS, "estimated")
+    fields = (
+        "timestamp",
+        "scope",
+        "session_id",
+        "model",
+        *SUM_FIELDS,
+        "estimated",
+        "price_source",
+        *_PROVENANCE,
+    )
     select = ", ".join(expr[f] for f in fields)
     order = "DESC" if newest_first else "ASC"
     first = _first_id(conn, wanted.since)
@@ -258,7 +284,7 @@ def query_ledger(
     for chunk in _scope_chunks(wanted):
         where, args = _where(wanted, expr, chunk, first)
         sql = (
-            f"SELECT id, {select}, {expr['price_source']}, hold_id, record FROM ab_ledger"
+            f"SELECT id, {select}, hold_id, record FROM ab_ledger"
             f"{where} ORDER BY ts {order}, id {order}"
         )
         if limit is not None:
@@ -292,8 +318,13 @@ def _row(r: Sequence[Any]) -> dict[str, Any]:
         "cost_usd": cost / 1_000_000_000,
         "estimated": bool(r[11]),
         "price_source": str(r[12] or ""),
-        "reservation_id": str(extra.pop("reservation_id", None) or r[13]),
+        "reservation_id": str(extra.pop("reservation_id", None) or r[-2]),
         "metadata": extra.pop("metadata", None) or {},
+        "cache_write_1h_tokens": int(r[13]),
+        "web_searches": int(r[14]),
+        "price_date": str(r[15] or ""),
+        "price_id": str(r[16] or ""),
+        "price_tier": str(r[17] or ""),
     }
     for key in (
         "session_id",
@@ -304,6 +335,7 @@ def _row(r: Sequence[Any]) -> dict[str, Any]:
         "estimated",
         "cost_usd",
         *SUM_FIELDS,
+        *_PROVENANCE,
     ):
         extra.pop(key, None)  # a 0.2 row: its JSON repeats the columns
     out.update(extra)
