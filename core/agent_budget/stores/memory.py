@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -28,7 +29,7 @@ from .base import (
 )
 from .ledger import EventFilter, LedgerFilter, check_limit, event_row, ledger_row
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryStore", "Prepared"]
 
 # How soon a scope kept past its idle time because it still holds budget is looked at again.
 _HELD_RECHECK = 60.0
@@ -92,11 +93,117 @@ class _Scope:
 
 
 class _Hold:
-    __slots__ = ("entries", "expires_at")
+    """A live hold: what it holds on which counters, until when, and its expiry queue."""
 
-    def __init__(self, entries: list[tuple[_Counter, int]], expires_at: float) -> None:
+    __slots__ = ("entries", "expires_at", "queue")
+
+    def __init__(
+        self,
+        entries: list[tuple[_Counter, int]],
+        expires_at: float,
+        queue: dict[str, _Hold] | None,
+    ) -> None:
         self.entries = entries
         self.expires_at = expires_at
+        self.queue = queue
+
+
+class _Stamp:
+    """When the finished hold ids added in one short span are forgotten, and how they
+    finished; one is shared by every id of that span, so an id costs no object of its own."""
+
+    __slots__ = ("committed", "expires")
+
+    def __init__(self, expires: float, committed: bool) -> None:
+        self.expires = expires
+        self.committed = committed
+
+
+_KEY_MASK = (1 << 60) - 1
+
+
+class _Finished:
+    """Hold ids committed or released lately (tombstones), so a repeated commit counts once.
+
+    Each id is kept as a fixed-size 60-bit key (its string hash: a new id is mistaken for a
+    finished one with odds of about ``count / 2**60``, under 1e-13 at the default bound) in
+    a dict whose values are shared :class:`_Stamp` objects, plus one FIFO of keys: about 90
+    bytes an id. Ids are forgotten ``ttl`` to ``ttl + slack`` seconds after they finished,
+    and the oldest first once more than ``limit`` are kept.
+    """
+
+    __slots__ = ("_committed", "_released", "limit", "order", "slack", "states", "ttl")
+
+    def __init__(self, ttl: float, limit: int) -> None:
+        self.ttl = ttl
+        self.limit = limit
+        self.slack = min(1.0, ttl / 8)
+        self.states: dict[int, _Stamp] = {}
+        self.order: deque[int] = deque()
+        self._committed = _Stamp(-math.inf, True)
+        self._released = _Stamp(-math.inf, False)
+
+    def state(self, hold_id: str) -> bool | None:
+        """True: committed; False: released; None: not finished lately."""
+        stamp = self.states.get(hash(hold_id) & _KEY_MASK)
+        return None if stamp is None else stamp.committed
+
+    def add(self, hold_id: str, committed: bool, now: float) -> float:
+        """Remember ``hold_id`` as finished at ``now``; returns when it may be forgotten."""
+        stamp = self._committed if committed else self._released
+        if now + self.ttl > stamp.expires:
+            stamp = _Stamp(now + self.ttl + self.slack, committed)
+            if committed:
+                self._committed = stamp
+            else:
+                self._released = stamp
+        key = hash(hold_id) & _KEY_MASK
+        states = self.states
+        if key not in states:
+            self.order.append(key)
+        # A released id committed later keeps its place but takes the newer stamp: it is
+        # forgotten no earlier than its commit says (others behind it may wait as long).
+        states[key] = stamp
+        if len(states) > self.limit:
+            del states[self.order.popleft()]
+        return stamp.expires
+
+    def expire(self, now: float) -> float:
+        """Forget ids whose time is up; returns when the next one may be (inf: none)."""
+        order, states = self.order, self.states
+        while order:
+            stamp = states[order[0]]
+            if stamp.expires > now:
+                return stamp.expires
+            del states[order.popleft()]
+        return math.inf
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+
+class Prepared:
+    """Lines of one fixed shape, resolved to their counters once (see
+    :meth:`MemoryStore.prepare`): each is ``(scope, metric)``, which of a call's amounts it
+    takes, and its limit. Re-resolved after idle expiry dropped any scope."""
+
+    __slots__ = ("checked", "gen", "keys", "limits", "report", "rows", "timed", "which")
+
+    def __init__(
+        self,
+        keys: tuple[tuple[str, str], ...],
+        which: tuple[int, ...],
+        limits: tuple[int | None, ...],
+        report: tuple[int, ...],
+    ) -> None:
+        self.keys = keys
+        self.which = which
+        self.limits = limits
+        self.report = report
+        self.gen = -1
+        self.rows: list[tuple[_Counter, int, int | None]] = []
+        self.checked: list[tuple[_Counter, int, int]] = []
+        self.timed: list[_Scope] = []
 
 
 def _current(counter: _Counter, period: int | None, now: float) -> int:
@@ -117,8 +224,11 @@ class MemoryStore(Store):
     """Budget state in this process's memory: fast, exact, gone when the process ends.
 
     Memory stays bounded: windows keep at most ``window/bucket + 2`` buckets per counter,
-    finished hold ids are forgotten after ``tombstone_ttl``, and scopes unused for
-    ``idle_ttl`` (session scopes: ``session_ttl``) are dropped once nothing in them counts.
+    finished hold ids are forgotten after ``tombstone_ttl`` (and the oldest first beyond
+    ``max_tombstones``: a repeated commit comes seconds after the first, and in one process
+    only from code that reuses an id), live holds sit in one expiry queue per hold ttl and
+    leave it when they end, and scopes unused for ``idle_ttl`` (session scopes:
+    ``session_ttl``) are dropped once nothing in them counts.
     """
 
     schemes = ("memory",)
@@ -134,6 +244,7 @@ class MemoryStore(Store):
         *,
         ledger_size: int = 10_000,
         events_size: int = 1_000,
+        max_tombstones: int = 10_000,
         **kwargs: Any,
     ) -> None:
         self.options = options or StoreOptions(**kwargs)
@@ -144,15 +255,29 @@ class MemoryStore(Store):
         self._event_counts: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
         self._scopes: dict[str, _Scope] = {}
+        self._gen = 0  # bumped when a scope is dropped: prepared lines re-resolve
         # (earliest drop time, tie-breaker, name, scope): one entry per expiring scope,
         # re-queued lazily when it turns out to be still in use.
         self._idle: list[tuple[float, int, str, _Scope]] = []
         self._seq = itertools.count()
         self._holds: dict[str, _Hold] = {}
-        self._hold_expiry: list[tuple[float, str]] = []
-        self._done: dict[str, tuple[str, float]] = {}
-        self._done_expiry: deque[tuple[float, str]] = deque()
+        # Live holds by ttl, in expiry order (a hold leaves its queue when it ends); holds
+        # out of order (the clock stepped back) wait in a heap instead.
+        self._queues: dict[float, dict[str, _Hold]] = {}
+        self._late: list[tuple[float, int, str]] = []
+        self._finished = _Finished(
+            self.options.tombstone_ttl, max(1, _size("max_tombstones", max_tombstones))
+        )
+        self._due = math.inf  # no expiry work is due before this time
         self._defs: dict[str, dict[str, Any]] = {}
+        cls = type(self)
+        # The prepared fast path only where reserve / commit / release are this class's
+        # own: a subclass that wraps them (to fail, to count) must see every call.
+        self._fast = (
+            cls.reserve is MemoryStore.reserve
+            and cls.commit is MemoryStore.commit
+            and cls.release is MemoryStore.release
+        )
 
     @classmethod
     def _from_url(cls, url: str, parsed: SplitResult, **options: Any) -> Store:
@@ -171,6 +296,8 @@ class MemoryStore(Store):
             entry = self._scopes[scope] = _Scope(ttl, now)
             if ttl is not None:
                 heapq.heappush(self._idle, (now + ttl, next(self._seq), scope, entry))
+                if now + ttl < self._due:
+                    self._due = now + ttl
         elif entry.ttl is not None and now > entry.touched:
             entry.touched = now
         return entry.counters
@@ -203,39 +330,44 @@ class MemoryStore(Store):
         )
 
     def _reap(self, now: float) -> None:
-        expiry = self._hold_expiry
-        done = self._done_expiry
-        idle = self._idle
-        if (
-            (not expiry or expiry[0][0] > now)
-            and (not done or done[0][0] > now)
-            and (not idle or idle[0][0] > now)
-        ):
-            return
-        while expiry and expiry[0][0] <= now:
-            _, hold_id = heapq.heappop(expiry)
-            hold = self._holds.get(hold_id)
-            if hold is not None and hold.expires_at <= now:
+        """Drop what expired by ``now``; callers skip it while ``now < self._due``."""
+        due = self._finished.expire(now)
+        for ttl, queue in list(self._queues.items()):
+            while queue:
+                hold_id, hold = next(iter(queue.items()))
+                if hold.expires_at > now:
+                    due = min(due, hold.expires_at)
+                    break
                 self._drop_hold(hold_id, hold)
-        while done and done[0][0] <= now:
-            _, hold_id = done.popleft()
-            entry = self._done.get(hold_id)
-            if entry is not None and entry[1] <= now:
-                del self._done[hold_id]
+            if not queue:
+                del self._queues[ttl]
+        late = self._late
+        while late and late[0][0] <= now:
+            _, _, hold_id = heapq.heappop(late)
+            hold = self._holds.get(hold_id)
+            if hold is not None and hold.queue is None and hold.expires_at <= now:
+                self._drop_hold(hold_id, hold)
+        if late:
+            due = min(due, late[0][0])
         scopes = self._scopes
+        idle = self._idle
         while idle and idle[0][0] <= now:
             _, _, name, scope = heapq.heappop(idle)
             if scopes.get(name) is not scope:
                 continue  # dropped (and perhaps made again, with its own entry)
             assert scope.ttl is not None
-            due = scope.touched + scope.ttl
-            if due <= now:
+            when = scope.touched + scope.ttl
+            if when <= now:
                 busy = self._busy_until(scope, now)
                 if busy is None:
                     del scopes[name]
+                    self._gen += 1
                     continue
-                due = busy
-            heapq.heappush(idle, (due, next(self._seq), name, scope))
+                when = busy
+            heapq.heappush(idle, (when, next(self._seq), name, scope))
+        if idle:
+            due = min(due, idle[0][0])
+        self._due = due
 
     @staticmethod
     def _busy_until(scope: _Scope, now: float) -> float | None:
@@ -263,15 +395,33 @@ class MemoryStore(Store):
                 until = when
         return until
 
+    def _hold(
+        self, hold_id: str, entries: list[tuple[_Counter, int]], now: float, ttl: float
+    ) -> None:
+        expires_at = now + ttl
+        queue = self._queues.get(ttl)
+        if queue is None:
+            queue = self._queues[ttl] = {}
+        elif queue and next(reversed(queue.values())).expires_at > expires_at:
+            queue = None  # the clock stepped back: this one expires before those queued
+            heapq.heappush(self._late, (expires_at, next(self._seq), hold_id))
+        hold = self._holds[hold_id] = _Hold(entries, expires_at, queue)
+        if queue is not None:
+            queue[hold_id] = hold
+        if expires_at < self._due:
+            self._due = expires_at
+
     def _drop_hold(self, hold_id: str, hold: _Hold) -> None:
         del self._holds[hold_id]
+        if hold.queue is not None:
+            del hold.queue[hold_id]
         for counter, amount in hold.entries:
             counter.reserved -= amount
 
-    def _finish(self, hold_id: str, state: str, now: float) -> None:
-        expires = now + self.options.tombstone_ttl
-        self._done[hold_id] = (state, expires)
-        self._done_expiry.append((expires, hold_id))
+    def _finish(self, hold_id: str, committed: bool, now: float) -> None:
+        expires = self._finished.add(hold_id, committed, now)
+        if expires < self._due:
+            self._due = expires
 
     def _replayed(
         self, hold: _Hold, counters: list[_Counter], lines: Sequence[Line], now: float
@@ -306,9 +456,12 @@ class MemoryStore(Store):
         dry_run: bool = False,
     ) -> ReserveResult:
         with self._lock:
-            self._reap(now)
+            if now >= self._due:
+                self._reap(now)
             counters = self._counters_for(lines, now)
-            if not dry_run and (hold_id in self._holds or hold_id in self._done):
+            if not dry_run and (
+                hold_id in self._holds or self._finished.state(hold_id) is not None
+            ):
                 held = self._holds.get(hold_id)
                 replay = None if held is None else self._replayed(held, counters, lines, now)
                 if replay is not None:
@@ -325,9 +478,7 @@ class MemoryStore(Store):
                     _advance(counter, line[4])
                     counter.reserved += line[2]
                     entries.append((counter, line[2]))
-                expires_at = now + ttl
-                self._holds[hold_id] = _Hold(entries, expires_at)
-                heapq.heappush(self._hold_expiry, (expires_at, hold_id))
+                self._hold(hold_id, entries, now, ttl)
             return ReserveResult(True, levels)
 
     def commit(
@@ -340,13 +491,13 @@ class MemoryStore(Store):
         record: Mapping[str, Any] | None = None,
     ) -> CommitResult:
         with self._lock:
-            self._reap(now)
+            if now >= self._due:
+                self._reap(now)
             counters = self._counters_for(lines, now)
             hold = self._holds.get(hold_id)
             if hold is not None:
                 self._drop_hold(hold_id, hold)
-            done = self._done.get(hold_id)
-            applied = done is None or done[0] == "released"
+            applied = not self._finished.state(hold_id)  # new, or released before
             if applied:
                 for counter, line in zip(counters, lines, strict=True):
                     _advance(counter, line[4])
@@ -354,20 +505,173 @@ class MemoryStore(Store):
                         counter.total += line[2]
                     else:
                         counter.add(line[2], now)
-                self._finish(hold_id, "committed", now)
+                self._finish(hold_id, True, now)
                 if record is not None:
                     self._ledger.append(record)
             return CommitResult(applied, self._levels(counters, lines, now))
 
     def release(self, hold_id: str, *, now: float, group: str) -> bool:
         with self._lock:
-            self._reap(now)
+            if now >= self._due:
+                self._reap(now)
             hold = self._holds.get(hold_id)
             if hold is None:
                 return False
             self._drop_hold(hold_id, hold)
-            if hold_id not in self._done:
-                self._finish(hold_id, "released", now)
+            if self._finished.state(hold_id) is None:
+                self._finish(hold_id, False, now)
+            return True
+
+    # -- prepared lines: the same operations without building lines --------------------------
+
+    def prepare(
+        self,
+        keys: Sequence[tuple[str, str]],
+        which: Sequence[int],
+        limits: Sequence[int | None],
+        report: Sequence[int] = (),
+    ) -> Prepared | None:
+        """Lines of a fixed shape for :meth:`hold_prepared` / :meth:`commit_prepared`:
+        line ``i`` is counter ``keys[i]`` (scope, metric), takes ``amounts[which[i]]`` of a
+        call and is capped at ``limits[i]``; ``report`` picks the lines whose committed
+        totals a commit returns. None where the fast path does not apply (a subclass that
+        wraps the operations)."""
+        if not self._fast:
+            return None
+        if not len(keys) == len(which) == len(limits):
+            raise ValueError("keys, which and limits must have one entry per line")
+        for scope, metric in keys:
+            check_text("scope name", scope)
+            check_text("metric", metric)
+            window_of(metric, self.options)  # a malformed roll: metric fails here
+        return Prepared(tuple(keys), tuple(which), tuple(limits), tuple(report))
+
+    def _resolve(self, prepared: Prepared, now: float) -> None:
+        """Find (or make) the counters of ``prepared``, as a first use of its scopes."""
+        lines = [new_tuple(Line, (scope, metric, 0, None, None)) for scope, metric in prepared.keys]
+        counters = self._counters_for(lines, now)
+        rows = list(zip(counters, prepared.which, prepared.limits, strict=True))
+        prepared.rows = rows
+        prepared.checked = [(c, w, lim) for c, w, lim in rows if lim is not None]
+        scopes = self._scopes
+        prepared.timed = [
+            entry
+            for entry in {scopes[scope] for scope, _ in prepared.keys}
+            if entry.ttl is not None
+        ]
+        prepared.gen = self._gen
+
+    def _ready(self, prepared: Prepared, now: float) -> None:
+        if now >= self._due:
+            self._reap(now)
+        if prepared.gen != self._gen:
+            self._resolve(prepared, now)
+        elif prepared.timed:
+            for entry in prepared.timed:
+                if now > entry.touched:
+                    entry.touched = now
+
+    def hold_prepared(
+        self,
+        hold_id: str,
+        prepared: Prepared,
+        amounts: Sequence[int],
+        periods: Sequence[int | None] | None,
+        *,
+        now: float,
+        ttl: float,
+    ) -> bool:
+        """:meth:`reserve` of ``prepared``'s lines with a call's ``amounts``: True when held.
+        False when it was not held (a line over its limit, an id in use): call
+        :meth:`reserve` for the whole answer."""
+        with self._lock:
+            self._ready(prepared, now)
+            if hold_id in self._holds or self._finished.state(hold_id) is not None:
+                return False
+            if periods is None:
+                for counter, which, limit in prepared.checked:
+                    used = counter.total if counter.buckets is None else counter.committed(now)
+                    if used + counter.reserved + amounts[which] > limit:
+                        return False
+                entries = []
+                for counter, which, _ in prepared.rows:
+                    amount = amounts[which]
+                    counter.reserved += amount
+                    entries.append((counter, amount))
+            else:
+                rows = prepared.rows
+                for (counter, which, limit), period in zip(rows, periods, strict=True):
+                    if limit is not None and (
+                        _current(counter, period, now) + counter.reserved + amounts[which] > limit
+                    ):
+                        return False
+                entries = []
+                for (counter, which, _), period in zip(rows, periods, strict=True):
+                    _advance(counter, period)
+                    amount = amounts[which]
+                    counter.reserved += amount
+                    entries.append((counter, amount))
+            self._hold(hold_id, entries, now, ttl)
+            return True
+
+    def commit_prepared(
+        self,
+        hold_id: str,
+        prepared: Prepared,
+        amounts: Sequence[int],
+        periods: Sequence[int | None] | None,
+        *,
+        now: float,
+        record: Any = None,
+    ) -> list[int] | None:
+        """:meth:`commit` of ``prepared``'s lines with a call's ``amounts``: the committed
+        totals after it of the lines ``report`` names. None, having changed nothing, when
+        ``hold_id`` finished before: call :meth:`commit` for its answer."""
+        with self._lock:
+            self._ready(prepared, now)
+            if self._finished.state(hold_id) is not None:
+                return None
+            hold = self._holds.get(hold_id)
+            if hold is not None:
+                self._drop_hold(hold_id, hold)
+            rows = prepared.rows
+            if periods is None:
+                for counter, which, _ in rows:
+                    if counter.buckets is None:
+                        counter.total += amounts[which]
+                    else:
+                        counter.add(amounts[which], now)
+            else:
+                for (counter, which, _), period in zip(rows, periods, strict=True):
+                    _advance(counter, period)
+                    if counter.buckets is None:
+                        counter.total += amounts[which]
+                    else:
+                        counter.add(amounts[which], now)
+            self._finish(hold_id, True, now)
+            if record is not None:
+                self._ledger.append(record)
+            return [rows[i][0].total for i in prepared.report]
+
+    def check_prepared(
+        self,
+        prepared: Prepared,
+        amounts: Sequence[int],
+        periods: Sequence[int | None] | None,
+        *,
+        now: float,
+    ) -> bool:
+        """A dry-run :meth:`reserve` of ``prepared``'s lines: True when every line fits
+        (False: call :meth:`reserve` for the levels)."""
+        with self._lock:
+            self._ready(prepared, now)
+            rows = prepared.rows
+            for index, (counter, which, limit) in enumerate(rows):
+                if limit is None:
+                    continue
+                period = None if periods is None else periods[index]
+                if _current(counter, period, now) + counter.reserved + amounts[which] > limit:
+                    return False
             return True
 
     def read(
@@ -379,7 +683,8 @@ class MemoryStore(Store):
         periods: Mapping[str, int] | None = None,
     ) -> dict[str, Level]:
         with self._lock:
-            self._reap(now)
+            if now >= self._due:
+                self._reap(now)
             entry = self._scopes.get(scope)
             if entry is None:
                 return {}
@@ -485,8 +790,8 @@ class MemoryStore(Store):
                 ),
                 "idle_queue": len(self._idle),
                 "holds": len(self._holds),
-                "hold_heap": len(self._hold_expiry),
-                "tombstones": len(self._done),
+                "hold_heap": sum(len(q) for q in self._queues.values()) + len(self._late),
+                "tombstones": len(self._finished),
                 "ledger": len(self._ledger),
                 "events": len(self._events),
             }
