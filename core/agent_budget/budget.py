@@ -1,8 +1,13 @@
-"""Budget: enforces one scope (and its ancestors) over a store, with reservations."""
+"""Budget: enforces one scope (and its ancestors) over a store, with reservations.
+
+The class keeps the reservation protocol (reserve, commit, release) and the hot path they
+share; its async forms, its reads (prices, remaining, usage, summary, resets) and the
+original API (check, record) are functions of :mod:`.budget_async`, :mod:`.budget_reads` and
+:mod:`.budget_original`, bound here as methods.
+"""
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import os
@@ -11,12 +16,10 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Mapping
-from decimal import Decimal
-from typing import Any, Literal, overload
+from typing import Any, Literal
 
-from . import reserving
-from .admission import Refused, notify_waiters
-from .aio import off_loop
+from . import budget_async, budget_original, budget_reads, reserving
+from .admission import notify_waiters
 from .alerting import AlertCallback, Alerter, format_amount, warn_thresholds
 from .alerts import BudgetAlert
 from .errors import BudgetExceededError, BudgetWarning, StoreError, StoreUnavailableError
@@ -29,20 +32,16 @@ from .events import (
     alert_event,
     refusal_event,
 )
-from .lines import LineSpec, Mode, build_specs, make_lines
+from .lines import LinePlan, LineSpec, Mode, build_specs
 from .pending import PendingCommit, pending_for
 from .rates import ModelRates, RateTable, ResolvedModel
 from .records import UsageRecord
-from .refusals import exceeded_error, refusal_error
-from .remaining import Remaining, remaining_of
+from .refusals import refusal_error
 from .reservation import Reservation
 from .scope import BudgetScope, Limit
 from .stores import Level, Line, Store, open_store
-from .stores.base import session_scope
-from .summary import BudgetSummary, ExactBudgetSummary, summarize
 from .usage import Usage
 from .validate import MAX_TOKENS, check_tokens, to_decimal
-from .windows import period_bounds
 
 __all__ = ["Budget", "StoreErrorPolicy"]
 
@@ -133,7 +132,7 @@ class Budget:
         )
         self._limits: tuple[Limit, ...] = scope.limits(self.rates.canonical)
         self._by_metric: dict[str, Limit] = {lim.metric: lim for lim in self._limits}
-        self._line_specs: dict[tuple[str, str, bool], tuple[LineSpec, ...]] = {}
+        self._line_plans: dict[tuple[str, str, bool], LinePlan] = {}
         self._session_epoch = 0  # last reset_session() here; per-id session lines carry it
         self._alerter = Alerter(
             scope.name,
@@ -187,7 +186,7 @@ class Budget:
                 raise ValueError("a budget and its parents must share one store")
             node = node.parent
 
-    # -- alerts ----------------------------------------------------------------------------
+    # -- alerts and listeners ---------------------------------------------------------------
 
     def on_alert(self, callback: AlertCallback) -> None:
         """Call ``callback(alert)`` on every alert of this scope; exceptions are logged."""
@@ -274,32 +273,18 @@ class Budget:
         warnings.warn(message, BudgetWarning, stacklevel=4)
         self._alerter.warn(message, "unknown_model")
 
-    def estimate(self, model: str, input_tokens: int, output_tokens: int = 0) -> float:
-        """Cost in USD (float) of a call, without recording anything."""
-        return float(self.estimate_exact(model, input_tokens, output_tokens))
+    # -- lines and store access --------------------------------------------------------------
 
-    def estimate_exact(self, model: str, input_tokens: int, output_tokens: int = 0) -> Decimal:
-        """Exact cost in USD of a call of this size, as :meth:`record` would charge it now
-        (the unknown-model policy applies)."""
-        check_tokens("input_tokens", input_tokens)
-        check_tokens("output_tokens", output_tokens)
-        quote = self._resolve(model).quote(self.clock())
-        return quote.rates.cost(Usage(input_tokens, output_tokens))
-
-    # -- lines -----------------------------------------------------------------------------
-
-    def _lines(
-        self, model: str, tokens: int, cost: int, mode: Mode, session_id: str, now: float
-    ) -> tuple[list[Line], tuple[LineSpec, ...]]:
-        """The lines of a call (see :mod:`agent_budget.lines`) and the specs behind them."""
+    def _line_plan(self, model: str, mode: Mode, session_id: str) -> LinePlan:
+        """The lines of a call (see :mod:`agent_budget.lines`), built once per kind of call."""
         key = (model, mode, bool(session_id))
-        specs = self._line_specs.get(key)
-        if specs is None:
-            specs = build_specs(self._chain, model, mode, bool(session_id))
-            if len(self._line_specs) >= 1024:
-                self._line_specs.clear()
-            self._line_specs[key] = specs
-        return make_lines(specs, tokens, cost, session_id, now), specs
+        plan = self._line_plans.get(key)
+        if plan is None:
+            plan = LinePlan(build_specs(self._chain, model, mode, bool(session_id)))
+            if len(self._line_plans) >= 1024:
+                self._line_plans.clear()
+            self._line_plans[key] = plan
+        return plan
 
     def _refusal(
         self,
@@ -318,8 +303,6 @@ class Budget:
         )
         budget._alerter.refused(limit.limit_type, str(error), error.used, error.limit)
         return error
-
-    # -- store access ----------------------------------------------------------------------
 
     def _store_call(
         self, fn: Callable[..., Any], *args: Any, quiet: bool = False, **kwargs: Any
@@ -398,10 +381,12 @@ class Budget:
         outcome = reserving.attempt(self, plan)
         if isinstance(outcome, Reservation):
             return outcome
+        assert isinstance(outcome, reserving.Refused)
         if wait and outcome.waitable:
-            outcome = reserving.wait_blocking(self, plan, outcome, wait)
-            if isinstance(outcome, Reservation):
-                return outcome
+            waited = reserving.wait_blocking(self, plan, outcome, wait)
+            if isinstance(waited, Reservation):
+                return waited
+            outcome = waited
         error = reserving.refusal(self, plan, outcome)
         self._refused(error, plan.resolved.name, plan.session_id)
         raise error
@@ -457,12 +442,12 @@ class Budget:
             tier,
             input_tokens,
             max_output_tokens,
-            session_id=session_id,
-            ttl=self.hold_ttl if ttl is None else float(ttl),
-            metadata=metadata,
-            clamp=clamp,
-            floor=min_output_tokens if clamp else max_output_tokens,
-            output_from=output_from,
+            session_id,
+            self.hold_ttl if ttl is None else float(ttl),
+            metadata,
+            clamp,
+            min_output_tokens if clamp else max_output_tokens,
+            output_from,
         )
 
     _new_hold_id = staticmethod(_new_hold_id)
@@ -485,7 +470,7 @@ class Budget:
         """
         if not isinstance(reservation, Reservation) or reservation.budget is not self:
             raise TypeError("commit needs a Reservation made by this budget")
-        if usage is not None and not isinstance(usage, Usage):
+        if usage is not None and usage.__class__ is not Usage and not isinstance(usage, Usage):
             raise TypeError(f"usage must be a Usage, got {type(usage).__name__}")
         with reservation.lock:
             if reservation.record is not None:
@@ -494,17 +479,18 @@ class Budget:
                 estimated = usage is None
             if usage is None:
                 usage = Usage(reservation.input_tokens, reservation.max_output_tokens)
-            meta = {**reservation.metadata, **(metadata or {})}
-            record, _lines, _specs, _levels = self._commit(
+            own = reservation.metadata
+            meta = {**own, **metadata} if metadata else dict(own)
+            record = self._commit(
                 reservation.id,
                 self._answered_model(model, reservation.requested_model),
                 usage,
-                tier=usage.service_tier or reservation.service_tier,
-                session_id=reservation.session_id,
-                metadata=meta,
-                estimated=estimated,
-                started_at=reservation.created_at,
-            )
+                usage.service_tier or reservation.service_tier,
+                reservation.session_id,
+                meta,
+                estimated,
+                reservation.created_at,
+            )[0]
             reservation.record = record
             reservation.held = False
             reservation.state = "committed"
@@ -549,113 +535,23 @@ class Budget:
             )
             return False
 
-    # -- async forms: a store that waits on a disk or a network is never awaited on the loop --
-
-    async def areserve(
-        self,
-        model: str,
-        input_tokens: int,
-        max_output_tokens: int = 0,
-        *,
-        session_id: str = "",
-        ttl: float | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        clamp: bool = False,
-        min_output_tokens: int = 1,
-        wait: float = 0.0,
-        output_from: str | None = None,
-        service_tier: str | None = None,
-    ) -> Reservation:
-        """:meth:`reserve` for async code: the store is never awaited on the event loop and
-        ``wait`` polls without blocking it. If the awaiting task is cancelled while the
-        store answers, a hold it took is released, so a cancelled call never keeps budget."""
-        if not self.store.does_io and not wait:  # nothing to wait on: the sync path
-            return self.reserve(
-                model,
-                input_tokens,
-                max_output_tokens,
-                session_id=session_id,
-                ttl=ttl,
-                metadata=metadata,
-                clamp=clamp,
-                min_output_tokens=min_output_tokens,
-                output_from=output_from,
-                service_tier=service_tier,
-            )
-        plan = self._plan(
-            model,
-            input_tokens,
-            max_output_tokens,
-            session_id,
-            ttl,
-            metadata,
-            clamp,
-            min_output_tokens,
-            wait,
-            output_from,
-            service_tier,
-        )
-        if self.store.does_io:
-            outcome = await off_loop(lambda: reserving.attempt(self, plan), undo=_release_held)
-        else:
-            outcome = reserving.attempt(self, plan)
-        if isinstance(outcome, Refused) and wait and outcome.waitable:
-            outcome = await reserving.wait_async(self, plan, outcome, wait)
-        if isinstance(outcome, Refused):
-            error = reserving.refusal(self, plan, outcome)
-            note = functools.partial(self._refused, error, plan.resolved.name, plan.session_id)
-            if self.store.does_io:
-                await off_loop(note)
-            else:
-                note()
-            raise error
-        return outcome
-
-    async def acommit(
-        self,
-        reservation: Reservation,
-        usage: Usage | None = None,
-        *,
-        model: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        estimated: bool | None = None,
-    ) -> UsageRecord:
-        """:meth:`commit` for async code; the commit completes even if the task is cancelled."""
-        call = functools.partial(
-            self.commit, reservation, usage, model=model, metadata=metadata, estimated=estimated
-        )
-        if not self.store.does_io:
-            return call()
-        return await off_loop(call)
-
-    async def arelease(self, reservation: Reservation) -> bool:
-        """:meth:`release` for async code."""
-        if not self.store.does_io:
-            return self.release(reservation)
-        return await off_loop(functools.partial(self.release, reservation))
-
-    async def acheck(self, model: str, input_tokens: int, output_tokens: int = 0) -> None:
-        """:meth:`check` for async code."""
-        call = functools.partial(self.check, model, input_tokens, output_tokens)
-        if not self.store.does_io:
-            return call()
-        return await off_loop(call)
-
     def _commit(
         self,
         hold_id: str,
         resolved: ResolvedModel,
         usage: Usage,
-        *,
         tier: str | None,
         session_id: str,
-        metadata: Mapping[str, Any],
+        metadata: dict[str, Any],
         estimated: bool,
         started_at: float | None = None,
-    ) -> tuple[UsageRecord, tuple[Line, ...], tuple[LineSpec, ...], tuple[Level, ...] | None]:
-        """Record usage priced as ``resolved`` in service ``tier`` at the budget's clock;
-        returns the record, its lines and specs, and their levels after the commit (None
-        when the store was down and the commit was buffered)."""
+    ) -> tuple[UsageRecord, LinePlan, list[Level] | None, int, int]:
+        """Record usage priced as ``resolved`` in service ``tier`` at the budget's clock.
+
+        Returns the record, the plan of its lines, the levels after the commit of the lines
+        that alert (``plan.alerts``; None when the store was down and the commit was
+        buffered), and the call's tokens and nano-USD.
+        """
         now = self.clock()
         quote = resolved.quote(now, tier)
         rates = quote.rates
@@ -665,245 +561,94 @@ class Budget:
             above = rates.tier_label(usage.input_tokens)
             if above:
                 price_tier = f"{price_tier}, {above}"
+        # Positional: a dataclass call with keywords costs three times as much.
         record = UsageRecord(
-            session_id=session_id,
-            model=resolved.name,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cost_usd=cost / 1_000_000_000,  # int / int rounds correctly, as float(Decimal) does
-            timestamp=now,
-            metadata=metadata if metadata.__class__ is dict else dict(metadata),
-            cache_read_tokens=usage.cache_read_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            cost_nanos=cost,
-            estimated=estimated,
-            scope=self.name,
-            reservation_id=hold_id,
-            cache_write_1h_tokens=usage.cache_write_1h_tokens,
-            web_searches=usage.web_searches,
-            price_source=resolved.source,
-            price_date=resolved.source_date,
-            price_id=resolved.price_id,
-            price_tier=price_tier,
+            session_id,
+            resolved.name,
+            usage.input_tokens,
+            usage.output_tokens,
+            cost / 1_000_000_000,  # int / int rounds correctly, as float(Decimal) does
+            now,
+            metadata,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            usage.reasoning_tokens,
+            cost,
+            estimated,
+            self._scope.name,
+            hold_id,
+            usage.cache_write_1h_tokens,
+            usage.web_searches,
+            resolved.source,
+            resolved.source_date,
+            resolved.price_id,
+            price_tier,
         )
-        listed, specs = self._lines(resolved.name, usage.total_tokens, cost, "all", session_id, now)
-        lines = tuple(listed)
-        payload = self.store.ledger_entry(record) if self.store.keeps_ledger else None
+        tokens = usage.input_tokens + usage.output_tokens
+        plan = self._line_plan(resolved.name, "all", session_id)
+        store = self.store
+        payload = store.ledger_entry(record) if store.keeps_ledger else None
         if self._pending:
             self._flush_pending()
-        try:
-            result = self.store.commit(hold_id, lines, now=now, group=self.group, record=payload)
-        except StoreError:
-            self._pending.add(PendingCommit(hold_id, lines, now, self.group, payload))
-            with self._lock:
-                self._records.append(record)
-            if self._listeners.record:
-                self._listeners.emit_record(RecordEvent(record, started_at or now))
-            return record, lines, specs, None
+        levels: list[Level] | None = None
+        fast = plan.prepared(store, session_id)
+        if fast is not None:
+            levels = fast[0].commit_prepared(
+                hold_id, fast[1], (tokens, cost), plan.periods(now), now=now, record=payload
+            )
+        if levels is None:
+            lines = plan.lines(tokens, cost, session_id, now)
+            try:
+                result = store.commit(hold_id, lines, now=now, group=self.group, record=payload)
+            except StoreError:
+                self._pending.add(PendingCommit(hold_id, tuple(lines), now, self.group, payload))
+                self._keep(record, started_at or now)
+                return record, plan, None, tokens, cost
+            levels = [result.levels[index] for index, _, _ in plan.alerts]
         with self._lock:
             self._records.append(record)
-        notify_waiters(self.store)
+        notify_waiters(store)
         for node in self._chain:
             if node._first_use is not None:
                 node._note_first_use()
-        for spec, line, level in zip(specs, lines, result.levels, strict=True):
-            if spec.target is not None:
-                spec.budget._alerter.after_commit(spec.target, level[0], line[2])
+        for (_, spec, threshold), level in zip(plan.alerts, levels, strict=True):
+            alerter = spec.budget._alerter
+            # Below its warning threshold, with nothing fired to re-arm, a line cannot alert.
+            if level[0] >= threshold or alerter.state.armed:
+                assert spec.target is not None
+                alerter.after_commit(spec.target, level[0], cost if spec.is_cost else tokens)
         if self._listeners.record:
             self._listeners.emit_record(RecordEvent(record, started_at or now))
-        return record, lines, specs, result.levels
+        return record, plan, levels, tokens, cost
 
-    # -- the original API ------------------------------------------------------------------
-
-    def check(
-        self, model: str, input_tokens: int, output_tokens: int = 0, *, session_id: str = ""
-    ) -> None:
-        """Raise :class:`BudgetExceededError` if a call of this size would cross a hard
-        limit now (counting other calls' holds). Records and holds nothing.
-
-        As in the original API, the error's ``used`` is the total the call would reach
-        (``requested`` and ``reserved`` say what it is made of), and the prospective total
-        alerts: WARNING from ``alert_at_pct``, CRITICAL above a soft (``hard_stop=False``)
-        limit, once per crossing."""
-        if not isinstance(session_id, str):
-            raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
-        check_tokens("input_tokens", input_tokens)
-        check_tokens("output_tokens", output_tokens)
-        resolved = self._resolve(model)
-        now = self.clock()
-        quote = resolved.quote(now, self.rates.default_tier(None))
-        cost = quote.rates.cost_nanos(Usage(input_tokens, output_tokens))
-        lines, specs = self._lines(
-            resolved.name, input_tokens + output_tokens, cost, "limited", session_id, now
-        )
-        if not lines:
-            return
-        try:
-            result = self.store.reserve(
-                "check",
-                lines,
-                now=now,
-                ttl=self.hold_ttl,
-                group=self.group,
-                dry_run=True,
-            )
-        except StoreError as exc:
-            self._admit_despite_outage(exc, "check admits the call")
-            return
-        error: BudgetExceededError | None = None
-        for spec, line, level in zip(specs, lines, result.levels, strict=True):
-            assert line.limit is not None
-            total = level.committed + level.reserved + line.amount
-            limit = spec.target
-            assert limit is not None
-            if total > line.limit and spec.budget._scope.hard_stop:
-                if error is None:  # the first hard limit crossed refuses (and alerts)
-                    error = self._refusal(spec, line, level, prospective=True)
-            else:
-                spec.budget._alerter.prospective(limit, total)
-        if error is not None:
-            self._refused(error, resolved.name, "")
-            raise error
-
-    def record(
-        self,
-        session_id: str,
-        model: str,
-        input_tokens: int,
-        output_tokens: int,
-        metadata: Mapping[str, Any] | None = None,
-        *,
-        cache_read_tokens: int = 0,
-        cache_write_tokens: int = 0,
-        reasoning_tokens: int = 0,
-        cache_write_1h_tokens: int = 0,
-        web_searches: int = 0,
-        service_tier: str | None = None,
-    ) -> UsageRecord:
-        """Record usage that already happened, then raise if a hard limit is now exceeded.
-
-        The record is kept whatever happens; the raise only tells the caller to stop. A
-        model with no price raises :class:`UnknownModelError` first (nothing recorded)
-        under ``on_unknown="raise"``.
-        """
-        if not isinstance(session_id, str):
-            raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
-        usage = Usage(
-            input_tokens,
-            output_tokens,
-            cache_read_tokens,
-            cache_write_tokens,
-            reasoning_tokens,
-            cache_write_1h_tokens,
-            web_searches,
-            service_tier,
-        )
-        record, lines, specs, levels = self._commit(
-            _new_hold_id(),
-            self._resolve(model),
-            usage,
-            tier=self.rates.default_tier(service_tier),
-            session_id=session_id,
-            metadata=dict(metadata or {}),
-            estimated=False,
-        )
-        if levels is not None:
-            for spec, line, level in zip(specs, lines, levels, strict=True):
-                limit = spec.target
-                if limit is None or not spec.budget._scope.hard_stop:
-                    continue
-                if level.committed > limit.amount:
-                    raise exceeded_error(spec.budget.name, limit, level, line.amount)
-        return record
-
-    # -- inspection ------------------------------------------------------------------------
-
-    def remaining(self, model: str | None = None, *, session_id: str = "") -> Remaining:
-        """What is left under every limit of this scope and its ancestors, net of the holds
-        of calls in flight (tokens as ints, USD as exact Decimals); with ``model``, per-model
-        limits of other models are left out; with ``session_id``, the session limits are
-        that conversation's. ``remaining().tokens`` / ``.usd`` are the tightest hard limits."""
-        return remaining_of(self, model, session_id)
-
-    def usage(self, *, session_id: str = "") -> dict[str, Level]:
-        """Raw counters of this scope from the store: metric -> Level(committed, reserved).
-
-        Calendar windows read as zero once their period is over. With ``session_id``, the
-        counters of that session (conversation) of the scope."""
-        now = self.clock()
-        if session_id:
-            epoch = self._session_epoch
-            periods = {"session:tokens": epoch, "session:cost": epoch} if epoch else None
-            scope = session_scope(self.name, session_id)
-            return dict(self.store.read(scope, now=now, group=self.group, periods=periods))
-        periods = {
-            lim.metric: period_bounds(lim.calendar[0], lim.calendar[1], now)[0]
-            for lim in self._limits
-            if lim.calendar is not None
-        }
-        return dict(self.store.read(self.name, now=now, group=self.group, periods=periods or None))
-
-    @overload
-    def summary(
-        self, *, exact: Literal[False] = False, by_session: bool = False
-    ) -> BudgetSummary: ...
-
-    @overload
-    def summary(self, *, exact: Literal[True], by_session: bool = False) -> ExactBudgetSummary: ...
-
-    def summary(
-        self, *, exact: bool = False, by_session: bool = False
-    ) -> BudgetSummary | ExactBudgetSummary:
-        """Current usage: ``session``, ``day`` (rolling 24 h) and ``per_model`` token and USD
-        totals, plus every limit's use and ``remaining``. USD are floats rounded to 6 places
-        (printed as plain decimals), or Decimals with ``exact=True``. ``by_session`` breaks
-        the retained records down by session_id. See :mod:`agent_budget.summary`."""
-        counters = self.usage()
+    def _keep(self, record: UsageRecord, started_at: float) -> None:
+        """Keep a record the store could not take (it is buffered) and tell the listeners."""
         with self._lock:
-            record_count = len(self._records)
-            records = list(self._records) if by_session else []
-        return summarize(
-            scope=self.name,
-            parent=self.parent.name if self.parent else None,
-            counters=counters,
-            limits=self._limits,
-            alert_count=self._alerter.count,
-            record_count=record_count,
-            records=records,
-            exact=exact,
-            by_session=by_session,
-        )
+            self._records.append(record)
+        if self._listeners.record:
+            self._listeners.emit_record(RecordEvent(record, started_at))
+
+    # -- the async forms, the reads and the original API (each in its own module) ------------
+
+    areserve = budget_async.areserve
+    acommit = budget_async.acommit
+    arelease = budget_async.arelease
+    acheck = budget_async.acheck
+    estimate = budget_reads.estimate
+    estimate_exact = budget_reads.estimate_exact
+    remaining = budget_reads.remaining
+    usage = budget_reads.usage
+    summary = budget_reads.summary
+    reset_session = budget_reads.reset_session
+    reset = budget_reads.reset
+    check = budget_original.check
+    record = budget_original.record
 
     @property
     def records(self) -> list[UsageRecord]:
         """The most recent records of this process (a ring of ``max_records``)."""
         with self._lock:
             return list(self._records)
-
-    def reset_session(self, session_id: str = "") -> None:
-        """Start a new session: zero the session counters (day and per-model stay).
-
-        With ``session_id``, only that conversation's counters. Without, the scope's whole
-        session and, for calls made through this Budget object, every conversation's
-        counters (they restart at their next use)."""
-        now = self.clock()
-        if session_id:
-            scope = session_scope(self.name, session_id)
-            self.store.reset(scope, "session:", now=now, group=self.group)
-        else:
-            self.store.reset(self.name, "session:", now=now, group=self.group)
-            self._session_epoch = max(self._session_epoch + 1, int(now))
-        self._alerter.rearm(
-            limit.limit_type for limit in self._limits if limit.metric.startswith("session:")
-        )
-
-    def reset(self) -> None:
-        """Zero every counter of this scope: session, day window and per-model."""
-        self.store.reset(self.name, "", now=self.clock(), group=self.group)
-        self._alerter.clear()
 
     def __repr__(self) -> str:
         return f"Budget(scope={self.name!r}, store={type(self.store).__name__})"
@@ -913,12 +658,3 @@ def _check_ttl(name: str, value: object) -> None:
     dec = to_decimal(name, value, allow_zero=False)
     if dec > 10 * 365 * 86400:
         raise ValueError(f"{name} is unreasonably long: {value!r} seconds")
-
-
-def _release_held(outcome: Reservation | Refused) -> None:
-    if not isinstance(outcome, Reservation):
-        return
-    try:
-        outcome.release()
-    except Exception:
-        log.warning("could not release hold %s of a cancelled call", outcome.id, exc_info=True)

@@ -3,9 +3,11 @@
 A call of ``tokens`` / ``cost`` becomes one :class:`~agent_budget.stores.Line` per counter
 of every scope in the budget's chain: the session, the rolling day, the model, and every
 extra window; reserve and check send only the lines that carry a limit, commit sends them
-all. What does not change from call to call (which counters, which limits) is a tuple of
-:class:`LineSpec` cached per model; what does (the session scope of a conversation, the
-start of a calendar period) is filled in per call.
+all. What does not change from call to call (which counters, which limits, which alert
+thresholds) is a :class:`LinePlan` cached per model, mode and session-or-not; what does (the
+session scope of a conversation, the start of a calendar period) is filled in per call. On
+a :class:`~agent_budget.stores.MemoryStore` a plan also keeps the store's prepared lines, so
+a call sends its two amounts instead of building lines.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from .scope import Limit, Metric
-from .stores import Line
+from .stores import Line, Store
 from .stores.base import new_tuple, session_scope
+from .stores.memory import MemoryStore, Prepared
 from .windows import period_bounds
 
 if TYPE_CHECKING:
     from .budget import Budget
 
-__all__ = ["LineSpec", "Mode", "build_specs", "make_lines"]
+__all__ = ["LinePlan", "LineSpec", "Mode", "build_specs", "make_lines"]
 
 Mode = Literal["hard", "limited", "all"]
 """``hard``: lines with a limit of a hard-stop scope (reserve); ``limited``: lines with a
@@ -111,3 +114,96 @@ def make_lines(
             )
         )
     return out
+
+
+_SESSIONS_KEPT = 256  # prepared lines kept per plan for conversations (session scopes)
+
+
+class LinePlan:
+    """Everything about the lines of one kind of call that does not change per call.
+
+    ``specs`` are the lines; ``alerts`` the lines with a limit to alert on, as ``(index,
+    spec, threshold)`` where ``threshold`` is the least committed total that can fire an
+    alert (its WARNING threshold, at least 1); ``periodic`` is True when some line may carry
+    a period (a conversation's session epoch, a calendar window).
+    """
+
+    __slots__ = (
+        "_prepared",
+        "_sessions",
+        "_store",
+        "alerts",
+        "limits",
+        "per_session",
+        "periodic",
+        "specs",
+        "which",
+    )
+
+    def __init__(self, specs: tuple[LineSpec, ...]) -> None:
+        self.specs = specs
+        self.which = tuple(1 if spec.is_cost else 0 for spec in specs)
+        self.limits = tuple(spec.limit for spec in specs)
+        self.alerts = tuple(
+            (index, spec, spec.budget._alerter.warn_at[spec.target.limit_type] or 1)
+            for index, spec in enumerate(specs)
+            if spec.target is not None
+        )
+        self.per_session = any(spec.per_session for spec in specs)
+        self.periodic = self.per_session or any(spec.calendar is not None for spec in specs)
+        self._store: Store | None = None
+        self._prepared: Prepared | None = None
+        self._sessions: dict[str, Prepared | None] = {}
+
+    def lines(self, tokens: int, cost: int, session_id: str, now: float) -> list[Line]:
+        """The call's lines (see :func:`make_lines`)."""
+        return make_lines(self.specs, tokens, cost, session_id, now)
+
+    def periods(self, now: float) -> list[int | None] | None:
+        """The period each line carries now, or None when none carries one."""
+        if not self.periodic:
+            return None
+        out: list[int | None] = []
+        for spec in self.specs:
+            if spec.per_session:
+                out.append(spec.budget._session_epoch or None)
+            elif spec.calendar is not None:
+                out.append(period_bounds(spec.calendar[0], spec.calendar[1], now)[0])
+            else:
+                out.append(None)
+        return out if any(p is not None for p in out) else None
+
+    def prepared(self, store: Store, session_id: str) -> tuple[MemoryStore, Prepared] | None:
+        """The store's prepared lines for this plan (and conversation), or None when the
+        store has no fast path."""
+        if store is not self._store:
+            if not isinstance(store, MemoryStore):
+                return None
+            self._store = store
+            self._prepared = None
+            self._sessions = {}
+        assert isinstance(store, MemoryStore)
+        if not self.per_session:
+            found = self._prepared
+            if found is None:
+                found = self._prepared = self._prepare(store, "")
+        else:
+            sessions = self._sessions
+            found = sessions.get(session_id)
+            if found is None:
+                if len(sessions) >= _SESSIONS_KEPT:
+                    sessions.clear()
+                found = sessions[session_id] = self._prepare(store, session_id)
+        return (store, found) if found is not None else None
+
+    def _prepare(self, store: MemoryStore, session_id: str) -> Prepared | None:
+        keys = [
+            (
+                session_scope(spec.budget.name, session_id)
+                if spec.per_session
+                else spec.budget.name,
+                spec.metric,
+            )
+            for spec in self.specs
+        ]
+        return store.prepare(keys, self.which, self.limits, [index for index, _, _ in self.alerts])

@@ -20,7 +20,7 @@ from .reservation import Reservation
 if TYPE_CHECKING:
     from .budget import Budget
 
-__all__ = ["Plan", "attempt", "refusal", "wait_async", "wait_blocking"]
+__all__ = ["Plan", "Refused", "attempt", "refusal", "wait_async", "wait_blocking"]
 
 _CLAMP_RETRIES = 3  # re-fits when other calls take budget between a refusal and the retry
 _POLL_FIRST = 0.01
@@ -53,7 +53,6 @@ class Plan:
         tier: str | None,
         input_tokens: int,
         max_output_tokens: int,
-        *,
         session_id: str,
         ttl: float,
         metadata: Mapping[str, Any] | None,
@@ -78,6 +77,7 @@ class Plan:
 def _once(budget: Budget, plan: Plan, cap: int) -> Reservation | Refused:
     resolved = plan.resolved
     input_tokens = plan.input_tokens
+    session_id = plan.session_id
     tokens = input_tokens + cap
     cost = plan.rates.worst_case_nanos(input_tokens, cap)
     now = budget.clock()
@@ -90,18 +90,26 @@ def _once(budget: Budget, plan: Plan, cap: int) -> Reservation | Refused:
         max_output_tokens=cap,
         tokens=tokens,
         cost_nanos=cost,
-        session_id=plan.session_id,
+        session_id=session_id,
         metadata=dict(plan.metadata) if plan.metadata else {},
         created_at=now,
         expires_at=now + plan.ttl,
         held=False,
         service_tier=plan.tier,
     )
-    lines, specs = budget._lines(resolved.name, tokens, cost, "hard", plan.session_id, now)
-    if not lines:
+    lines_plan = budget._line_plan(resolved.name, "hard", session_id)
+    if not lines_plan.specs:
         return reservation
     if budget._pending:
         budget._flush_pending()
+    fast = lines_plan.prepared(budget.store, session_id)
+    if fast is not None and fast[0].hold_prepared(
+        reservation.id, fast[1], (tokens, cost), lines_plan.periods(now), now=now, ttl=plan.ttl
+    ):
+        reservation.held = True
+        return reservation
+    # The general path (and the whole answer when the fast one did not hold).
+    lines = lines_plan.lines(tokens, cost, session_id, now)
     try:
         result = budget.store.reserve(
             reservation.id, lines, now=now, ttl=plan.ttl, group=budget.group
@@ -114,7 +122,7 @@ def _once(budget: Budget, plan: Plan, cap: int) -> Reservation | Refused:
         return reservation
     if not result.admitted:
         assert result.refused_at is not None
-        return Refused(tuple(lines), result.levels, result.refused_at, specs)
+        return Refused(tuple(lines), result.levels, result.refused_at, lines_plan.specs)
     reservation.held = True
     return reservation
 

@@ -343,10 +343,10 @@ class MemoryStore(Store):
                 del self._queues[ttl]
         late = self._late
         while late and late[0][0] <= now:
-            _, _, hold_id = heapq.heappop(late)
-            hold = self._holds.get(hold_id)
-            if hold is not None and hold.queue is None and hold.expires_at <= now:
-                self._drop_hold(hold_id, hold)
+            _, _, late_id = heapq.heappop(late)
+            found = self._holds.get(late_id)
+            if found is not None and found.queue is None and found.expires_at <= now:
+                self._drop_hold(late_id, found)
         if late:
             due = min(due, late[0][0])
         scopes = self._scopes
@@ -600,9 +600,9 @@ class MemoryStore(Store):
                     entries.append((counter, amount))
             else:
                 rows = prepared.rows
-                for (counter, which, limit), period in zip(rows, periods, strict=True):
-                    if limit is not None and (
-                        _current(counter, period, now) + counter.reserved + amounts[which] > limit
+                for (counter, which, cap), period in zip(rows, periods, strict=True):
+                    if cap is not None and (
+                        _current(counter, period, now) + counter.reserved + amounts[which] > cap
                     ):
                         return False
                 entries = []
@@ -623,9 +623,9 @@ class MemoryStore(Store):
         *,
         now: float,
         record: Any = None,
-    ) -> list[int] | None:
-        """:meth:`commit` of ``prepared``'s lines with a call's ``amounts``: the committed
-        totals after it of the lines ``report`` names. None, having changed nothing, when
+    ) -> list[Level] | None:
+        """:meth:`commit` of ``prepared``'s lines with a call's ``amounts``: the levels
+        after it of the lines ``report`` names. None, having changed nothing, when
         ``hold_id`` finished before: call :meth:`commit` for its answer."""
         with self._lock:
             self._ready(prepared, now)
@@ -651,7 +651,9 @@ class MemoryStore(Store):
             self._finish(hold_id, True, now)
             if record is not None:
                 self._ledger.append(record)
-            return [rows[i][0].total for i in prepared.report]
+            return [
+                new_tuple(Level, (rows[i][0].total, rows[i][0].reserved)) for i in prepared.report
+            ]
 
     def check_prepared(
         self,
@@ -660,19 +662,20 @@ class MemoryStore(Store):
         periods: Sequence[int | None] | None,
         *,
         now: float,
-    ) -> bool:
-        """A dry-run :meth:`reserve` of ``prepared``'s lines: True when every line fits
-        (False: call :meth:`reserve` for the levels)."""
+    ) -> list[int] | None:
+        """A dry-run :meth:`reserve` of ``prepared``'s lines: when every line fits, what
+        each line ``report`` names would reach (committed + reserved + amount); None when
+        one would not fit (call :meth:`reserve` for the levels)."""
         with self._lock:
             self._ready(prepared, now)
-            rows = prepared.rows
-            for index, (counter, which, limit) in enumerate(rows):
-                if limit is None:
-                    continue
+            totals = []
+            for index, (counter, which, limit) in enumerate(prepared.rows):
                 period = None if periods is None else periods[index]
-                if _current(counter, period, now) + counter.reserved + amounts[which] > limit:
-                    return False
-            return True
+                total = _current(counter, period, now) + counter.reserved + amounts[which]
+                if limit is not None and total > limit:
+                    return None
+                totals.append(total)
+            return [totals[i] for i in prepared.report]
 
     def read(
         self,
