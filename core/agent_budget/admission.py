@@ -110,18 +110,26 @@ class WaitQueue:
         self._tickets = itertools.count()
 
     def enter(self) -> int:
+        global _waiting
         with self._cond:
             ticket = next(self._tickets)
             self._queue.append(ticket)
+            with _queues_lock:
+                _waiting += 1
             return ticket
 
     def leave(self, ticket: int) -> None:
+        global _waiting
         with self._cond:
             try:
                 self._queue.remove(ticket)
+                removed = True
             except ValueError:
-                pass
+                removed = False
             self._cond.notify_all()
+        if removed:
+            with _queues_lock:
+                _waiting -= 1
 
     def is_next(self, ticket: int) -> bool:
         with self._cond:
@@ -139,6 +147,7 @@ class WaitQueue:
 
 _queues: weakref.WeakKeyDictionary[Store, dict[str, WaitQueue]] = weakref.WeakKeyDictionary()
 _queues_lock = threading.Lock()
+_waiting = 0  # calls of this process waiting now, in any queue: none, nothing to wake
 
 
 def wait_queue_for(store: Store, scope: str) -> WaitQueue:
@@ -157,6 +166,8 @@ def wait_queue_for(store: Store, scope: str) -> WaitQueue:
 
 def notify_waiters(store: Store) -> None:
     """Wake this process's waiting calls on ``store``: budget may have been freed."""
+    if not _waiting:
+        return
     queues = _queues.get(store)
     if queues:
         for queue in list(queues.values()):

@@ -51,6 +51,12 @@ class AlertState:
         self._lock = threading.Lock()
 
     @property
+    def fired(self) -> dict[str, AlertLevel]:
+        """The highest level fired per key (live: cleared in place, never replaced), so a
+        hot path can test it without a call."""
+        return self._fired
+
+    @property
     def armed(self) -> bool:
         """True while some alert has fired and not re-armed (so re-arming has work to do)."""
         return bool(self._fired)

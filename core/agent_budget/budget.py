@@ -51,19 +51,21 @@ StoreErrorPolicy = Literal["fail_closed", "fail_open"]
 
 
 class _HoldIds:
-    """Unique hold ids without uuid4's cost: a random per-process prefix and a counter."""
+    """Unique hold ids without uuid4's cost: a random per-process prefix and a counter.
+
+    A forked child takes a new prefix at once (``os.register_at_fork``), so ids never
+    collide across processes; a spawned one imports this module afresh."""
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = ""
+        self._fresh()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._fresh)
+
+    def _fresh(self) -> None:
+        self._prefix = os.urandom(8).hex()
         self._count = itertools.count()
 
     def __call__(self) -> str:
-        pid = os.getpid()
-        if pid != self._pid:  # a new process (fork): new prefix, so ids never collide
-            self._prefix = os.urandom(8).hex()
-            self._count = itertools.count()
-            self._pid = pid
         return f"{self._prefix}{next(self._count):x}"
 
 
@@ -545,12 +547,12 @@ class Budget:
         metadata: dict[str, Any],
         estimated: bool,
         started_at: float | None = None,
-    ) -> tuple[UsageRecord, LinePlan, list[Level] | None, int, int]:
+    ) -> tuple[UsageRecord, LinePlan, list[int] | None, int, int]:
         """Record usage priced as ``resolved`` in service ``tier`` at the budget's clock.
 
-        Returns the record, the plan of its lines, the levels after the commit of the lines
-        that alert (``plan.alerts``; None when the store was down and the commit was
-        buffered), and the call's tokens and nano-USD.
+        Returns the record, the plan of its lines, the committed totals after the commit of
+        the lines that alert (``plan.alerts``; None when the store was down and the commit
+        was buffered), and the call's tokens and nano-USD.
         """
         now = self.clock()
         quote = resolved.quote(now, tier)
@@ -590,13 +592,13 @@ class Budget:
         payload = store.ledger_entry(record) if store.keeps_ledger else None
         if self._pending:
             self._flush_pending()
-        levels: list[Level] | None = None
+        totals: list[int] | None = None
         fast = plan.prepared(store, session_id)
         if fast is not None:
-            levels = fast[0].commit_prepared(
+            totals = fast[0].commit_prepared(
                 hold_id, fast[1], (tokens, cost), plan.periods(now), now=now, record=payload
             )
-        if levels is None:
+        if totals is None:
             lines = plan.lines(tokens, cost, session_id, now)
             try:
                 result = store.commit(hold_id, lines, now=now, group=self.group, record=payload)
@@ -604,22 +606,21 @@ class Budget:
                 self._pending.add(PendingCommit(hold_id, tuple(lines), now, self.group, payload))
                 self._keep(record, started_at or now)
                 return record, plan, None, tokens, cost
-            levels = [result.levels[index] for index, _, _ in plan.alerts]
+            totals = [result.levels[alert[0]][0] for alert in plan.alerts]
         with self._lock:
             self._records.append(record)
         notify_waiters(store)
         for node in self._chain:
             if node._first_use is not None:
                 node._note_first_use()
-        for (_, spec, threshold), level in zip(plan.alerts, levels, strict=True):
-            alerter = spec.budget._alerter
+        for (_, spec, threshold, alerter, fired), total in zip(plan.alerts, totals, strict=True):
             # Below its warning threshold, with nothing fired to re-arm, a line cannot alert.
-            if level[0] >= threshold or alerter.state.armed:
+            if total >= threshold or fired:
                 assert spec.target is not None
-                alerter.after_commit(spec.target, level[0], cost if spec.is_cost else tokens)
+                alerter.after_commit(spec.target, total, cost if spec.is_cost else tokens)
         if self._listeners.record:
             self._listeners.emit_record(RecordEvent(record, started_at or now))
-        return record, plan, levels, tokens, cost
+        return record, plan, totals, tokens, cost
 
     def _keep(self, record: UsageRecord, started_at: float) -> None:
         """Keep a record the store could not take (it is buffered) and tell the listeners."""

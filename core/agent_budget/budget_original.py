@@ -9,11 +9,14 @@ from typing import TYPE_CHECKING, Any
 from .errors import BudgetExceededError, StoreError
 from .records import UsageRecord
 from .refusals import exceeded_error
+from .stores import Level
+from .stores.base import session_scope
 from .usage import Usage
 from .validate import check_tokens
 
 if TYPE_CHECKING:
     from .budget import Budget
+    from .lines import LineSpec
 
 __all__ = ["check", "record"]
 
@@ -44,7 +47,7 @@ def check(
     if fast is not None:
         totals = fast[0].check_prepared(fast[1], (tokens, cost), plan.periods(now), now=now)
         if totals is not None:  # every line fits: only the WARNING thresholds to look at
-            for (_, spec, _), total in zip(plan.alerts, totals, strict=True):
+            for (_, spec, *_), total in zip(plan.alerts, totals, strict=True):
                 assert spec.target is not None
                 if total >= spec.budget._alerter.warn_at[spec.target.limit_type]:
                     spec.budget._alerter.prospective(spec.target, total)
@@ -108,7 +111,7 @@ def record(
         web_searches,
         service_tier,
     )
-    record, plan, levels, tokens, cost = self._commit(
+    record, plan, totals, tokens, cost = self._commit(
         self._new_hold_id(),
         self._resolve(model),
         usage,
@@ -117,12 +120,23 @@ def record(
         dict(metadata) if metadata else {},
         False,
     )
-    if levels is not None:
-        for (_, spec, _), level in zip(plan.alerts, levels, strict=True):
+    if totals is not None:
+        for (_, spec, *_), total in zip(plan.alerts, totals, strict=True):
             limit = spec.target
             if limit is None or not spec.budget._scope.hard_stop:
                 continue
-            if level.committed > limit.amount:
+            if total > limit.amount:
+                level = Level(total, _held(self, spec, session_id))
                 amount = cost if spec.is_cost else tokens
                 raise exceeded_error(spec.budget.name, limit, level, amount)
     return record
+
+
+def _held(budget: Budget, spec: LineSpec, session_id: str) -> int:
+    """What calls in flight hold on ``spec``'s counter now (for the error's message)."""
+    scope = session_scope(spec.budget.name, session_id) if spec.per_session else spec.budget.name
+    try:
+        found = budget.store.read(scope, now=budget.clock(), group=budget.group).get(spec.metric)
+    except StoreError:
+        return 0
+    return found.reserved if found is not None else 0

@@ -123,9 +123,10 @@ class LinePlan:
     """Everything about the lines of one kind of call that does not change per call.
 
     ``specs`` are the lines; ``alerts`` the lines with a limit to alert on, as ``(index,
-    spec, threshold)`` where ``threshold`` is the least committed total that can fire an
-    alert (its WARNING threshold, at least 1); ``periodic`` is True when some line may carry
-    a period (a conversation's session epoch, a calendar window).
+    spec, threshold, alerter, fired)``: ``threshold`` is the least committed total that can
+    fire an alert (its WARNING threshold, at least 1), ``fired`` the alerter's record of
+    limits that fired (while it is empty nothing needs re-arming); ``periodic`` is True when
+    some line may carry a period (a conversation's session epoch, a calendar window).
     """
 
     __slots__ = (
@@ -145,7 +146,13 @@ class LinePlan:
         self.which = tuple(1 if spec.is_cost else 0 for spec in specs)
         self.limits = tuple(spec.limit for spec in specs)
         self.alerts = tuple(
-            (index, spec, spec.budget._alerter.warn_at[spec.target.limit_type] or 1)
+            (
+                index,
+                spec,
+                spec.budget._alerter.warn_at[spec.target.limit_type] or 1,
+                spec.budget._alerter,
+                spec.budget._alerter.state.fired,
+            )
             for index, spec in enumerate(specs)
             if spec.target is not None
         )
@@ -206,4 +213,4 @@ class LinePlan:
             )
             for spec in self.specs
         ]
-        return store.prepare(keys, self.which, self.limits, [index for index, _, _ in self.alerts])
+        return store.prepare(keys, self.which, self.limits, [alert[0] for alert in self.alerts])

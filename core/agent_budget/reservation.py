@@ -54,7 +54,6 @@ class Reservation:
 
     def __init__(
         self,
-        *,
         budget: Budget,
         id: str,
         model: str,

