@@ -8,24 +8,27 @@ original API (check, record) are functions of :mod:`.budget_async`, :mod:`.budge
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import threading
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from . import budget_async, budget_original, budget_reads, reserving
+from . import (
+    budget_async,
+    budget_original,
+    budget_pricing,
+    budget_reads,
+    committing,
+    reserving,
+)
 from .admission import notify_waiters
-from .alerting import AlertCallback, Alerter, format_amount, warn_thresholds
+from .alerting import AlertCallback, Alerter, warn_thresholds
 from .alerts import BudgetAlert
-from .errors import BudgetExceededError, BudgetWarning, StoreError, StoreUnavailableError
+from .errors import BudgetExceededError, StoreError, StoreUnavailableError
 from .events import (
     Listeners,
-    RecordEvent,
     RecordListener,
     RefusalEvent,
     RefusalListener,
@@ -33,43 +36,22 @@ from .events import (
     refusal_event,
 )
 from .lines import LinePlan, LineSpec, Mode, build_specs
-from .pending import PendingCommit, pending_for
-from .rates import ModelRates, RateTable, ResolvedModel
+from .pending import pending_for
+from .rates import ModelRates, RateTable
 from .records import UsageRecord
 from .refusals import refusal_error
-from .reservation import Reservation
+from .reservation import Reservation, new_hold_id
+from .reserving import check_ttl
 from .scope import BudgetScope, Limit
 from .stores import Level, Line, Store, open_store
 from .usage import Usage
-from .validate import MAX_TOKENS, check_tokens, to_decimal
+from .validate import check_tokens, to_decimal
 
 __all__ = ["Budget", "StoreErrorPolicy"]
 
 log = logging.getLogger("agent_budget")
 
 StoreErrorPolicy = Literal["fail_closed", "fail_open"]
-
-
-class _HoldIds:
-    """Unique hold ids without uuid4's cost: a random per-process prefix and a counter.
-
-    A forked child takes a new prefix at once (``os.register_at_fork``), so ids never
-    collide across processes; a spawned one imports this module afresh."""
-
-    def __init__(self) -> None:
-        self._fresh()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._fresh)
-
-    def _fresh(self) -> None:
-        self._prefix = os.urandom(8).hex()
-        self._count = itertools.count()
-
-    def __call__(self) -> str:
-        return f"{self._prefix}{next(self._count):x}"
-
-
-_new_hold_id = _HoldIds()
 
 
 class Budget:
@@ -105,7 +87,7 @@ class Budget:
             raise TypeError(f"scope must be a BudgetScope, got {type(scope).__name__}")
         if parent is not None and not isinstance(parent, Budget):
             raise TypeError(f"parent must be a Budget, got {type(parent).__name__}")
-        _check_ttl("hold_ttl", hold_ttl)
+        check_ttl("hold_ttl", hold_ttl)
         if on_store_error not in (None, "fail_closed", "fail_open"):
             raise ValueError(
                 f"on_store_error must be 'fail_closed' or 'fail_open', not {on_store_error!r}"
@@ -249,32 +231,6 @@ class Budget:
     def _warn_at(self) -> dict[str, int]:
         return self._alerter.warn_at
 
-    # -- pricing ---------------------------------------------------------------------------
-
-    def _resolve(self, model: str) -> ResolvedModel:
-        """``model``'s price under the table's unknown-model policy: ``"raise"`` raises
-        :class:`UnknownModelError`, ``"warn"`` warns once per model name and charges the
-        fallback, ``"fallback"`` charges it silently."""
-        resolved = self.rates.resolve(model)
-        if not resolved.known:
-            self._unknown_model(model, resolved)
-        return resolved
-
-    def _unknown_model(self, model: str, resolved: ResolvedModel) -> None:
-        if self.rates.on_unknown == "fallback":
-            return
-        if not self.rates.first_unknown(model.strip().lower()):
-            return
-        rates = resolved.rates.per_million_dict()
-        message = (
-            f"model {model!r} has no known price; charging {resolved.how} "
-            f"(${format_amount(float(rates['input']))} in / "
-            f"${format_amount(float(rates['output']))} out per 1M "
-            "tokens). Price it with rates=, aliases= or an overlay."
-        )
-        warnings.warn(message, BudgetWarning, stacklevel=4)
-        self._alerter.warn(message, "unknown_model")
-
     # -- lines and store access --------------------------------------------------------------
 
     def _line_plan(self, model: str, mode: Mode, session_id: str) -> LinePlan:
@@ -393,66 +349,12 @@ class Budget:
         self._refused(error, plan.resolved.name, plan.session_id)
         raise error
 
-    def _plan(
-        self,
-        model: str,
-        input_tokens: int,
-        max_output_tokens: int,
-        session_id: str,
-        ttl: float | None,
-        metadata: Mapping[str, Any] | None,
-        clamp: bool,
-        min_output_tokens: int,
-        wait: float,
-        output_from: str | None,
-        service_tier: str | None,
-    ) -> reserving.Plan:
-        """Validate a reserve request (changing nothing) and price its model."""
-        if input_tokens.__class__ is not int or not 0 <= input_tokens <= MAX_TOKENS:
-            check_tokens("input_tokens", input_tokens)
-        if max_output_tokens.__class__ is not int or not 0 <= max_output_tokens <= MAX_TOKENS:
-            check_tokens("max_output_tokens", max_output_tokens)
-        if ttl is not None:
-            _check_ttl("ttl", ttl)
-        if session_id.__class__ is not str:
-            raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
-        if clamp is not False:
-            if not isinstance(clamp, bool):
-                raise TypeError(f"clamp must be a bool, got {clamp!r}")
-            check_tokens("min_output_tokens", min_output_tokens)
-            if min_output_tokens > max_output_tokens:
-                raise ValueError(
-                    f"min_output_tokens ({min_output_tokens}) must not exceed "
-                    f"max_output_tokens ({max_output_tokens})"
-                )
-        if wait:
-            dec = to_decimal("wait", wait)
-            if dec > 86_400:
-                raise ValueError(f"wait is unreasonably long: {wait!r} seconds")
-        if output_from is not None and not isinstance(output_from, str):
-            raise TypeError(f"output_from must be a str or None, got {output_from!r}")
-        if service_tier is not None and not isinstance(service_tier, str):
-            raise TypeError(f"service_tier must be a str, got {type(service_tier).__name__}")
-        resolved = self._resolve(model)
-        tier = self.rates.default_tier(service_tier)
-        return reserving.Plan(
-            model,
-            resolved,
-            resolved.quote(self.clock(), tier).rates,
-            tier,
-            input_tokens,
-            max_output_tokens,
-            session_id,
-            self.hold_ttl if ttl is None else float(ttl),
-            metadata,
-            clamp,
-            min_output_tokens if clamp else max_output_tokens,
-            output_from,
-        )
-
-    _new_hold_id = staticmethod(_new_hold_id)
+    _new_hold_id = staticmethod(new_hold_id)
+    _resolve = budget_pricing.resolve
+    _unknown_model = budget_pricing.unknown_model
+    _answered_model = budget_pricing.answered_model
+    _plan = reserving.plan
+    _commit = committing.commit_usage
 
     def commit(
         self,
@@ -498,24 +400,6 @@ class Budget:
             reservation.state = "committed"
             return record
 
-    def _answered_model(self, answered: str | None, requested: str) -> ResolvedModel:
-        """The price of a commit: the model that answered when it is named, else the one
-        reserved for. A commit records money already spent, so it never raises: an answer
-        from a model with no price is charged the fallback (never silently the requested
-        model's price, which may be far lower) and warned about unless the policy is
-        ``"fallback"``."""
-        if (
-            not answered
-            or answered == requested
-            or not isinstance(answered, str)
-            or not answered.strip()
-        ):
-            return self.rates.resolve(requested, on_unknown="fallback")
-        resolved = self.rates.resolve(answered, on_unknown="fallback")
-        if not resolved.known:
-            self._unknown_model(answered, resolved)
-        return resolved
-
     def release(self, reservation: Reservation) -> bool:
         """Free a reservation without spending (the call failed before it was billed)."""
         if not isinstance(reservation, Reservation) or reservation.budget is not self:
@@ -536,98 +420,6 @@ class Budget:
                 "could not release hold %s; it expires on its own", reservation.id, exc_info=True
             )
             return False
-
-    def _commit(
-        self,
-        hold_id: str,
-        resolved: ResolvedModel,
-        usage: Usage,
-        tier: str | None,
-        session_id: str,
-        metadata: dict[str, Any],
-        estimated: bool,
-        started_at: float | None = None,
-    ) -> tuple[UsageRecord, LinePlan, list[int] | None, int, int]:
-        """Record usage priced as ``resolved`` in service ``tier`` at the budget's clock.
-
-        Returns the record, the plan of its lines, the committed totals after the commit of
-        the lines that alert (``plan.alerts``; None when the store was down and the commit
-        was buffered), and the call's tokens and nano-USD.
-        """
-        now = self.clock()
-        quote = resolved.quote(now, tier)
-        rates = quote.rates
-        cost = rates.cost_nanos(usage)
-        price_tier = quote.tier
-        if rates.long_context is not None:
-            above = rates.tier_label(usage.input_tokens)
-            if above:
-                price_tier = f"{price_tier}, {above}"
-        # Positional: a dataclass call with keywords costs three times as much.
-        record = UsageRecord(
-            session_id,
-            resolved.name,
-            usage.input_tokens,
-            usage.output_tokens,
-            cost / 1_000_000_000,  # int / int rounds correctly, as float(Decimal) does
-            now,
-            metadata,
-            usage.cache_read_tokens,
-            usage.cache_write_tokens,
-            usage.reasoning_tokens,
-            cost,
-            estimated,
-            self._scope.name,
-            hold_id,
-            usage.cache_write_1h_tokens,
-            usage.web_searches,
-            resolved.source,
-            resolved.source_date,
-            resolved.price_id,
-            price_tier,
-        )
-        tokens = usage.input_tokens + usage.output_tokens
-        plan = self._line_plan(resolved.name, "all", session_id)
-        store = self.store
-        payload = store.ledger_entry(record) if store.keeps_ledger else None
-        if self._pending:
-            self._flush_pending()
-        totals: list[int] | None = None
-        fast = plan.prepared(store, session_id)
-        if fast is not None:
-            totals = fast[0].commit_prepared(
-                hold_id, fast[1], (tokens, cost), plan.periods(now), now=now, record=payload
-            )
-        if totals is None:
-            lines = plan.lines(tokens, cost, session_id, now)
-            try:
-                result = store.commit(hold_id, lines, now=now, group=self.group, record=payload)
-            except StoreError:
-                self._pending.add(PendingCommit(hold_id, tuple(lines), now, self.group, payload))
-                self._keep(record, started_at or now)
-                return record, plan, None, tokens, cost
-            totals = [result.levels[alert[0]][0] for alert in plan.alerts]
-        with self._lock:
-            self._records.append(record)
-        notify_waiters(store)
-        for node in self._chain:
-            if node._first_use is not None:
-                node._note_first_use()
-        for (_, spec, threshold, alerter, fired), total in zip(plan.alerts, totals, strict=True):
-            # Below its warning threshold, with nothing fired to re-arm, a line cannot alert.
-            if total >= threshold or fired:
-                assert spec.target is not None
-                alerter.after_commit(spec.target, total, cost if spec.is_cost else tokens)
-        if self._listeners.record:
-            self._listeners.emit_record(RecordEvent(record, started_at or now))
-        return record, plan, totals, tokens, cost
-
-    def _keep(self, record: UsageRecord, started_at: float) -> None:
-        """Keep a record the store could not take (it is buffered) and tell the listeners."""
-        with self._lock:
-            self._records.append(record)
-        if self._listeners.record:
-            self._listeners.emit_record(RecordEvent(record, started_at))
 
     # -- the async forms, the reads and the original API (each in its own module) ------------
 
@@ -653,9 +445,3 @@ class Budget:
 
     def __repr__(self) -> str:
         return f"Budget(scope={self.name!r}, store={type(self.store).__name__})"
-
-
-def _check_ttl(name: str, value: object) -> None:
-    dec = to_decimal(name, value, allow_zero=False)
-    if dec > 10 * 365 * 86400:
-        raise ValueError(f"{name} is unreasonably long: {value!r} seconds")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
 import warnings
 from collections.abc import Mapping
@@ -14,7 +16,30 @@ from .usage import Usage
 if TYPE_CHECKING:
     from .budget import Budget
 
-__all__ = ["Reservation"]
+__all__ = ["Reservation", "new_hold_id"]
+
+
+class _HoldIds:
+    """Unique hold ids without uuid4's cost: a random per-process prefix and a counter.
+
+    A forked child takes a new prefix at once (``os.register_at_fork``), so ids never
+    collide across processes; a spawned one imports this module afresh."""
+
+    def __init__(self) -> None:
+        self._fresh()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._fresh)
+
+    def _fresh(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._count = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._count):x}"
+
+
+new_hold_id = _HoldIds()
+"""A new hold id: unique across processes and hosts."""
 
 
 class Reservation:

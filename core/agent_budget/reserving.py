@@ -16,11 +16,21 @@ from .admission import Refused, largest_fitting_output, wait_queue_for
 from .errors import BudgetExceededError, StoreError
 from .rates import ModelRates, ResolvedModel
 from .reservation import Reservation
+from .validate import MAX_TOKENS, check_tokens, to_decimal
 
 if TYPE_CHECKING:
     from .budget import Budget
 
-__all__ = ["Plan", "Refused", "attempt", "refusal", "wait_async", "wait_blocking"]
+__all__ = [
+    "Plan",
+    "Refused",
+    "attempt",
+    "check_ttl",
+    "plan",
+    "refusal",
+    "wait_async",
+    "wait_blocking",
+]
 
 _CLAMP_RETRIES = 3  # re-fits when other calls take budget between a refusal and the retry
 _POLL_FIRST = 0.01
@@ -72,6 +82,73 @@ class Plan:
         self.clamp = clamp
         self.floor = floor
         self.output_from = output_from
+
+
+def check_ttl(name: str, value: object) -> None:
+    """A hold lifetime: a positive number of seconds, at most ten years."""
+    dec = to_decimal(name, value, allow_zero=False)
+    if dec > 10 * 365 * 86400:
+        raise ValueError(f"{name} is unreasonably long: {value!r} seconds")
+
+
+def plan(
+    budget: Budget,
+    model: str,
+    input_tokens: int,
+    max_output_tokens: int,
+    session_id: str,
+    ttl: float | None,
+    metadata: Mapping[str, Any] | None,
+    clamp: bool,
+    min_output_tokens: int,
+    wait: float,
+    output_from: str | None,
+    service_tier: str | None,
+) -> Plan:
+    """Validate a reserve request (changing nothing) and price its model."""
+    if input_tokens.__class__ is not int or not 0 <= input_tokens <= MAX_TOKENS:
+        check_tokens("input_tokens", input_tokens)
+    if max_output_tokens.__class__ is not int or not 0 <= max_output_tokens <= MAX_TOKENS:
+        check_tokens("max_output_tokens", max_output_tokens)
+    if ttl is not None:
+        check_ttl("ttl", ttl)
+    if session_id.__class__ is not str:
+        raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+    if clamp is not False:
+        if not isinstance(clamp, bool):
+            raise TypeError(f"clamp must be a bool, got {clamp!r}")
+        check_tokens("min_output_tokens", min_output_tokens)
+        if min_output_tokens > max_output_tokens:
+            raise ValueError(
+                f"min_output_tokens ({min_output_tokens}) must not exceed "
+                f"max_output_tokens ({max_output_tokens})"
+            )
+    if wait:
+        dec = to_decimal("wait", wait)
+        if dec > 86_400:
+            raise ValueError(f"wait is unreasonably long: {wait!r} seconds")
+    if output_from is not None and not isinstance(output_from, str):
+        raise TypeError(f"output_from must be a str or None, got {output_from!r}")
+    if service_tier is not None and not isinstance(service_tier, str):
+        raise TypeError(f"service_tier must be a str, got {type(service_tier).__name__}")
+    resolved = budget._resolve(model)
+    tier = budget.rates.default_tier(service_tier)
+    return Plan(
+        model,
+        resolved,
+        resolved.quote(budget.clock(), tier).rates,
+        tier,
+        input_tokens,
+        max_output_tokens,
+        session_id,
+        budget.hold_ttl if ttl is None else float(ttl),
+        metadata,
+        clamp,
+        min_output_tokens if clamp else max_output_tokens,
+        output_from,
+    )
 
 
 def _once(budget: Budget, plan: Plan, cap: int) -> Reservation | Refused:

@@ -22,12 +22,13 @@ from .base import (
     ReserveResult,
     Store,
     StoreOptions,
-    bucket_start,
     check_text,
     new_tuple,
     window_of,
 )
 from .ledger import EventFilter, LedgerFilter, check_limit, event_row, ledger_row
+from .memory_prepared import Prepared, PreparedLines
+from .memory_state import Counter, Finished, Hold, Queue, Scope, advance, current
 
 __all__ = ["MemoryStore", "Prepared"]
 
@@ -35,231 +36,7 @@ __all__ = ["MemoryStore", "Prepared"]
 _HELD_RECHECK = 60.0
 
 
-class _Counter:
-    """A plain total, or a rolling sum over fixed buckets (``buckets`` is not None).
-
-    ``period`` is the calendar period a plain total counts (None: no period yet). A window
-    keeps ``check_at`` (no bucket leaves it before then) and ``open_until`` (an amount added
-    before then goes into the newest bucket), so most adds and reads skip the bucket math.
-    """
-
-    __slots__ = (
-        "bucket",
-        "buckets",
-        "check_at",
-        "open_until",
-        "period",
-        "reserved",
-        "total",
-        "window",
-    )
-
-    def __init__(self, span: tuple[int, int] | None) -> None:
-        self.total = 0
-        self.reserved = 0
-        self.period: int | None = None
-        self.check_at = self.open_until = -math.inf
-        if span is None:
-            self.buckets: deque[list[int]] | None = None
-            self.window = self.bucket = 0
-        else:
-            self.buckets = deque()
-            self.window, self.bucket = span
-            self.check_at = math.inf
-
-    def committed(self, now: float) -> int:
-        buckets = self.buckets
-        if buckets is not None and now >= self.check_at:
-            horizon = now - self.window - self.bucket
-            while buckets and buckets[0][0] <= horizon:
-                self.total -= buckets.popleft()[1]
-            # A second early, so float rounding never skips a bucket that is due.
-            self.check_at = buckets[0][0] + self.window + self.bucket - 1 if buckets else math.inf
-        return self.total
-
-    def add(self, amount: int, now: float) -> None:
-        buckets = self.buckets
-        if buckets is not None:
-            if now >= self.check_at:
-                self.committed(now)
-            if buckets and now < self.open_until:
-                # The current bucket, or a clock that stepped back: merge into the newest
-                # bucket, never lose it.
-                buckets[-1][1] += amount
-            else:
-                start = bucket_start(now, self.bucket)
-                if buckets and buckets[-1][0] >= start:
-                    buckets[-1][1] += amount
-                else:
-                    buckets.append([start, amount])
-                    self.open_until = start + self.bucket
-                    if len(buckets) == 1:
-                        self.check_at = start + self.window + self.bucket - 1
-        self.total += amount
-
-    def clear(self) -> None:
-        self.total = 0
-        if self.buckets is not None:
-            self.buckets.clear()
-            self.check_at = math.inf
-            self.open_until = -math.inf
-
-
-class _Scope:
-    """One scope's counters and, when it can expire, its last use and idle ttl."""
-
-    __slots__ = ("counters", "touched", "ttl")
-
-    def __init__(self, ttl: float | None, now: float) -> None:
-        self.counters: dict[str, _Counter] = {}
-        self.ttl = ttl
-        self.touched = now
-
-
-class _Hold:
-    """A live hold: what it holds on which counters, until when, and its expiry queue."""
-
-    __slots__ = ("entries", "expires_at", "queue")
-
-    def __init__(
-        self,
-        entries: list[tuple[_Counter, int]],
-        expires_at: float,
-        queue: _Queue | None,
-    ) -> None:
-        self.entries = entries
-        self.expires_at = expires_at
-        self.queue = queue
-
-
-class _Queue(dict[str, _Hold]):
-    """Live holds of one ttl, in expiry order, and the latest expiry queued (``last``)."""
-
-    __slots__ = ("last",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.last = -math.inf
-
-
-class _Stamp:
-    """When the finished hold ids added in one short span are forgotten, and how they
-    finished; one is shared by every id of that span, so an id costs no object of its own."""
-
-    __slots__ = ("committed", "expires")
-
-    def __init__(self, expires: float, committed: bool) -> None:
-        self.expires = expires
-        self.committed = committed
-
-
-_KEY_MASK = (1 << 60) - 1
-
-
-class _Finished:
-    """Hold ids committed or released lately (tombstones), so a repeated commit counts once.
-
-    Each id is kept as a fixed-size 60-bit key (its string hash: a new id is mistaken for a
-    finished one with odds of about ``count / 2**60``, under 1e-14 at the default bound) in
-    a dict whose values are shared :class:`_Stamp` objects, plus one FIFO of keys: about 90
-    bytes an id. Ids are forgotten ``ttl`` to ``ttl + slack`` seconds after they finished,
-    and the oldest first once more than ``limit`` are kept.
-    """
-
-    __slots__ = ("committed_stamp", "limit", "order", "released_stamp", "slack", "states", "ttl")
-
-    def __init__(self, ttl: float, limit: int) -> None:
-        self.ttl = ttl
-        self.limit = limit
-        self.slack = min(1.0, ttl / 8)
-        self.states: dict[int, _Stamp] = {}
-        self.order: deque[int] = deque()
-        self.committed_stamp = _Stamp(-math.inf, True)
-        self.released_stamp = _Stamp(-math.inf, False)
-
-    def state(self, hold_id: str) -> bool | None:
-        """True: committed; False: released; None: not finished lately."""
-        stamp = self.states.get(hash(hold_id) & _KEY_MASK)
-        return None if stamp is None else stamp.committed
-
-    def new_stamp(self, now: float, committed: bool) -> _Stamp:
-        """The stamp ids finishing from ``now`` on share (until it would expire too soon)."""
-        stamp = _Stamp(now + self.ttl + self.slack, committed)
-        if committed:
-            self.committed_stamp = stamp
-        else:
-            self.released_stamp = stamp
-        return stamp
-
-    def add(self, hold_id: str, committed: bool, now: float) -> float:
-        """Remember ``hold_id`` as finished at ``now``; returns when it may be forgotten."""
-        stamp = self.committed_stamp if committed else self.released_stamp
-        if now + self.ttl > stamp.expires:
-            stamp = self.new_stamp(now, committed)
-        key = hash(hold_id) & _KEY_MASK
-        states = self.states
-        if key not in states:
-            self.order.append(key)
-        # A released id committed later keeps its place but takes the newer stamp: it is
-        # forgotten no earlier than its commit says (others behind it may wait as long).
-        states[key] = stamp
-        if len(states) > self.limit:
-            del states[self.order.popleft()]
-        return stamp.expires
-
-    def expire(self, now: float) -> float:
-        """Forget ids whose time is up; returns when the next one may be (inf: none)."""
-        order, states = self.order, self.states
-        while order:
-            stamp = states[order[0]]
-            if stamp.expires > now:
-                return stamp.expires
-            del states[order.popleft()]
-        return math.inf
-
-    def __len__(self) -> int:
-        return len(self.states)
-
-
-class Prepared:
-    """Lines of one fixed shape, resolved to their counters once (see
-    :meth:`MemoryStore.prepare`): each is ``(scope, metric)``, which of a call's amounts it
-    takes, and its limit. Re-resolved after idle expiry dropped any scope."""
-
-    __slots__ = ("checked", "gen", "keys", "limits", "report", "rows", "timed", "which")
-
-    def __init__(
-        self,
-        keys: tuple[tuple[str, str], ...],
-        which: tuple[int, ...],
-        limits: tuple[int | None, ...],
-        report: tuple[int, ...],
-    ) -> None:
-        self.keys = keys
-        self.which = which
-        self.limits = limits
-        self.report = report
-        self.gen = -1
-        self.rows: list[tuple[_Counter, int, int | None]] = []
-        self.checked: list[tuple[_Counter, int, int]] = []
-        self.timed: list[_Scope] = []
-
-
-def _current(counter: _Counter, period: int | None, now: float) -> int:
-    """The counter's committed value in the period a line with ``period`` counts in."""
-    if period is not None and (counter.period is None or period > counter.period):
-        return 0  # a newer period starts from zero
-    return counter.total if counter.buckets is None else counter.committed(now)
-
-
-def _advance(counter: _Counter, period: int | None) -> None:
-    """Move a counter to a newer period a line brings (its committed value restarts)."""
-    if period is not None and (counter.period is None or period > counter.period):
-        counter.period = period
-        counter.total = 0
-
-
-class MemoryStore(Store):
+class MemoryStore(Store, PreparedLines):
     """Budget state in this process's memory: fast, exact, gone when the process ends.
 
     Memory stays bounded: windows keep at most ``window/bucket + 2`` buckets per counter,
@@ -293,18 +70,18 @@ class MemoryStore(Store):
         self._events: deque[dict[str, Any]] = deque(maxlen=_size("events_size", events_size))
         self._event_counts: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
-        self._scopes: dict[str, _Scope] = {}
+        self._scopes: dict[str, Scope] = {}
         self._gen = 0  # bumped when a scope is dropped: prepared lines re-resolve
         # (earliest drop time, tie-breaker, name, scope): one entry per expiring scope,
         # re-queued lazily when it turns out to be still in use.
-        self._idle: list[tuple[float, int, str, _Scope]] = []
+        self._idle: list[tuple[float, int, str, Scope]] = []
         self._seq = itertools.count()
-        self._holds: dict[str, _Hold] = {}
+        self._holds: dict[str, Hold] = {}
         # Live holds by ttl, in expiry order (a hold leaves its queue when it ends); holds
         # out of order (the clock stepped back) wait in a heap instead.
-        self._queues: dict[float, _Queue] = {}
+        self._queues: dict[float, Queue] = {}
         self._late: list[tuple[float, int, str]] = []
-        self._finished = _Finished(
+        self._finished = Finished(
             self.options.tombstone_ttl, max(1, _size("max_tombstones", max_tombstones))
         )
         self._due = math.inf  # no expiry work is due before this time
@@ -327,12 +104,12 @@ class MemoryStore(Store):
 
     # -- internals (lock held) -------------------------------------------------------------
 
-    def _counters(self, scope: str, now: float) -> dict[str, _Counter]:
+    def _counters(self, scope: str, now: float) -> dict[str, Counter]:
         entry = self._scopes.get(scope)
         if entry is None:
             check_text("scope name", scope)
             ttl = self.options.scope_ttl(scope)
-            entry = self._scopes[scope] = _Scope(ttl, now)
+            entry = self._scopes[scope] = Scope(ttl, now)
             if ttl is not None:
                 heapq.heappush(self._idle, (now + ttl, next(self._seq), scope, entry))
                 if now + ttl < self._due:
@@ -341,10 +118,10 @@ class MemoryStore(Store):
             entry.touched = now
         return entry.counters
 
-    def _counters_for(self, lines: Sequence[Line], now: float) -> list[_Counter]:
+    def _counters_for(self, lines: Sequence[Line], now: float) -> list[Counter]:
         out = []
         scope = None
-        counters: dict[str, _Counter] = {}
+        counters: dict[str, Counter] = {}
         for line in lines:
             if line[0] != scope:  # lines mostly come grouped by scope
                 scope = line[0]
@@ -352,18 +129,18 @@ class MemoryStore(Store):
             counter = counters.get(line[1])
             if counter is None:
                 metric = check_text("metric", line[1])
-                counter = counters[metric] = _Counter(window_of(metric, self.options))
+                counter = counters[metric] = Counter(window_of(metric, self.options))
             if line[4] is not None and counter.buckets is not None:
                 raise ValueError(f"a rolling window ({line[1]!r}) cannot carry a period")
             out.append(counter)
         return out
 
     def _levels(
-        self, counters: list[_Counter], lines: Sequence[Line], now: float
+        self, counters: list[Counter], lines: Sequence[Line], now: float
     ) -> tuple[Level, ...]:
         return tuple(
             [
-                new_tuple(Level, (_current(c, line[4], now), c.reserved))
+                new_tuple(Level, (current(c, line[4], now), c.reserved))
                 for c, line in zip(counters, lines, strict=True)
             ]
         )
@@ -409,7 +186,7 @@ class MemoryStore(Store):
         self._due = due
 
     @staticmethod
-    def _busy_until(scope: _Scope, now: float) -> float | None:
+    def _busy_until(scope: Scope, now: float) -> float | None:
         """None when nothing in an idle scope still counts (it may go), else when to look
         again: a live hold, a window with usage inside it, a recent period counter."""
         until: float | None = None
@@ -435,22 +212,22 @@ class MemoryStore(Store):
         return until
 
     def _hold(
-        self, hold_id: str, entries: list[tuple[_Counter, int]], now: float, ttl: float
+        self, hold_id: str, entries: list[tuple[Counter, int]], now: float, ttl: float
     ) -> None:
         expires_at = now + ttl
         queue = self._queues.get(ttl)
         if queue is None:
-            queue = self._queues[ttl] = _Queue()
+            queue = self._queues[ttl] = Queue()
         if expires_at >= queue.last:
             queue.last = expires_at
-            queue[hold_id] = self._holds[hold_id] = _Hold(entries, expires_at, queue)
+            queue[hold_id] = self._holds[hold_id] = Hold(entries, expires_at, queue)
         else:  # the clock stepped back: this one expires before some queued
-            self._holds[hold_id] = _Hold(entries, expires_at, None)
+            self._holds[hold_id] = Hold(entries, expires_at, None)
             heapq.heappush(self._late, (expires_at, next(self._seq), hold_id))
         if expires_at < self._due:
             self._due = expires_at
 
-    def _drop_hold(self, hold_id: str, hold: _Hold) -> None:
+    def _drop_hold(self, hold_id: str, hold: Hold) -> None:
         del self._holds[hold_id]
         if hold.queue is not None:
             del hold.queue[hold_id]
@@ -463,7 +240,7 @@ class MemoryStore(Store):
             self._due = expires
 
     def _replayed(
-        self, hold: _Hold, counters: list[_Counter], lines: Sequence[Line], now: float
+        self, hold: Hold, counters: list[Counter], lines: Sequence[Line], now: float
     ) -> ReserveResult | None:
         """The answer to a repeated reserve of a live hold with the same lines (levels as
         before that hold), or None if the lines differ."""
@@ -477,7 +254,7 @@ class MemoryStore(Store):
         return ReserveResult(
             True,
             tuple(
-                Level(_current(c, line[4], now), c.reserved - own[id(c)])
+                Level(current(c, line[4], now), c.reserved - own[id(c)])
                 for c, line in zip(counters, lines, strict=True)
             ),
         )
@@ -514,7 +291,7 @@ class MemoryStore(Store):
             if not dry_run:
                 entries = []
                 for counter, line in zip(counters, lines, strict=True):
-                    _advance(counter, line[4])
+                    advance(counter, line[4])
                     counter.reserved += line[2]
                     entries.append((counter, line[2]))
                 self._hold(hold_id, entries, now, ttl)
@@ -539,7 +316,7 @@ class MemoryStore(Store):
             applied = not self._finished.state(hold_id)  # new, or released before
             if applied:
                 for counter, line in zip(counters, lines, strict=True):
-                    _advance(counter, line[4])
+                    advance(counter, line[4])
                     if counter.buckets is None:
                         counter.total += line[2]
                     else:
@@ -561,187 +338,6 @@ class MemoryStore(Store):
                 self._finish(hold_id, False, now)
             return True
 
-    # -- prepared lines: the same operations without building lines --------------------------
-
-    def prepare(
-        self,
-        keys: Sequence[tuple[str, str]],
-        which: Sequence[int],
-        limits: Sequence[int | None],
-        report: Sequence[int] = (),
-    ) -> Prepared | None:
-        """Lines of a fixed shape for :meth:`hold_prepared` / :meth:`commit_prepared`:
-        line ``i`` is counter ``keys[i]`` (scope, metric), takes ``amounts[which[i]]`` of a
-        call and is capped at ``limits[i]``; ``report`` picks the lines whose committed
-        totals a commit returns. None where the fast path does not apply (a subclass that
-        wraps the operations)."""
-        if not self._fast:
-            return None
-        if not len(keys) == len(which) == len(limits):
-            raise ValueError("keys, which and limits must have one entry per line")
-        for scope, metric in keys:
-            check_text("scope name", scope)
-            check_text("metric", metric)
-            window_of(metric, self.options)  # a malformed roll: metric fails here
-        return Prepared(tuple(keys), tuple(which), tuple(limits), tuple(report))
-
-    def _resolve(self, prepared: Prepared, now: float) -> None:
-        """Find (or make) the counters of ``prepared``, as a first use of its scopes."""
-        lines = [new_tuple(Line, (scope, metric, 0, None, None)) for scope, metric in prepared.keys]
-        counters = self._counters_for(lines, now)
-        rows = list(zip(counters, prepared.which, prepared.limits, strict=True))
-        prepared.rows = rows
-        prepared.checked = [(c, w, lim) for c, w, lim in rows if lim is not None]
-        scopes = self._scopes
-        prepared.timed = [
-            entry
-            for entry in {scopes[scope] for scope, _ in prepared.keys}
-            if entry.ttl is not None
-        ]
-        prepared.gen = self._gen
-
-    @staticmethod
-    def _touch(prepared: Prepared, now: float) -> None:
-        for entry in prepared.timed:
-            if now > entry.touched:
-                entry.touched = now
-
-    def hold_prepared(
-        self,
-        hold_id: str,
-        prepared: Prepared,
-        amounts: Sequence[int],
-        periods: Sequence[int | None] | None,
-        *,
-        now: float,
-        ttl: float,
-    ) -> bool:
-        """:meth:`reserve` of ``prepared``'s lines with a call's ``amounts``: True when held.
-        False when it was not held (a line over its limit, an id in use): call
-        :meth:`reserve` for the whole answer."""
-        with self._lock:
-            if now >= self._due:
-                self._reap(now)
-            if prepared.gen != self._gen:
-                self._resolve(prepared, now)
-            elif prepared.timed:
-                self._touch(prepared, now)
-            if hold_id in self._holds or hash(hold_id) & _KEY_MASK in self._finished.states:
-                return False
-            entries = []
-            if periods is None:
-                for counter, which, limit in prepared.checked:
-                    if counter.buckets is None or now < counter.check_at:
-                        used = counter.total
-                    else:
-                        used = counter.committed(now)
-                    if used + counter.reserved + amounts[which] > limit:
-                        return False
-                for counter, which, _ in prepared.rows:
-                    amount = amounts[which]
-                    counter.reserved += amount
-                    entries.append((counter, amount))
-            else:
-                rows = prepared.rows
-                for (counter, which, cap), period in zip(rows, periods, strict=True):
-                    if cap is not None and (
-                        _current(counter, period, now) + counter.reserved + amounts[which] > cap
-                    ):
-                        return False
-                for (counter, which, _), period in zip(rows, periods, strict=True):
-                    _advance(counter, period)
-                    amount = amounts[which]
-                    counter.reserved += amount
-                    entries.append((counter, amount))
-            self._hold(hold_id, entries, now, ttl)
-            return True
-
-    def commit_prepared(
-        self,
-        hold_id: str,
-        prepared: Prepared,
-        amounts: Sequence[int],
-        periods: Sequence[int | None] | None,
-        *,
-        now: float,
-        record: Any = None,
-    ) -> list[int] | None:
-        """:meth:`commit` of ``prepared``'s lines with a call's ``amounts``: the committed
-        totals after it of the lines ``report`` names. None, having changed nothing, when
-        ``hold_id`` finished before: call :meth:`commit` for its answer."""
-        with self._lock:
-            if now >= self._due:
-                self._reap(now)
-            if prepared.gen != self._gen:
-                self._resolve(prepared, now)
-            elif prepared.timed:
-                self._touch(prepared, now)
-            finished = self._finished
-            key = hash(hold_id) & _KEY_MASK
-            states = finished.states
-            if key in states:
-                return None
-            hold = self._holds.pop(hold_id, None)
-            if hold is not None:
-                if hold.queue is not None:
-                    del hold.queue[hold_id]
-                for counter, amount in hold.entries:
-                    counter.reserved -= amount
-            rows = prepared.rows
-            if periods is None:
-                for counter, which, _ in rows:
-                    if counter.buckets is None:
-                        counter.total += amounts[which]
-                    else:
-                        counter.add(amounts[which], now)
-            else:
-                for (counter, which, _), period in zip(rows, periods, strict=True):
-                    _advance(counter, period)
-                    if counter.buckets is None:
-                        counter.total += amounts[which]
-                    else:
-                        counter.add(amounts[which], now)
-            # The tombstone (as _Finished.add, inlined: this runs on every call).
-            stamp = finished.committed_stamp
-            if now + finished.ttl > stamp.expires:
-                stamp = finished.new_stamp(now, True)
-                if stamp.expires < self._due:
-                    self._due = stamp.expires
-            finished.order.append(key)
-            states[key] = stamp
-            if len(states) > finished.limit:
-                del states[finished.order.popleft()]
-            if record is not None:
-                self._ledger.append(record)
-            return [rows[i][0].total for i in prepared.report]
-
-    def check_prepared(
-        self,
-        prepared: Prepared,
-        amounts: Sequence[int],
-        periods: Sequence[int | None] | None,
-        *,
-        now: float,
-    ) -> list[int] | None:
-        """A dry-run :meth:`reserve` of ``prepared``'s lines: when every line fits, what
-        each line ``report`` names would reach (committed + reserved + amount); None when
-        one would not fit (call :meth:`reserve` for the levels)."""
-        with self._lock:
-            if now >= self._due:
-                self._reap(now)
-            if prepared.gen != self._gen:
-                self._resolve(prepared, now)
-            elif prepared.timed:
-                self._touch(prepared, now)
-            totals = []
-            for index, (counter, which, limit) in enumerate(prepared.rows):
-                period = None if periods is None else periods[index]
-                total = _current(counter, period, now) + counter.reserved + amounts[which]
-                if limit is not None and total > limit:
-                    return None
-                totals.append(total)
-            return [totals[i] for i in prepared.report]
-
     def read(
         self,
         scope: str,
@@ -759,7 +355,7 @@ class MemoryStore(Store):
             out = {}
             for metric, counter in entry.counters.items():
                 period = periods.get(metric) if periods else None
-                level = Level(_current(counter, period, now), counter.reserved)
+                level = Level(current(counter, period, now), counter.reserved)
                 if level.committed or level.reserved:
                     out[metric] = level
             return out

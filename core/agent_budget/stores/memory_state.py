@@ -1,0 +1,222 @@
+"""The in-memory state behind :class:`~agent_budget.stores.memory.MemoryStore`: counters
+(plain totals and rolling windows), scopes, live holds with their expiry queues, and the
+compact tombstones of finished hold ids."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from .base import bucket_start
+
+__all__ = [
+    "KEY_MASK",
+    "Counter",
+    "Finished",
+    "Hold",
+    "Queue",
+    "Scope",
+    "Stamp",
+    "advance",
+    "current",
+]
+
+
+class Counter:
+    """A plain total, or a rolling sum over fixed buckets (``buckets`` is not None).
+
+    ``period`` is the calendar period a plain total counts (None: no period yet). A window
+    keeps ``check_at`` (no bucket leaves it before then) and ``open_until`` (an amount added
+    before then goes into the newest bucket), so most adds and reads skip the bucket math.
+    """
+
+    __slots__ = (
+        "bucket",
+        "buckets",
+        "check_at",
+        "open_until",
+        "period",
+        "reserved",
+        "total",
+        "window",
+    )
+
+    def __init__(self, span: tuple[int, int] | None) -> None:
+        self.total = 0
+        self.reserved = 0
+        self.period: int | None = None
+        self.check_at = self.open_until = -math.inf
+        if span is None:
+            self.buckets: deque[list[int]] | None = None
+            self.window = self.bucket = 0
+        else:
+            self.buckets = deque()
+            self.window, self.bucket = span
+            self.check_at = math.inf
+
+    def committed(self, now: float) -> int:
+        buckets = self.buckets
+        if buckets is not None and now >= self.check_at:
+            horizon = now - self.window - self.bucket
+            while buckets and buckets[0][0] <= horizon:
+                self.total -= buckets.popleft()[1]
+            # A second early, so float rounding never skips a bucket that is due.
+            self.check_at = buckets[0][0] + self.window + self.bucket - 1 if buckets else math.inf
+        return self.total
+
+    def add(self, amount: int, now: float) -> None:
+        buckets = self.buckets
+        if buckets is not None:
+            if now >= self.check_at:
+                self.committed(now)
+            if buckets and now < self.open_until:
+                # The current bucket, or a clock that stepped back: merge into the newest
+                # bucket, never lose it.
+                buckets[-1][1] += amount
+            else:
+                start = bucket_start(now, self.bucket)
+                if buckets and buckets[-1][0] >= start:
+                    buckets[-1][1] += amount
+                else:
+                    buckets.append([start, amount])
+                    self.open_until = start + self.bucket
+                    if len(buckets) == 1:
+                        self.check_at = start + self.window + self.bucket - 1
+        self.total += amount
+
+    def clear(self) -> None:
+        self.total = 0
+        if self.buckets is not None:
+            self.buckets.clear()
+            self.check_at = math.inf
+            self.open_until = -math.inf
+
+
+class Scope:
+    """One scope's counters and, when it can expire, its last use and idle ttl."""
+
+    __slots__ = ("counters", "touched", "ttl")
+
+    def __init__(self, ttl: float | None, now: float) -> None:
+        self.counters: dict[str, Counter] = {}
+        self.ttl = ttl
+        self.touched = now
+
+
+class Hold:
+    """A live hold: what it holds on which counters, until when, and its expiry queue."""
+
+    __slots__ = ("entries", "expires_at", "queue")
+
+    def __init__(
+        self,
+        entries: list[tuple[Counter, int]],
+        expires_at: float,
+        queue: Queue | None,
+    ) -> None:
+        self.entries = entries
+        self.expires_at = expires_at
+        self.queue = queue
+
+
+class Queue(dict[str, Hold]):
+    """Live holds of one ttl, in expiry order, and the latest expiry queued (``last``)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = -math.inf
+
+
+class Stamp:
+    """When the finished hold ids added in one short span are forgotten, and how they
+    finished; one is shared by every id of that span, so an id costs no object of its own."""
+
+    __slots__ = ("committed", "expires")
+
+    def __init__(self, expires: float, committed: bool) -> None:
+        self.expires = expires
+        self.committed = committed
+
+
+KEY_MASK = (1 << 60) - 1
+
+
+class Finished:
+    """Hold ids committed or released lately (tombstones), so a repeated commit counts once.
+
+    Each id is kept as a fixed-size 60-bit key (its string hash: a new id is mistaken for a
+    finished one with odds of about ``count / 2**60``, under 1e-14 at the default bound) in
+    a dict whose values are shared :class:`Stamp` objects, plus one FIFO of keys: about 90
+    bytes an id. Ids are forgotten ``ttl`` to ``ttl + slack`` seconds after they finished,
+    and the oldest first once more than ``limit`` are kept.
+    """
+
+    __slots__ = ("committed_stamp", "limit", "order", "released_stamp", "slack", "states", "ttl")
+
+    def __init__(self, ttl: float, limit: int) -> None:
+        self.ttl = ttl
+        self.limit = limit
+        self.slack = min(1.0, ttl / 8)
+        self.states: dict[int, Stamp] = {}
+        self.order: deque[int] = deque()
+        self.committed_stamp = Stamp(-math.inf, True)
+        self.released_stamp = Stamp(-math.inf, False)
+
+    def state(self, hold_id: str) -> bool | None:
+        """True: committed; False: released; None: not finished lately."""
+        stamp = self.states.get(hash(hold_id) & KEY_MASK)
+        return None if stamp is None else stamp.committed
+
+    def new_stamp(self, now: float, committed: bool) -> Stamp:
+        """The stamp ids finishing from ``now`` on share (until it would expire too soon)."""
+        stamp = Stamp(now + self.ttl + self.slack, committed)
+        if committed:
+            self.committed_stamp = stamp
+        else:
+            self.released_stamp = stamp
+        return stamp
+
+    def add(self, hold_id: str, committed: bool, now: float) -> float:
+        """Remember ``hold_id`` as finished at ``now``; returns when it may be forgotten."""
+        stamp = self.committed_stamp if committed else self.released_stamp
+        if now + self.ttl > stamp.expires:
+            stamp = self.new_stamp(now, committed)
+        key = hash(hold_id) & KEY_MASK
+        states = self.states
+        if key not in states:
+            self.order.append(key)
+        # A released id committed later keeps its place but takes the newer stamp: it is
+        # forgotten no earlier than its commit says (others behind it may wait as long).
+        states[key] = stamp
+        if len(states) > self.limit:
+            del states[self.order.popleft()]
+        return stamp.expires
+
+    def expire(self, now: float) -> float:
+        """Forget ids whose time is up; returns when the next one may be (inf: none)."""
+        order, states = self.order, self.states
+        while order:
+            stamp = states[order[0]]
+            if stamp.expires > now:
+                return stamp.expires
+            del states[order.popleft()]
+        return math.inf
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+
+def current(counter: Counter, period: int | None, now: float) -> int:
+    """The counter's committed value in the period a line with ``period`` counts in."""
+    if period is not None and (counter.period is None or period > counter.period):
+        return 0  # a newer period starts from zero
+    return counter.total if counter.buckets is None else counter.committed(now)
+
+
+def advance(counter: Counter, period: int | None) -> None:
+    """Move a counter to a newer period a line brings (its committed value restarts)."""
+    if period is not None and (counter.period is None or period > counter.period):
+        counter.period = period
+        counter.total = 0
