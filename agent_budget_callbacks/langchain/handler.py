@@ -16,7 +16,6 @@ import logging
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import CodeType
@@ -223,9 +222,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._use_thread_id = use_thread_id
         self._lock = threading.Lock()
         self._batches: dict[int, _Batch] = {}
-        self._legacy_multi: weakref.WeakKeyDictionary[Reservation, _Batch] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Members of legacy multi-prompt generate() calls, until they end (bounded: members
+        # of a failed call never end).
+        self._legacy_multi: dict[UUID, _Batch] = {}
 
     # -- identity --------------------------------------------------------------------------
 
@@ -355,16 +354,14 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None,
         kwargs: dict[str, Any],
     ) -> _Start | None:
-        params = kwargs.get("invocation_params") or {}
-        counter = self._calls.counter
         return self._plan(
             run_id,
             serialized,
             metadata or {},
-            params,
+            kwargs.get("invocation_params") or {},
             kwargs.get("batch_size"),
             legacy=False,
-            count=lambda: sum(chat_input_tokens(m, params, counter) for m in messages),
+            inputs=messages,
         )
 
     def _llm_plan(
@@ -375,16 +372,14 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None,
         kwargs: dict[str, Any],
     ) -> _Start | None:
-        params = kwargs.get("invocation_params") or {}
-        counter = self._calls.counter
         return self._plan(
             run_id,
             serialized,
             metadata or {},
-            params,
+            kwargs.get("invocation_params") or {},
             kwargs.get("batch_size"),
             legacy=True,
-            count=lambda: sum(prompt_input_tokens(p, counter) for p in prompts),
+            inputs=prompts,
         )
 
     def _plan(
@@ -396,12 +391,21 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         batch_size: object,
         *,
         legacy: bool,
-        count: Callable[[], int],
+        inputs: Sequence[Any],
     ) -> _Start | None:
-        """What to reserve for a run, or None when this handler does not charge it."""
+        """What to reserve for a run (``inputs``: its prompts, or its message lists), or
+        None when this handler does not charge it."""
         calls = self._calls
         if run_id in calls or accounted_by(calls.target):
             return None  # an agent middleware of this budget accounts for the call itself
+        counter = calls.counter
+        tokens = 0
+        if legacy:
+            for prompt in inputs:
+                tokens += prompt_input_tokens(prompt, counter)
+        else:
+            for messages in inputs:
+                tokens += chat_input_tokens(messages, params, counter)
         scope = parent = None
         if self._manager is not None:
             scope = metadata.get(self._scope_key)
@@ -419,7 +423,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             batch = self._join_batch(params, batch_size)
         kwargs: dict[str, Any] = {
             "model": model or _class_name(serialized),
-            "input_tokens": count,
+            "input_tokens": tokens,
             "max_output_tokens": cap,
             "scope": str(scope) if scope else None,
             "parent": str(parent) if parent else None,
@@ -455,7 +459,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             if refusal is None:
                 batch.members.append((run_id, reservation))
                 if plan.legacy:
-                    self._legacy_multi[reservation] = batch
+                    legacy = self._legacy_multi
+                    legacy[run_id] = batch
+                    while len(legacy) > 4096:
+                        del legacy[next(iter(legacy))]
         if refusal is not None:
             self._calls.cached(run_id)  # releases the hold: the whole generate() failed
             release_elsewhere(self._calls, run_id)
@@ -542,13 +549,12 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """What the end of a run means: ``("end", end keywords)``, ``("release", {})`` for
         a run nothing was billed for, or ``("skip", {})`` for a run this handler did not
         start."""
-        reservation = self._calls.get(run_id)
-        if reservation is None:
+        batch = self._legacy_multi.pop(run_id, None) if self._legacy_multi else None
+        if run_id not in self._calls:
             return "skip", {}
         outcome = read_outcome(response)
         if outcome.cache_hit:
             return "release", {}  # served from LangChain's cache: nothing to pay
-        batch = self._legacy_multi.get(reservation)
         if batch is not None:
             if outcome.usage is not None:
                 batch.reported = True
@@ -573,6 +579,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     ) -> Any:
         """Release the hold, or commit what a stream that stopped part way already used."""
         try:
+            if self._legacy_multi:
+                self._legacy_multi.pop(run_id, None)
             if run_id in self._calls:
                 self._calls.fail(run_id, error, **self._failure(error, kwargs.get("response")))
         except Exception:
@@ -588,6 +596,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> Any:
         try:
+            if self._legacy_multi:
+                self._legacy_multi.pop(run_id, None)
             if run_id in self._calls:
                 details = self._failure(error, kwargs.get("response"))
                 await self._calls.afail(run_id, error, **details)

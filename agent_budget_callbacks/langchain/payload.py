@@ -227,8 +227,14 @@ def read_outcome(response: LLMResult) -> Outcome:
     still holds the original call's tokens. ``llm_output["token_usage"]`` (or ``["usage"]``)
     is the fallback; LLMResult.flatten() empties ``token_usage`` on every run but the first.
     """
+    generations = response.generations
+    if len(generations) == 1 and len(generations[0]) == 1:
+        # The usual result: one prompt, one answer, usage on its message.
+        found = _one_answer(generations[0][0], response.llm_output)
+        if found is not None:
+            return found
     model = answered_model(response)
-    for gen_list in response.generations:
+    for gen_list in generations:
         for gen in gen_list:
             message = getattr(gen, "message", None)
             meta = getattr(message, "usage_metadata", None)
@@ -253,6 +259,25 @@ def read_outcome(response: LLMResult) -> Outcome:
             if usage is not None:
                 return Outcome(with_response_details(usage, llm_output), model)
     return Outcome(None, model)
+
+
+def _one_answer(gen: Any, llm_output: Any) -> Outcome | None:
+    """:func:`read_outcome` of a result with one generation whose message names the model
+    and carries usage (the common case), reading each field once; None otherwise."""
+    message = getattr(gen, "message", None)
+    meta = getattr(message, "response_metadata", None)
+    usage_meta = getattr(message, "usage_metadata", None)
+    if not usage_meta or meta.__class__ is not dict:
+        return None
+    model = _name(meta.get("model_name")) or _name(meta.get("model"))
+    if model is None:
+        return None
+    if usage_meta.get("total_cost", None) == 0:
+        return Outcome(None, model, cache_hit=True)
+    usage = _real_usage(usage_meta)
+    if usage is None:
+        return None
+    return Outcome(with_response_details(usage, meta, llm_output), model)
 
 
 def partial_text(response: LLMResult | None) -> str | None:

@@ -66,6 +66,10 @@ one; it is priced by the rate table's unknown-model policy."""
 TRACKER_GRACE_SECONDS = 3600.0
 
 Target = Budget | BudgetManager
+_UNSET: Any = object()
+_PROVIDER: Mapping[str, Any] = {"usage_source": "provider"}
+_RESERVATION: Mapping[str, Any] = {"usage_source": "reservation"}
+_COUNTED: Mapping[str, Any] = {"usage_source": "counted"}
 
 
 class LifecycleOptions(TypedDict, total=False):
@@ -161,6 +165,7 @@ class CallLifecycle:
         self.keys = (scope_key, parent_key, session_key)
         self._budget = target if isinstance(target, Budget) else None
         self._calls = RunTracker(grace_seconds=TRACKER_GRACE_SECONDS)
+        self._default_source = (-1, "")  # (cap, the refusal's words for it), made once
         self._warned: set[str] = set()
         self._lock = threading.Lock()
         _LIVE.add(self)
@@ -217,11 +222,14 @@ class CallLifecycle:
             return None
         return granted
 
-    def _call_metadata(self, call_id: Hashable, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _call_metadata(
+        self, call_id: Hashable, extra: Mapping[str, Any] | None, selection: Any = _UNSET
+    ) -> dict[str, Any]:
         meta: dict[str, Any] = {"framework": self.framework, "call_id": str(call_id)}
         if self.metadata:
             meta.update(self.metadata)
-        selection = current_scope()
+        if selection is _UNSET:
+            selection = current_scope()
         if selection is not None and selection.metadata:
             meta.update(selection.metadata)
         if extra:
@@ -243,24 +251,33 @@ class CallLifecycle:
         min_output_tokens: int | None,
         service_tier: str | None,
     ) -> tuple[Budget, dict[str, Any]]:
-        budget = self.budget_for(scope, parent)
+        budget = self._budget or self.budget_for(scope, parent)
         tokens = input_tokens() if callable(input_tokens) else input_tokens
         if max_output_tokens is None:
             cap = self.default_max_output_tokens
-            source = (
-                f"the default_max_output_tokens={cap} of the {self.framework} adapter, as the "
-                "request set no max_tokens"
-            )
+            said, source = self._default_source
+            if said != cap:
+                source = (
+                    f"the default_max_output_tokens={cap} of the {self.framework} adapter, "
+                    "as the request set no max_tokens"
+                )
+                self._default_source = (cap, source)
         else:
             cap = max_output_tokens
             source = "the request's max_tokens"
+        # The enclosing budget_scope() block, read once: it names the session and metadata.
+        selection = current_scope()
+        if session is None:
+            session = selection.session if selection is not None else None
+            if session is None:
+                session = self.session_id
         kwargs: dict[str, Any] = {
             "model": model or self.default_model or UNKNOWN_MODEL,
             "input_tokens": tokens,
             "max_output_tokens": cap,
-            "session_id": self.session_for(session),
+            "session_id": "" if session is None else str(session),
             "ttl": self.hold_ttl,
-            "metadata": self._call_metadata(call_id, metadata),
+            "metadata": self._call_metadata(call_id, metadata, selection),
             "output_from": source,
         }
         if self.wait:
@@ -501,17 +518,19 @@ class CallLifecycle:
         metadata: Mapping[str, Any] | None,
         no_usage_hint: str | None,
     ) -> UsageRecord | None:
+        # Budget.commit copies what it is given, so the usual labels are shared dicts.
+        budget = reservation.budget
         try:
             if usage is not None:
-                meta = {"usage_source": "provider", **(metadata or {})}
-                return reservation.commit(usage, model=model, metadata=meta)
+                meta = {**_PROVIDER, **metadata} if metadata else _PROVIDER
+                return budget.commit(reservation, usage, model=model, metadata=meta)
             self._warn_no_usage(reservation, no_usage_hint)
             if text is None:
-                meta = {"usage_source": "reservation", **(metadata or {})}
-                return reservation.commit(None, model=model, metadata=meta)
+                meta = {**_RESERVATION, **metadata} if metadata else _RESERVATION
+                return budget.commit(reservation, None, model=model, metadata=meta)
             counted = Usage(reservation.input_tokens, self.count(text))
-            meta = {"usage_source": "counted", **(metadata or {})}
-            return reservation.commit(counted, model=model, metadata=meta, estimated=True)
+            meta = {**_COUNTED, **metadata} if metadata else _COUNTED
+            return budget.commit(reservation, counted, model=model, metadata=meta, estimated=True)
         except Exception:
             log.exception("agent-budget could not record the end of call %s", reservation.id)
             return None

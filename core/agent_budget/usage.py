@@ -225,11 +225,50 @@ def _tier(obj: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
+_CACHE_READ_SET = frozenset(_CACHE_READ_KEYS)
+_CACHE_WRITE_SET = frozenset(_CACHE_WRITE_KEYS)
+_CACHE_WRITE_TTL_SET = frozenset(_CACHE_WRITE_TTL_KEYS)
+_REASONING_SET = frozenset(_REASONING_KEYS)
+
+
+def _dict_details(
+    details: dict[str, Any] | None, out_details: dict[str, Any] | None
+) -> tuple[int, int, int, int, str | None]:
+    """:func:`_langchain_details` of plain dicts (what LangChain sends): one pass over the
+    keys that are there instead of a lookup of every key that could be."""
+    cache_read = cache_write = ttl_write = write_1h = reasoning = 0
+    priority = flex = False
+    if details:
+        for key, value in details.items():
+            if key in _CACHE_READ_SET:
+                cache_read += _pos(value) if value else 0
+            elif key in _CACHE_WRITE_SET:
+                cache_write += _pos(value) if value else 0
+            elif key in _CACHE_WRITE_TTL_SET:
+                ttl_write += _pos(value) if value else 0
+                if key == "ephemeral_1h_input_tokens":
+                    write_1h = _pos(value)
+            elif key == "priority":
+                priority = value is not None
+            elif key == "flex":
+                flex = value is not None
+    if out_details:
+        for key, value in out_details.items():
+            if value and key in _REASONING_SET:
+                reasoning += _pos(value)
+    tier = "priority" if priority else "flex" if flex else None
+    return cache_read, cache_write or ttl_write, write_1h, reasoning, tier
+
+
 def _langchain_details(details: Any, out_details: Any) -> tuple[int, int, int, int, str | None]:
     """Cache reads, cache writes, 1-hour cache writes, reasoning and the service tier from
     LangChain's ``input_token_details`` and ``output_token_details`` (its input figure
     already includes both caches). ChatOpenAI prefixes the details of a ``priority`` or
     ``flex`` call with the tier and adds a key named for it."""
+    if (details is None or details.__class__ is dict) and (
+        out_details is None or out_details.__class__ is dict
+    ):
+        return _dict_details(details, out_details)
     cache_read = cache_write = write_1h = reasoning = 0
     tier = None
     if details is not None:
@@ -454,6 +493,9 @@ def _from_usage_metadata(obj: dict[str, Any]) -> Usage | None:
     return _clamped(inp or 0, out or 0, cache_read, cache_write, reasoning, write_1h, 0, tier)
 
 
+_RESPONSE_DETAIL_KEYS = frozenset(("service_tier", "server_tool_use", "num_search_queries"))
+
+
 def with_response_details(usage: Usage | None, *sources: Any) -> Usage | None:
     """``usage`` completed with what a response reports beside its token counts: web
     searches (Anthropic ``server_tool_use.web_search_requests``, Perplexity
@@ -469,6 +511,10 @@ def with_response_details(usage: Usage | None, *sources: Any) -> Usage | None:
             continue
         for place in (source, _get(source, "usage")):
             if place is None:
+                continue
+            if place.__class__ is dict and not (
+                place.keys() & _RESPONSE_DETAIL_KEYS
+            ):  # a plain dict without them (the usual response_metadata): nothing to read
                 continue
             if tier is None:
                 tier = _tier(place)
