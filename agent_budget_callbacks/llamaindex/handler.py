@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
@@ -50,18 +48,27 @@ NO_USAGE_HINT = (
 _OTHER_EVENTS: list[CBEventType] = [t for t in CBEventType if t is not CBEventType.LLM]
 
 
-@dataclass
 class _CallState:
-    """What one outermost LLM event collects between its start and its end."""
+    """What one outermost LLM event collects between its start and its end (a slotted
+    class whose dicts are made when a nested event first needs them: one is made per call).
 
-    event_id: str
-    span_id: str | None
-    # nested event id -> the event directly enclosing it
-    parents: dict[str, str] = field(default_factory=dict)
-    # event id -> usage reported by the events nested directly inside it
-    sums: dict[str, Usage] = field(default_factory=dict)
-    # the last streamed chunk seen (fed by install()'s instrumentation event handler)
-    last_chunk: Any = None
+    ``parents``: nested event id -> the event directly enclosing it; ``sums``: event id ->
+    usage reported by the events nested directly inside it; ``last_chunk``: the last
+    streamed chunk seen (fed by install()'s instrumentation event handler).
+    """
+
+    __slots__ = ("event_id", "last_chunk", "parents", "reservation", "span_id", "sums")
+
+    def __init__(self, event_id: str, span_id: str | None, reservation: Reservation) -> None:
+        self.event_id = event_id
+        self.span_id = span_id
+        self.reservation = reservation
+        self.parents: dict[str, str] = {}
+        self.sums: dict[str, Usage] = {}
+        self.last_chunk: Any = None
+
+
+_STATES_KEPT = 4096  # open calls remembered at most (calls that never end are forgotten)
 
 
 class BudgetCallbackHandler(BaseCallbackHandler):
@@ -113,10 +120,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self.budget = budget
         self.counter = self._calls.counter
         self._nested = RunTracker()  # nested event id -> its outermost event's reservation
-        self._by_span = RunTracker()  # instrumentation span id -> reservation (stream chunks)
-        self._states: weakref.WeakKeyDictionary[Reservation, _CallState] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Open outermost calls by hold id, and by instrumentation span id (stream chunks).
+        # Plain dicts: set at start, popped at end, pruned of calls that never ended.
+        self._states: dict[str, _CallState] = {}
+        self._by_span: dict[str, _CallState] = {}
         self._lock = threading.Lock()
 
     # The handler is shared state: copies (pydantic deep copies of an LLM or manager) must
@@ -187,15 +194,28 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         reservation = calls.start(
             event_id,
             model=model_from_serialized(serialized) or calls.default_model or _class(serialized),
-            input_tokens=lambda: self._input_tokens(data, extra),
+            input_tokens=self._input_tokens(data, extra),
             max_output_tokens=max_output_tokens(extra, serialized),
         )
         span_id = active_span_id.get()
+        state = _CallState(event_id, span_id, reservation)
+        states = self._states
         with self._lock:
-            self._states[reservation] = _CallState(event_id, span_id)
-        if span_id:
-            self._by_span.add(span_id, reservation)
+            states[reservation.id] = state
+            if span_id:
+                self._by_span[span_id] = state
+            if len(states) > _STATES_KEPT:
+                self._prune()
         return event_id
+
+    def _prune(self) -> None:
+        """Forget the states of calls the lifecycle no longer tracks (they never ended)."""
+        calls = self._calls
+        for key, state in list(self._states.items()):
+            if state.event_id not in calls:
+                del self._states[key]
+                if state.span_id:
+                    self._by_span.pop(state.span_id, None)
 
     def _join_enclosing(self, event_id: str) -> bool:
         """Attach ``event_id`` to an enclosing LLM event of ours (same provider call)."""
@@ -207,7 +227,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 if outer is None:
                     continue
                 with self._lock:
-                    state = self._states.get(outer)
+                    state = self._state_of(outer)
                     if state is not None:
                         state.parents[event_id] = enclosing
                 self._nested.add(event_id, outer)
@@ -254,9 +274,11 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 self._end_nested(outer, event_id, payload)
             return
         with self._lock:
-            state = self._states.pop(reservation, None) or _CallState(event_id, None)
-        if state.span_id:
-            self._by_span.pop(state.span_id)
+            state = self._states.pop(reservation.id, None)
+            if state is None or state.reservation is not reservation:
+                state = _CallState(event_id, None, reservation)
+            elif state.span_id:
+                self._by_span.pop(state.span_id, None)
         try:
             self._settle(event_id, state, payload)
         except Exception:
@@ -297,9 +319,14 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             no_usage_hint=NO_USAGE_HINT,
         )
 
+    def _state_of(self, reservation: Reservation) -> _CallState | None:
+        """The state of the open outermost call that holds ``reservation`` (lock held)."""
+        state = self._states.get(reservation.id)
+        return state if state is not None and state.reservation is reservation else None
+
     def _end_nested(self, outer: Reservation, event_id: str, payload: Mapping[Any, Any]) -> None:
         with self._lock:
-            state = self._states.get(outer)
+            state = self._state_of(outer)
             if state is None:
                 return
             parent = state.parents.pop(event_id, None)
@@ -324,13 +351,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """
         if not span_id:
             return
-        reservation = self._by_span.get(span_id)
-        if reservation is None:
-            return
-        with self._lock:
-            state = self._states.get(reservation)
-            if state is not None:
-                state.last_chunk = chunk
+        state = self._by_span.get(span_id)
+        if state is not None:
+            state.last_chunk = chunk
 
     # -- traces (unused) ----------------------------------------------------------------
 
