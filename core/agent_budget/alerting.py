@@ -12,12 +12,12 @@ import asyncio
 import inspect
 import logging
 import threading
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from .alerts import AlertLevel, AlertState, BudgetAlert
+from .ring import Ring
 from .scope import Limit
 
 __all__ = ["REFUSED", "AlertCallback", "Alerter", "format_amount", "warn_thresholds"]
@@ -62,7 +62,7 @@ class Alerter:
         self.warn_at = dict(warn_at)
         self.state = AlertState()
         self._lock = threading.Lock()
-        self._alerts: deque[BudgetAlert] = deque(maxlen=max_alerts)
+        self._alerts: Ring[BudgetAlert] = Ring(max_alerts)
         self._count = 0
         self._callbacks: list[AlertCallback] = []
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -42,6 +41,7 @@ from .records import UsageRecord
 from .refusals import refusal_error
 from .reservation import Reservation, new_hold_id
 from .reserving import check_ttl
+from .ring import Ring
 from .scope import BudgetScope, Limit
 from .stores import Level, Line, Store, open_store
 from .usage import Usage
@@ -52,6 +52,9 @@ __all__ = ["Budget", "StoreErrorPolicy"]
 log = logging.getLogger("agent_budget")
 
 StoreErrorPolicy = Literal["fail_closed", "fail_open"]
+
+_NO_LISTENERS = Listeners()  # shared by budgets with none (never added to: copied first)
+_MAKING = threading.Lock()  # makes a budget's alerter or listeners once
 
 
 class Budget:
@@ -67,6 +70,8 @@ class Budget:
     what a store outage does to a new call: refuse it (``"fail_closed"``, the default when
     ``hard_stop`` is on) or admit it and log (``"fail_open"``).
     """
+
+    _made_from = ""  # the template prefix a BudgetManager made this scope from
 
     def __init__(
         self,
@@ -116,24 +121,77 @@ class Budget:
         )
         self._limits: tuple[Limit, ...] = scope.limits(self.rates.canonical)
         self._by_metric: dict[str, Limit] = {lim.metric: lim for lim in self._limits}
-        self._line_plans: dict[tuple[str, str, bool], LinePlan] = {}
-        self._session_epoch = 0  # last reset_session() here; per-id session lines carry it
-        self._alerter = Alerter(
-            scope.name,
-            clock,
-            warn_thresholds(self._limits, to_decimal("alert_at_pct", scope.alert_at_pct)),
-            max_alerts,
+        self._warn_at_pct = warn_thresholds(
+            self._limits, to_decimal("alert_at_pct", scope.alert_at_pct)
         )
-        self._listeners = Listeners()
-        self._first_use: Callable[[], None] | None = None  # set by a BudgetManager
-        self._alerter.add_callback(self._log_alert)
-        self._lock = threading.Lock()
-        self._records: deque[UsageRecord] = deque(maxlen=max_records)
+        self._max_alerts = max_alerts
         self._pending = pending_for(self.store, max_pending)
+        self._fresh_state(max_records)
         if save_definition:
             definition = scope.to_dict()
             definition["parent"] = parent.name if parent else None
             self._store_call(self.store.save_scope, scope.name, definition, quiet=True)
+
+    def _fresh_state(self, max_records: int) -> None:
+        """What each budget keeps of its own: plans of its lines, session epoch, recent
+        records, and (made when first needed) its alerts and listeners."""
+        self._line_plans: dict[tuple[str, str, bool], LinePlan] = {}
+        self._session_epoch = 0  # last reset_session() here; per-id session lines carry it
+        self._made_alerter: Alerter | None = None
+        self._alert_hooks: tuple[AlertCallback, ...] = ()  # given to the alerter when made
+        self._listeners = _NO_LISTENERS  # replaced by its own at the first listener
+        self._first_use: Callable[[Budget], None] | None = None  # set by a BudgetManager
+        self._lock = threading.Lock()
+        self._records: Ring[UsageRecord] = Ring(max_records)
+
+    def _clone(
+        self,
+        name: str,
+        parent: Budget | None,
+        alert_hooks: tuple[AlertCallback, ...] = (),
+    ) -> Budget:
+        """A budget like this one (limits, rates, store, settings) for scope ``name`` under
+        ``parent``, sharing everything that does not depend on the name: how a manager
+        makes a template's scopes without validating and pricing the same limits again."""
+        clone: Budget = object.__new__(Budget)
+        clone.__dict__.update(self.__dict__)
+        scope = object.__new__(BudgetScope)
+        scope.__dict__.update(self._scope.__dict__)
+        scope.name = name
+        clone._scope = scope
+        clone.parent = parent
+        if parent is None:
+            clone._chain = (clone,)
+            clone._group = name
+        else:
+            clone._chain = (clone, *parent._chain)
+            clone._group = clone._chain[-1].name
+            clone._check_chain()
+        clone._fresh_state(self._records.maxlen)
+        clone._alert_hooks = alert_hooks
+        return clone
+
+    @property
+    def _alerter(self) -> Alerter:
+        """This scope's alert policy and recent alerts, made at first use."""
+        alerter = self._made_alerter
+        if alerter is None:
+            with _MAKING:
+                alerter = self._made_alerter
+                if alerter is None:
+                    alerter = Alerter(self.name, self.clock, self._warn_at_pct, self._max_alerts)
+                    alerter.add_callback(self._log_alert)
+                    for hook in self._alert_hooks:
+                        alerter.add_callback(hook)
+                    self._made_alerter = alerter
+        return alerter
+
+    def _own_listeners(self) -> Listeners:
+        if self._listeners is _NO_LISTENERS:
+            with _MAKING:
+                if self._listeners is _NO_LISTENERS:
+                    self._listeners = Listeners()
+        return self._listeners
 
     # -- identity ------------------------------------------------------------------------
 
@@ -183,22 +241,22 @@ class Budget:
     def on_record(self, callback: RecordListener) -> None:
         """Call ``callback(RecordEvent)`` after each call of this scope is recorded (the
         record and when the call started); exceptions are logged."""
-        self._listeners.add_record(callback)
+        self._own_listeners().add_record(callback)
 
     def on_refusal(self, callback: RefusalListener) -> None:
         """Call ``callback(RefusalEvent)`` when a call made on this scope is refused, by its
         own limits or an ancestor's; exceptions are logged."""
-        self._listeners.add_refusal(callback)
+        self._own_listeners().add_refusal(callback)
 
     def remove_listener(self, callback: Callable[..., None]) -> bool:
         """Stop calling an ``on_record`` / ``on_refusal`` callback; True if it was there."""
-        return self._listeners.remove(callback)
+        return self._own_listeners().remove(callback)
 
     def _note_first_use(self) -> None:
         """Tell the manager that made this scope that it has recorded usage (once)."""
         callback, self._first_use = self._first_use, None
         if callback is not None:
-            callback()
+            callback(self)
 
     def _log_alert(self, alert: BudgetAlert) -> None:
         """Keep an alert in the store's events log (not an outage alert: the store is down)."""

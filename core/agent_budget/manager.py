@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal, overload
 
 from .alerts import BudgetAlert
@@ -68,18 +67,23 @@ class BudgetManager:
         self.hold_ttl = hold_ttl
         self.on_store_error = on_store_error
         self._max_cached = max_cached
+        self._names_kept = max(100_000, 10 * max_cached)  # parents and recorded names
         self._max_records = max_records_per_scope
         self._lock = threading.RLock()
         self._registered: dict[str, Budget] = {}
         self._cached: OrderedDict[str, Budget] = OrderedDict()
         # Parents of template-made scopes, remembered past eviction from the cache so a
         # rebuilt scope keeps its parent (bounded: many times the cache, names only).
-        self._parents: OrderedDict[str, str | None] = OrderedDict()
+        self._parents: dict[str, str | None] = {}  # oldest first
         self._templates: list[ScopeTemplate] = []
         self._callbacks: list[Callable[[BudgetAlert], None]] = []
         self._listeners = Listeners()
         self._hooked = False
         self._recorded: set[str] = set()  # template-made scopes this process has recorded
+        # Per template prefix: (the template, a Budget of its limits that scopes are cloned
+        # from). Replaced when the template is.
+        self._prototypes: dict[str, tuple[ScopeTemplate, Budget]] = {}
+        self._alert_hooks = (self._dispatch,)
 
     # -- scopes ----------------------------------------------------------------------------
 
@@ -177,8 +181,10 @@ class BudgetManager:
                 current = budget.parent.name if budget.parent else None
                 raise ValueError(f"scope {name!r} has parent {current!r}, not {parent!r}")
             return budget
-        template = next((t for t in self._templates if name.startswith(t.prefix)), None)
-        if template is None:
+        for template in self._templates:
+            if name.startswith(template.prefix):
+                break
+        else:
             return None
         remembered = self._parents.get(name, _UNSET)
         if parent is not None and remembered is not _UNSET and remembered != parent:
@@ -198,15 +204,34 @@ class BudgetManager:
                 raise UnknownScopeError(
                     f"parent scope {parent_name!r} of {name!r} is not registered"
                 )
-        budget = self._make(replace(template.scope, name=name), parent_budget, None, save=False)
+        budget = self._from_template(template, name, parent_budget)
         if name not in self._recorded:  # recorded in the store when it first records usage
-            budget._first_use = functools.partial(self._save_made, budget, template.prefix)
-        self._parents[name] = parent_name
-        self._parents.move_to_end(name)
-        while len(self._parents) > max(100_000, 10 * self._max_cached):
-            self._parents.popitem(last=False)
+            budget._first_use = self._first_use
+            budget._made_from = template.prefix
+        parents = self._parents
+        if remembered is not _UNSET:
+            del parents[name]  # to the end: most recently made
+        parents[name] = parent_name
+        while len(parents) > self._names_kept:
+            del parents[next(iter(parents))]
         self._cache(name, budget)
         return budget
+
+    def _from_template(self, template: ScopeTemplate, name: str, parent: Budget | None) -> Budget:
+        """A Budget for ``name`` from ``template``: a clone of the template's prototype
+        (its limits validated and priced once), so making a scope costs about as much as
+        finding a cached one."""
+        prototype = self._prototypes.get(template.prefix)
+        if prototype is None or prototype[0] is not template:
+            made = self._make(template.scope, None, None, save=False)
+            prototype = self._prototypes[template.prefix] = (template, made)
+        budget = prototype[1]._clone(name, parent, self._alert_hooks)
+        if self._hooked:
+            self._hook(budget)
+        return budget
+
+    def _first_use(self, budget: Budget) -> None:
+        self._save_made(budget, budget._made_from)
 
     def _save_made(self, budget: Budget, prefix: str) -> None:
         """Record a template-made scope in the store's scope registry (name, parent,
@@ -222,7 +247,7 @@ class BudgetManager:
             log.warning("could not record scope %r in the store", budget.name, exc_info=True)
             return
         with self._lock:
-            if len(self._recorded) >= max(100_000, 10 * self._max_cached):
+            if len(self._recorded) >= self._names_kept:
                 self._recorded.clear()  # bounded: at worst a scope is recorded again
             self._recorded.add(budget.name)
 

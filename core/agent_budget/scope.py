@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,13 +23,15 @@ class Metric:
     DAY_TOKENS = "day:tokens"
     DAY_COST = "day:cost"
 
+    # Interned: every scope's counters of one model share the one name in a store.
+
     @staticmethod
     def model_tokens(model: str) -> str:
-        return f"model:{model}:tokens"
+        return sys.intern(f"model:{model}:tokens")
 
     @staticmethod
     def model_cost(model: str) -> str:
-        return f"model:{model}:cost"
+        return sys.intern(f"model:{model}:cost")
 
     @staticmethod
     def parse_model(metric: str) -> tuple[str, str] | None:

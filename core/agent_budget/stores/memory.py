@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import math
 import threading
 from collections import deque
@@ -28,7 +29,7 @@ from .base import (
 )
 from .ledger import EventFilter, LedgerFilter, check_limit, event_row, ledger_row
 from .memory_prepared import Prepared, PreparedLines
-from .memory_state import Counter, Finished, Hold, Queue, Scope, advance, current
+from .memory_state import Counter, Finished, Hold, Queue, Scope, advance, current, new_counter
 
 __all__ = ["MemoryStore", "Prepared"]
 
@@ -85,7 +86,8 @@ class MemoryStore(Store, PreparedLines):
             self.options.tombstone_ttl, max(1, _size("max_tombstones", max_tombstones))
         )
         self._due = math.inf  # no expiry work is due before this time
-        self._defs: dict[str, dict[str, Any]] = {}
+        self._defs: dict[str, dict[str, Any]] = {}  # name -> its definition, or a _Shape
+        self._shapes: dict[str, _Shape] = {}
         cls = type(self)
         # The prepared fast path only where reserve / commit / release are this class's
         # own: a subclass that wraps them (to fail, to count) must see every call.
@@ -129,7 +131,7 @@ class MemoryStore(Store, PreparedLines):
             counter = counters.get(line[1])
             if counter is None:
                 metric = check_text("metric", line[1])
-                counter = counters[metric] = Counter(window_of(metric, self.options))
+                counter = counters[metric] = new_counter(window_of(metric, self.options))
             if line[4] is not None and counter.buckets is not None:
                 raise ValueError(f"a rolling window ({line[1]!r}) cannot carry a period")
             out.append(counter)
@@ -198,7 +200,7 @@ class MemoryStore(Store, PreparedLines):
                 counter.committed(now)
                 if not counter.buckets:
                     continue
-                when = counter.buckets[-1][0] + counter.window + counter.bucket
+                when = counter.buckets[-2] + counter.window + counter.bucket
             elif (
                 counter.period is not None
                 and counter.total
@@ -370,12 +372,31 @@ class MemoryStore(Store, PreparedLines):
                     counter.clear()
 
     def save_scope(self, name: str, data: Mapping[str, Any]) -> None:
+        # Scopes made from one template differ only by name: they share one copy of the
+        # rest (kept without "name"; load_scopes puts it back).
+        kept = dict(data)
+        shared = None
+        if kept.get("name") == name:
+            kept.pop("name")
+            try:
+                key = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+            except (TypeError, ValueError):
+                key = None
+            if key is not None:
+                shared = self._shapes.get(key)
+                if shared is None:
+                    if len(self._shapes) >= 1024:
+                        self._shapes.clear()
+                    shared = self._shapes[key] = _Shape(kept)
         with self._lock:
-            self._defs[name] = dict(data)
+            self._defs[name] = shared if shared is not None else dict(data)
 
     def load_scopes(self) -> dict[str, dict[str, Any]]:
         with self._lock:
-            return {k: dict(v) for k, v in self._defs.items()}
+            return {
+                k: {"name": k, **v} if v.__class__ is _Shape else dict(v)
+                for k, v in self._defs.items()
+            }
 
     def delete_scope(self, name: str) -> None:
         with self._lock:
@@ -447,7 +468,7 @@ class MemoryStore(Store, PreparedLines):
                 "expiring": sum(1 for s in scopes.values() if s.ttl is not None),
                 "counters": sum(len(s.counters) for s in scopes.values()),
                 "buckets": sum(
-                    len(counter.buckets)
+                    len(counter.buckets) // 2
                     for s in scopes.values()
                     for counter in s.counters.values()
                     if counter.buckets is not None
@@ -459,6 +480,12 @@ class MemoryStore(Store, PreparedLines):
                 "ledger": len(self._ledger),
                 "events": len(self._events),
             }
+
+
+class _Shape(dict[str, Any]):
+    """A scope definition without its name, shared by the scopes one template made."""
+
+    __slots__ = ()
 
 
 def _timestamp(record: Mapping[str, Any] | UsageRecord) -> float:

@@ -130,10 +130,7 @@ class PreparedLines:
             entries = []
             if periods is None:
                 for counter, which, limit in prepared.checked:
-                    if counter.buckets is None or now < counter.check_at:
-                        used = counter.total
-                    else:
-                        used = counter.committed(now)
+                    used = counter.total if counter.buckets is None else counter.committed(now)
                     if used + counter.reserved + amounts[which] > limit:
                         return False
                 for counter, which, _ in prepared.rows:

@@ -17,79 +17,105 @@ __all__ = [
     "Queue",
     "Scope",
     "Stamp",
+    "Window",
     "advance",
     "current",
+    "new_counter",
 ]
 
 
 class Counter:
-    """A plain total, or a rolling sum over fixed buckets (``buckets`` is not None).
+    """A plain total (the committed amount) and what live holds reserve on it.
 
-    ``period`` is the calendar period a plain total counts (None: no period yet). A window
-    keeps ``check_at`` (no bucket leaves it before then) and ``open_until`` (an amount added
-    before then goes into the newest bucket), so most adds and reads skip the bucket math.
+    ``period`` is the calendar period the total counts (None: no period yet). Three slots:
+    a scope keeps several, and a store may keep many scopes; :class:`Window` adds buckets.
     """
 
-    __slots__ = (
-        "bucket",
-        "buckets",
-        "check_at",
-        "open_until",
-        "period",
-        "reserved",
-        "total",
-        "window",
-    )
+    __slots__ = ("period", "reserved", "total")
 
-    def __init__(self, span: tuple[int, int] | None) -> None:
+    buckets: list[int] | None = None  # flat [start, amount, start, amount, ...]
+    window = bucket = 0
+
+    def __init__(self) -> None:
         self.total = 0
         self.reserved = 0
         self.period: int | None = None
-        self.check_at = self.open_until = -math.inf
-        if span is None:
-            self.buckets: deque[list[int]] | None = None
-            self.window = self.bucket = 0
-        else:
-            self.buckets = deque()
-            self.window, self.bucket = span
-            self.check_at = math.inf
 
     def committed(self, now: float) -> int:
-        buckets = self.buckets
-        if buckets is not None and now >= self.check_at:
-            horizon = now - self.window - self.bucket
-            while buckets and buckets[0][0] <= horizon:
-                self.total -= buckets.popleft()[1]
-            # A second early, so float rounding never skips a bucket that is due.
-            self.check_at = buckets[0][0] + self.window + self.bucket - 1 if buckets else math.inf
         return self.total
 
     def add(self, amount: int, now: float) -> None:
-        buckets = self.buckets
-        if buckets is not None:
-            if now >= self.check_at:
-                self.committed(now)
-            if buckets and now < self.open_until:
-                # The current bucket, or a clock that stepped back: merge into the newest
-                # bucket, never lose it.
-                buckets[-1][1] += amount
-            else:
-                start = bucket_start(now, self.bucket)
-                if buckets and buckets[-1][0] >= start:
-                    buckets[-1][1] += amount
-                else:
-                    buckets.append([start, amount])
-                    self.open_until = start + self.bucket
-                    if len(buckets) == 1:
-                        self.check_at = start + self.window + self.bucket - 1
         self.total += amount
 
     def clear(self) -> None:
         self.total = 0
-        if self.buckets is not None:
-            self.buckets.clear()
-            self.check_at = math.inf
-            self.open_until = -math.inf
+
+
+class Window(Counter):
+    """A rolling sum over fixed buckets, kept flat (``[start, amount, ...]``, oldest first).
+
+    Most adds and reads skip the bucket math: nothing leaves the window before the oldest
+    bucket's start + window + bucket, and an add before the newest bucket's end goes into it.
+    """
+
+    __slots__ = ("bucket", "buckets", "window")
+
+    def __init__(self, span: tuple[int, int]) -> None:
+        super().__init__()
+        self.buckets: list[int] = []
+        self.window, self.bucket = span
+
+    def committed(self, now: float) -> int:
+        buckets = self.buckets
+        # A second early, so float rounding never skips a bucket that is due.
+        if buckets and now >= buckets[0] + self.window + self.bucket - 1:
+            horizon = now - self.window - self.bucket
+            drop = 0
+            while drop < len(buckets) and buckets[drop] <= horizon:
+                self.total -= buckets[drop + 1]
+                drop += 2
+            if drop:
+                del buckets[:drop]
+        return self.total
+
+    def add(self, amount: int, now: float) -> None:
+        buckets = self.buckets
+        if buckets and now >= buckets[0] + self.window + self.bucket - 1:
+            self.committed(now)
+        if buckets and now < buckets[-2] + self.bucket:
+            # The current bucket, or a clock that stepped back: merge into the newest
+            # bucket, never lose it.
+            buckets[-1] += amount
+        else:
+            start = _shared_start(now, self.bucket)
+            if buckets and buckets[-2] >= start:
+                buckets[-1] += amount
+            else:
+                buckets += (start, amount)
+        self.total += amount
+
+    def clear(self) -> None:
+        self.total = 0
+        self.buckets.clear()
+
+
+_starts: dict[int, int] = {}
+
+
+def _shared_start(now: float, bucket: int) -> int:
+    """``bucket_start(now, bucket)``, the same int object for every window that opens that
+    bucket (a store keeps one per window per bucket: thousands of scopes share them)."""
+    start = bucket_start(now, bucket)
+    found = _starts.get(bucket)
+    if found == start:
+        return found
+    _starts[bucket] = start
+    return start
+
+
+def new_counter(span: tuple[int, int] | None) -> Counter:
+    """A plain total, or a window of ``span`` = (window, bucket) seconds."""
+    return Counter() if span is None else Window(span)
 
 
 class Scope:
@@ -100,7 +126,7 @@ class Scope:
     def __init__(self, ttl: float | None, now: float) -> None:
         self.counters: dict[str, Counter] = {}
         self.ttl = ttl
-        self.touched = now
+        self.touched = now if ttl is not None else 0.0  # only expiring scopes need it
 
 
 class Hold:
