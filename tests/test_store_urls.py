@@ -22,7 +22,8 @@ from agent_budget import (
     StoreUnavailableError,
 )
 from agent_budget.stores import Line, Store, open_store
-from agent_budget.stores.redis import RedisStore, _script
+from agent_budget.stores.redis import RedisStore
+from agent_budget.stores.redis_code import script as _script
 from agent_budget.stores.sqlite import SQLiteStore
 
 from .clock import FakeClock
@@ -164,7 +165,7 @@ def test_redis_url_with_options() -> None:
     kwargs = _redis_kwargs(store)
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("127.0.0.1", 6390, 2)
     assert kwargs["socket_timeout"] == 1.5
-    assert kwargs["socket_connect_timeout"] == 2.0  # our fail-fast default
+    assert kwargs["socket_connect_timeout"] == 1.0  # our fail-fast default
     default = Store.from_url("redis://localhost")
     assert isinstance(default, RedisStore)
     assert (default.key_prefix, default.server_time) == ("ab", True)

@@ -8,7 +8,6 @@ import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import SplitResult
 
 from ..errors import StoreConfigError
 from .base import (
@@ -19,8 +18,10 @@ from .base import (
     ReserveResult,
     Store,
     StoreOptions,
+    StoreURL,
     bucket_start,
     check_text,
+    make_options,
     new_tuple,
     window_of,
 )
@@ -122,7 +123,7 @@ class MemoryStore(Store):
     keeps_ledger = False
 
     def __init__(self, options: StoreOptions | None = None, **kwargs: Any) -> None:
-        self.options = options or StoreOptions(**kwargs)
+        self.options = make_options(options, kwargs)
         self._lock = threading.Lock()
         self._scopes: dict[str, _Scope] = {}
         # (earliest drop time, tie-breaker, name, scope): one entry per expiring scope,
@@ -136,9 +137,9 @@ class MemoryStore(Store):
         self._defs: dict[str, dict[str, Any]] = {}
 
     @classmethod
-    def _from_url(cls, url: str, parsed: SplitResult, **options: Any) -> Store:
-        if parsed.netloc or parsed.path.strip("/"):
-            raise StoreConfigError(f"memory:// takes no host or path, got {url!r}")
+    def _open(cls, location: StoreURL, options: dict[str, Any]) -> Store:
+        if location.netloc or location.path.strip("/"):
+            raise StoreConfigError(f"memory:// takes no host or path, got {location.text!r}")
         return cls(**options)
 
     # -- internals (lock held) -------------------------------------------------------------
@@ -377,6 +378,53 @@ class MemoryStore(Store):
             for metric, counter in entry.counters.items():
                 if metric.startswith(prefix):
                     counter.clear()
+
+    # No I/O here: the async forms answer inline, as fast as the sync ones.
+
+    async def areserve(
+        self,
+        hold_id: str,
+        lines: Sequence[Line],
+        *,
+        now: float,
+        ttl: float,
+        group: str,
+        dry_run: bool = False,
+    ) -> ReserveResult:
+        return self.reserve(hold_id, lines, now=now, ttl=ttl, group=group, dry_run=dry_run)
+
+    async def acommit(
+        self,
+        hold_id: str,
+        lines: Sequence[Line],
+        *,
+        now: float,
+        group: str,
+        record: Mapping[str, Any] | None = None,
+    ) -> CommitResult:
+        return self.commit(hold_id, lines, now=now, group=group, record=record)
+
+    async def arelease(self, hold_id: str, *, now: float, group: str) -> bool:
+        return self.release(hold_id, now=now, group=group)
+
+    async def aread(
+        self,
+        scope: str,
+        *,
+        now: float,
+        group: str,
+        periods: Mapping[str, int] | None = None,
+    ) -> dict[str, Level]:
+        return self.read(scope, now=now, group=group, periods=periods)
+
+    async def areset(self, scope: str, prefix: str, *, now: float, group: str) -> None:
+        self.reset(scope, prefix, now=now, group=group)
+
+    async def asave_scope(self, name: str, data: Mapping[str, Any]) -> None:
+        self.save_scope(name, data)
+
+    async def aload_scopes(self) -> dict[str, dict[str, Any]]:
+        return self.load_scopes()
 
     def save_scope(self, name: str, data: Mapping[str, Any]) -> None:
         with self._lock:

@@ -21,21 +21,23 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import SplitResult, parse_qsl, unquote
+from urllib.parse import unquote
 
 from ..errors import StoreConfigError, StoreError
 from .base import (
+    MAX_WINDOW_SECONDS,
     PERIOD_HORIZON,
-    STORE_QUERY_OPTIONS,
     CommitResult,
     Level,
     Line,
     ReserveResult,
     Store,
     StoreOptions,
+    StoreURL,
     bucket_start,
     check_text,
     is_windowed,
+    make_options,
     number_option,
     window_of,
 )
@@ -100,11 +102,12 @@ _HELD_RECHECK = 60.0
 _SWEEP_BATCH = 500
 
 
-_QUERY_OPTIONS: dict[str, Callable[[str], Any]] = {
-    "retention_days": number_option("retention_days", float, allow_none=True),
-    "busy_timeout": number_option("busy_timeout", float),
+_QUERY_OPTIONS: dict[str, Callable[[Any], Any]] = {
+    "retention_days": number_option(
+        "retention_days", float, allow_none=True, maximum=MAX_WINDOW_SECONDS / 86_400
+    ),
+    "busy_timeout": number_option("busy_timeout", float, maximum=3_600.0),
     "synchronous": str,
-    **STORE_QUERY_OPTIONS,
 }
 
 
@@ -137,10 +140,13 @@ class SQLiteStore(Store):
         options: StoreOptions | None = None,
         **kwargs: Any,
     ) -> None:
-        self.options = options or StoreOptions(**kwargs)
-        if options is not None and kwargs:
-            raise StoreConfigError("pass either options= or StoreOptions fields, not both")
-        text = os.fspath(path)
+        self.options = make_options(options, kwargs)
+        try:
+            text = os.fspath(path)
+        except TypeError:
+            raise StoreConfigError(
+                f"SQLiteStore needs a database file path, got {path!r}"
+            ) from None
         if not isinstance(text, str) or not text or text == ":memory:" or "\0" in text:
             raise StoreConfigError(
                 f"SQLiteStore needs a database file path, got {path!r} (use memory:// for an "
@@ -149,9 +155,8 @@ class SQLiteStore(Store):
         parent = Path(text).expanduser().resolve().parent
         if not parent.is_dir():
             raise StoreConfigError(f"directory {str(parent)!r} of the SQLite store does not exist")
-        if retention_days is not None:
-            _QUERY_OPTIONS["retention_days"](str(retention_days))
-        _QUERY_OPTIONS["busy_timeout"](str(busy_timeout))
+        retention_days = _QUERY_OPTIONS["retention_days"](retention_days)
+        busy_timeout = _QUERY_OPTIONS["busy_timeout"](busy_timeout)
         sync = str(synchronous).upper()
         if sync not in ("NORMAL", "FULL", "EXTRA"):
             raise StoreConfigError(
@@ -169,33 +174,26 @@ class SQLiteStore(Store):
         self._closed = False
         self._transaction(lambda conn: None)
 
+    url_options = _QUERY_OPTIONS
+
     @classmethod
-    def _from_url(cls, url: str, parsed: SplitResult, **options: Any) -> Store:
-        if parsed.netloc:
+    def _open(cls, location: StoreURL, options: dict[str, Any]) -> Store:
+        url = location.text
+        if location.netloc:
             raise StoreConfigError(
                 f"malformed sqlite URL {url!r}: it takes no host; use sqlite:///relative.db "
                 "or sqlite:////absolute/path.db"
             )
-        path = unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path)
+        raw = location.path
+        path = unquote(raw[1:] if raw.startswith("/") else raw)
         if not path:
             raise StoreConfigError(
                 f"malformed sqlite URL {url!r}: no database path (sqlite:///budget.db)"
             )
-        if parsed.fragment:
-            raise StoreConfigError(f"malformed sqlite URL {url!r}: unexpected #fragment")
-        found: dict[str, Any] = {}
-        for name, value in parse_qsl(parsed.query, keep_blank_values=True):
-            parser = _QUERY_OPTIONS.get(name)
-            if parser is None:
-                known = ", ".join(sorted(_QUERY_OPTIONS))
-                raise StoreConfigError(
-                    f"unknown option {name!r} in sqlite URL {url!r} (known: {known})"
-                )
-            if name in found:
-                raise StoreConfigError(f"option {name!r} given twice in {url!r}")
-            found[name] = parser(value)
-        found.update(options)
-        return cls(path, **found)
+        return cls(path, **options)
+
+    def spool_key(self) -> str:
+        return "sqlite:" + str(Path(self.path).resolve())
 
     # -- connections and transactions ------------------------------------------------------
 
