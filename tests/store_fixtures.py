@@ -339,6 +339,15 @@ def start_cluster(workdir: Path) -> RedisCluster:
     return RedisCluster(nodes)
 
 
+@pytest.fixture(autouse=True)
+def _spool_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test spools outage buffers under its own temporary directory (never the user's
+    ~/.local/state); child processes inherit it."""
+    folder = tmp_path / "spool"
+    monkeypatch.setenv("AGENT_BUDGET_SPOOL_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One redis-server for the whole session (flush it through ``redis_url``)."""

@@ -15,18 +15,24 @@ from typing import Any, Literal
 
 from .alerting import AlertCallback, Alerter, warn_thresholds
 from .alerts import BudgetAlert
-from .errors import BudgetExceededError, BudgetWarning, StoreError, StoreUnavailableError
-from .pending import PendingCommit, pending_for
+from .errors import (
+    BudgetExceededError,
+    BudgetWarning,
+    StoreError,
+    StorePermanentError,
+    StoreUnavailableError,
+)
+from .outage import buffer_for, maybe_applied, quarantine_alert
 from .rates import ModelRates, RateTable, ResolvedModel
 from .records import UsageRecord, record_payload
 from .refusals import exceeded_error, refusal_error
 from .reservation import Reservation
 from .scope import BudgetScope, Limit, Metric
 from .stores import Level, Line, Store, open_store
-from .stores.base import new_tuple
+from .stores.base import check_text, new_tuple
 from .summary import summarize
 from .usage import Usage
-from .validate import MAX_TOKENS, check_tokens, to_decimal
+from .validate import MAX_TOKENS, check_metadata, check_tokens, to_decimal
 
 __all__ = ["Budget", "StoreErrorPolicy"]
 
@@ -133,7 +139,7 @@ class Budget:
         )
         self._lock = threading.Lock()
         self._records: deque[UsageRecord] = deque(maxlen=max_records)
-        self._pending = pending_for(self.store, max_pending)
+        self._pending = buffer_for(self.store, max_pending)
         if save_definition:
             definition = scope.to_dict()
             definition["parent"] = parent.name if parent else None
@@ -288,14 +294,17 @@ class Budget:
             ) from exc
         log.warning("budget store unavailable; %s (fail_open): %s", what, exc)
 
-    def _flush_pending(self) -> None:
-        self._pending.flush(self.store)
+    def _flush_pending(self, *, answered: bool = False) -> None:
+        """Replay what the store missed (``answered``: it just answered a call)."""
+        self._pending.flush(
+            self.store, self.clock(), quarantine_alert(self._alerter), answered=answered
+        )
 
     @property
     def pending_commits(self) -> int:
         """Commits buffered while the store was unreachable (shared by every Budget over
         this store, so dropping a Budget object loses none of them)."""
-        return len(self._pending)
+        return self._pending.commits
 
     # -- the reservation protocol -----------------------------------------------------------
 
@@ -322,8 +331,10 @@ class Budget:
             _check_ttl("ttl", ttl)
         if not isinstance(session_id, str):
             raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+        # Everything the commit will need is checked now, so a commit cannot fail on input.
+        check_text("model", model)
+        if metadata is not None:
+            check_metadata("metadata", metadata)
         resolved = self._resolve(model)
         tokens = input_tokens + max_output_tokens
         cost = resolved.rates.worst_case_nanos(input_tokens, max_output_tokens)
@@ -353,12 +364,18 @@ class Budget:
             result = self.store.reserve(
                 reservation.id, lines, now=now, ttl=hold_ttl, group=self.group
             )
+        except StorePermanentError:
+            raise
         except StoreError as exc:
+            if maybe_applied(exc):  # it may hold budget after all: released once it answers
+                self._pending.add_release(reservation.id, self.group, now)
             self._admit_despite_outage(exc, "admitting the call")
             self._alerter.warn(
                 f"budget store unavailable, call admitted unchecked: {exc}", "store_unavailable"
             )
             return reservation
+        if self._pending:
+            self._flush_pending(answered=True)
         if not result.admitted:
             assert result.refused_at is not None
             raise self._refusal(lines[result.refused_at], result.levels[result.refused_at])
@@ -385,6 +402,10 @@ class Budget:
             raise TypeError("commit needs a Reservation made by this budget")
         if usage is not None and not isinstance(usage, Usage):
             raise TypeError(f"usage must be a Usage, got {type(usage).__name__}")
+        if estimated is not None and not isinstance(estimated, bool):
+            raise TypeError(f"estimated must be a bool or None, got {estimated!r}")
+        if metadata is not None:
+            check_metadata("metadata", metadata)
         with reservation.lock:
             if reservation.record is not None:
                 return reservation.record
@@ -430,11 +451,20 @@ class Budget:
             if not reservation.held:
                 return True
             reservation.held = False
+        now = self.clock()
         try:
-            return bool(self.store.release(reservation.id, now=self.clock(), group=self.group))
-        except StoreError:
+            return bool(self.store.release(reservation.id, now=now, group=self.group))
+        except StorePermanentError:
             log.warning(
                 "could not release hold %s; it expires on its own", reservation.id, exc_info=True
+            )
+            return False
+        except StoreError:
+            self._pending.add_release(reservation.id, self.group, now)
+            log.warning(
+                "could not release hold %s now; it is released once the store answers",
+                reservation.id,
+                exc_info=True,
             )
             return False
 
@@ -475,8 +505,14 @@ class Budget:
             self._flush_pending()
         try:
             result = self.store.commit(hold_id, lines, now=now, group=self.group, record=payload)
-        except StoreError:
-            self._pending.add(PendingCommit(hold_id, lines, now, self.group, payload))
+        except StoreError as exc:
+            if isinstance(exc, StorePermanentError):  # never storable: quarantined, alerted
+                self._pending.reject_commit(
+                    hold_id, lines, now, self.group, payload, error=exc,
+                    alert=quarantine_alert(self._alerter),
+                )  # fmt: skip
+            else:  # kept (spooled) for replay
+                self._pending.add_commit(hold_id, lines, now, self.group, payload, error=exc)
             with self._lock:
                 self._records.append(record)
             return record, lines, None
@@ -518,6 +554,8 @@ class Budget:
                 group=self.group,
                 dry_run=True,
             )
+        except StorePermanentError:
+            raise
         except StoreError as exc:
             self._admit_despite_outage(exc, "check admits the call")
             return
@@ -552,8 +590,9 @@ class Budget:
         """
         if not isinstance(session_id, str):
             raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+        check_text("model", model)
+        if metadata is not None:
+            check_metadata("metadata", metadata)
         usage = Usage(
             input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens
         )

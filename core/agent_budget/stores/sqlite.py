@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
-from ..errors import StoreConfigError, StoreError
+from ..errors import StoreConfigError, StoreError, StorePermanentError, StoreTransientError
 from .base import (
     MAX_WINDOW_SECONDS,
     PERIOD_HORIZON,
@@ -206,7 +206,9 @@ class SQLiteStore(Store):
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+            raise StoreTransientError(
+                f"cannot open SQLite store {self.path!r}: {exc}", maybe_applied=False
+            ) from exc
         try:
             self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
@@ -218,7 +220,7 @@ class SQLiteStore(Store):
 
     def _conn(self) -> sqlite3.Connection:
         if self._closed:
-            raise StoreError("the SQLite store is closed")
+            raise StorePermanentError("the SQLite store is closed")
         pid = os.getpid()
         entry = getattr(self._local, "entry", None)
         if entry is not None and entry[0] == pid:
@@ -259,9 +261,23 @@ class SQLiteStore(Store):
                 return fn()
             except sqlite3.Error as exc:
                 if not _is_busy(exc) or time.monotonic() >= deadline:
-                    raise StoreError(f"SQLite store {self.path!r} failed: {exc}") from exc
+                    raise self._error(exc, applied=False) from exc
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.05)
+
+    def _error(self, exc: BaseException, *, applied: bool) -> StoreError:
+        """The library's error for a failed transaction. Data SQLite refuses is permanent;
+        a busy, full, unreadable or missing file is transient (the transaction was rolled
+        back, unless it failed at COMMIT: ``applied``)."""
+        message = f"SQLite store {self.path!r} failed: {exc}"
+        if isinstance(exc, sqlite3.OperationalError) or (
+            isinstance(exc, sqlite3.DatabaseError)
+            and not isinstance(
+                exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.DataError)
+            )
+        ):
+            return StoreTransientError(message, maybe_applied=applied)
+        return StorePermanentError(message)
 
     def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body`` in one BEGIN IMMEDIATE transaction, retried while the file is busy."""
@@ -273,10 +289,12 @@ class SQLiteStore(Store):
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 if not _is_busy(exc) or time.monotonic() >= deadline:
-                    raise StoreError(f"SQLite store {self.path!r} failed: {exc}") from exc
+                    raise self._error(exc, applied=False) from exc
             else:
+                committing = False
                 try:
                     result = body(conn)
+                    committing = True
                     conn.execute("COMMIT")
                     return result
                 except BaseException as exc:
@@ -284,10 +302,12 @@ class SQLiteStore(Store):
                         conn.execute("ROLLBACK")
                     except sqlite3.Error:
                         pass
+                    if isinstance(exc, (OverflowError, UnicodeError)):
+                        raise self._error(exc, applied=False) from exc
                     if not isinstance(exc, sqlite3.Error):
                         raise
                     if not _is_busy(exc) or time.monotonic() >= deadline:
-                        raise StoreError(f"SQLite store {self.path!r} failed: {exc}") from exc
+                        raise self._error(exc, applied=committing) from exc
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.05)
 
