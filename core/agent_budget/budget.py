@@ -294,9 +294,10 @@ class Budget:
             ) from exc
         log.warning("budget store unavailable; %s (fail_open): %s", what, exc)
 
-    def _flush_pending(self, *, answered: bool = False) -> None:
-        """Replay what the store missed (``answered``: it just answered a call)."""
-        self._pending.flush(
+    def _flush_pending(self, *, answered: bool = False) -> int:
+        """Replay what the store missed (``answered``: it just answered a call); returns how
+        many operations it took."""
+        return self._pending.flush(
             self.store, self.clock(), quarantine_alert(self._alerter), answered=answered
         )
 
@@ -360,22 +361,30 @@ class Budget:
             return reservation
         if self._pending:
             self._flush_pending()
-        try:
-            result = self.store.reserve(
-                reservation.id, lines, now=now, ttl=hold_ttl, group=self.group
-            )
-        except StorePermanentError:
-            raise
-        except StoreError as exc:
-            if maybe_applied(exc):  # it may hold budget after all: released once it answers
-                self._pending.add_release(reservation.id, self.group, now)
-            self._admit_despite_outage(exc, "admitting the call")
-            self._alerter.warn(
-                f"budget store unavailable, call admitted unchecked: {exc}", "store_unavailable"
-            )
-            return reservation
-        if self._pending:
-            self._flush_pending(answered=True)
+        retried = False
+        while True:
+            try:
+                result = self.store.reserve(
+                    reservation.id, lines, now=now, ttl=hold_ttl, group=self.group
+                )
+            except StorePermanentError:
+                raise
+            except StoreError as exc:
+                if maybe_applied(exc):  # it may hold budget after all: released once it answers
+                    self._pending.add_release(reservation.id, self.group, now)
+                self._admit_despite_outage(exc, "admitting the call")
+                self._alerter.warn(
+                    f"budget store unavailable, call admitted unchecked: {exc}",
+                    "store_unavailable",
+                )
+                return reservation
+            # The store answers: replay what waits for it. A refusal is tried once more when
+            # that replay freed something (a hold left by a reserve whose reply was lost).
+            if retried or not self._pending or not self._flush_pending(answered=True):
+                break
+            if result.admitted:
+                break
+            retried = True
         if not result.admitted:
             assert result.refused_at is not None
             raise self._refusal(lines[result.refused_at], result.levels[result.refused_at])
@@ -516,6 +525,8 @@ class Budget:
             with self._lock:
                 self._records.append(record)
             return record, lines, None
+        if self._pending:  # the store answers: replay what waits for it
+            self._flush_pending(answered=True)
         with self._lock:
             self._records.append(record)
         self._check_alerts(resolved.name, lines, result.levels)

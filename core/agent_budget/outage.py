@@ -44,7 +44,7 @@ from typing import Any
 
 from .alerting import Alerter
 from .alerts import AlertLevel, BudgetAlert
-from .errors import StoreError, StorePermanentError
+from .errors import StoreError, StorePermanentError, StoreTransientError
 from .stores import Line, Store
 
 __all__ = [
@@ -65,11 +65,12 @@ log = logging.getLogger("agent_budget")
 SPOOL_ENV = "AGENT_BUDGET_SPOOL_DIR"
 """Environment variable naming the spool directory (``off`` keeps buffers in memory)."""
 MAX_STRIKES = 3
-"""Transient failures of one operation, while the store answered others, before it is
-quarantined instead of blocking replay."""
+"""Failures of one operation with an unclassified :class:`StoreError` (not known to be
+transient, e.g. from a third-party store), while the store answered other calls, before it
+is quarantined instead of blocking replay."""
 _LEASE = 60.0  # seconds a claim on a spooled operation lasts (a send and its retries)
 _MAX_BACKOFF = 5.0
-_TAKE = 500  # operations claimed per replay round
+_TAKE = 50  # operations claimed per replay round
 
 Alert = Callable[[str], None]
 QUARANTINE_ALERT = "store_quarantine"
@@ -352,15 +353,38 @@ class _SpoolQueue:
         rows = self._tx(lambda c: self._select(c, "ORDER BY seq LIMIT 1", ()), create=False)
         return rows[0] if rows else None
 
-    @staticmethod
-    def _select(conn: sqlite3.Connection, tail: str, args: tuple[Any, ...]) -> list[PendingOp]:
+    def _select(
+        self,
+        conn: sqlite3.Connection,
+        tail: str,
+        args: tuple[Any, ...],
+        *,
+        wall: float | None = None,
+        limit: int | None = None,
+    ) -> list[PendingOp]:
+        """Operations in ``seq`` order; with ``wall``, only those no other live process of
+        this host is sending now (a claim of a dead process is taken over at once)."""
         rows = conn.execute(
             "SELECT id, kind, hold_id, grp, at, lines, record, uncertain_since, strikes, "
-            f"claimed_until, attempt_at FROM ops {tail}",
+            f"claimed_until, attempt_at, claimed_by FROM ops {tail}",
             args,
-        ).fetchall()
-        out = []
-        for key, kind, hold_id, grp, at, lines, record, uncertain, strikes, until, attempt in rows:
+        )
+        out: list[PendingOp] = []
+        for row in rows:
+            key, kind, hold_id, grp, at, lines, record, uncertain, strikes, until, attempt = row[
+                :11
+            ]
+            owner = row[11]
+            if (
+                wall is not None
+                and until is not None
+                and until >= wall
+                and owner != self._token
+                and _alive(owner)
+            ):
+                continue
+            if limit is not None and len(out) >= limit:
+                break
             if until is not None and uncertain is None and attempt is not None:
                 uncertain = attempt  # its claimer died while sending: it may have landed
             out.append(
@@ -382,11 +406,7 @@ class _SpoolQueue:
         wall = time.time()
 
         def body(conn: sqlite3.Connection) -> list[PendingOp]:
-            ops = self._select(
-                conn,
-                "WHERE claimed_until IS NULL OR claimed_until < ? ORDER BY seq LIMIT ?",
-                (wall, _TAKE),
-            )
+            ops = self._select(conn, "ORDER BY seq", (), wall=wall, limit=_TAKE)
             conn.executemany(
                 "UPDATE ops SET claimed_by = ?, claimed_until = ?, attempt_at = ?, "
                 "uncertain_since = ? WHERE id = ?",
@@ -461,6 +481,29 @@ class _SpoolQueue:
             }
             for quarantined_at, kind, hold_id, grp, at, lines, record, reason in rows or []
         ]
+
+
+def _stops_replay(exc: BaseException) -> bool:
+    """A failure that says the store is down (not one about this operation's input)."""
+    return not isinstance(exc, (StorePermanentError, ValueError, TypeError))
+
+
+def _alive(token: str | None) -> bool:
+    """Whether the process that claimed an operation (``<pid>-<random>``) still runs on this
+    host; a claim of a dead process is taken over at once, not after its lease."""
+    if not token:
+        return False
+    try:
+        pid = int(token.split("-", 1)[0])
+    except ValueError:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 class OutageBuffer:
@@ -590,12 +633,14 @@ class OutageBuffer:
         since = op.uncertain_since
         if since is None and maybe_applied(exc):
             since = op.when if op.kind == "commit" else None
-        if answered and op.strikes + 1 >= MAX_STRIKES:
+        # A transient error (busy, timeout) never strikes: the store is just not ready.
+        strike = answered and not isinstance(exc, StoreTransientError)
+        if strike and op.strikes + 1 >= MAX_STRIKES:
             self._quarantine(
                 op, f"failed {MAX_STRIKES} times while the store answered other calls: {exc}", alert
             )
             return
-        self._queue.failed(op, uncertain_since=since, strike=answered)
+        self._queue.failed(op, uncertain_since=since, strike=strike)
         self._backoff = min(_MAX_BACKOFF, self._backoff * 2 or 0.25)
         self._retry_at = time.monotonic() + self._backoff
 
@@ -607,73 +652,77 @@ class OutageBuffer:
 
     def flush(
         self, store: Store, now: float, alert: Alert | None = None, *, answered: bool = False
-    ) -> None:
-        """Replay what waits, oldest first, until the store fails again. ``answered`` says
-        the store just answered a call (replay at once, and count failures as strikes)."""
+    ) -> int:
+        """Replay what waits, oldest first, until the store fails again; returns how many
+        operations the store took. ``answered`` says the store just answered a call
+        (replay at once)."""
         if not self._ready(answered) or not self._flush_lock.acquire(blocking=False):
-            return
+            return 0
+        replayed = 0
         try:
-            ops = self._queue.take(now)
-            for index, op in enumerate(ops):
-                if self._late(op, now):
-                    self._quarantine(op, self._late_reason(), alert)
-                    continue
-                try:
-                    if op.kind == "commit":
-                        store.commit(
-                            op.hold_id, op.lines, now=op.when, group=op.group, record=op.record
-                        )
-                    else:
-                        store.release(op.hold_id, now=op.when, group=op.group)
-                except (StoreError, ValueError, TypeError) as exc:
-                    self._failed(op, exc, answered, alert)
-                    if not isinstance(exc, (StorePermanentError, ValueError, TypeError)):
-                        self._queue.unclaim(ops[index + 1 :])
-                        return
-                    continue
-                self._queue.done(op)
-                answered = True
-                self._backoff = 0.0
-                log.info("replayed a buffered %s of %s to the budget store", op.kind, op.hold_id)
+            while ops := self._queue.take(now):
+                for index, op in enumerate(ops):
+                    if self._late(op, now):
+                        self._quarantine(op, self._late_reason(), alert)
+                        continue
+                    try:
+                        if op.kind == "commit":
+                            store.commit(
+                                op.hold_id, op.lines, now=op.when, group=op.group, record=op.record
+                            )
+                        else:
+                            store.release(op.hold_id, now=op.when, group=op.group)
+                    except (StoreError, ValueError, TypeError) as exc:
+                        self._failed(op, exc, answered, alert)
+                        if _stops_replay(exc):
+                            self._queue.unclaim(ops[index + 1 :])
+                            return replayed
+                        continue
+                    self._queue.done(op)
+                    replayed += 1
+                    answered = True
+                    self._backoff = 0.0
+                    log.info("replayed a buffered %s of %s to the store", op.kind, op.hold_id)
         finally:
             self._count, self.commits = self._queue.count()
             self._flush_lock.release()
+        return replayed
 
     async def aflush(
         self, store: Store, now: float, alert: Alert | None = None, *, answered: bool = False
-    ) -> None:
+    ) -> int:
         """:meth:`flush` for asyncio: store calls through the async API, spool file I/O in a
         worker thread, so the event loop never waits."""
         if not self._ready(answered) or not self._flush_lock.acquire(blocking=False):
-            return
-        durable = self.durable
+            return 0
+        replayed = 0
         try:
-            ops = (
-                await asyncio.to_thread(self._queue.take, now) if durable else self._queue.take(now)
-            )
-            for index, op in enumerate(ops):
-                if self._late(op, now):
-                    await self._off_loop(self._quarantine, op, self._late_reason(), alert)
-                    continue
-                try:
-                    if op.kind == "commit":
-                        await store.acommit(
-                            op.hold_id, op.lines, now=op.when, group=op.group, record=op.record
-                        )
-                    else:
-                        await store.arelease(op.hold_id, now=op.when, group=op.group)
-                except (StoreError, ValueError, TypeError) as exc:
-                    await self._off_loop(self._failed, op, exc, answered, alert)
-                    if not isinstance(exc, (StorePermanentError, ValueError, TypeError)):
-                        await self._off_loop(self._queue.unclaim, ops[index + 1 :])
-                        return
-                    continue
-                await self._off_loop(self._queue.done, op)
-                answered = True
-                self._backoff = 0.0
+            while ops := await self._off_loop(self._queue.take, now):
+                for index, op in enumerate(ops):
+                    if self._late(op, now):
+                        await self._off_loop(self._quarantine, op, self._late_reason(), alert)
+                        continue
+                    try:
+                        if op.kind == "commit":
+                            await store.acommit(
+                                op.hold_id, op.lines, now=op.when, group=op.group, record=op.record
+                            )
+                        else:
+                            await store.arelease(op.hold_id, now=op.when, group=op.group)
+                    except (StoreError, ValueError, TypeError) as exc:
+                        await self._off_loop(self._failed, op, exc, answered, alert)
+                        if _stops_replay(exc):
+                            await self._off_loop(self._queue.unclaim, ops[index + 1 :])
+                            return replayed
+                        continue
+                    await self._off_loop(self._queue.done, op)
+                    replayed += 1
+                    answered = True
+                    self._backoff = 0.0
         finally:
             self._count, self.commits = await self._off_loop(self._queue.count)
             self._flush_lock.release()
+        return replayed
 
     async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self.durable:

@@ -172,7 +172,11 @@ class SQLiteStore(Store):
         self._schema_ready_pid: int | None = None
         self._next_maintenance = -math.inf
         self._closed = False
-        self._transaction(lambda conn: None)
+        try:
+            self._transaction(lambda conn: None)  # creates the file: a bad path fails here
+        except StoreTransientError as exc:
+            if not (isinstance(exc.__cause__, sqlite3.Error) and _is_busy(exc.__cause__)):
+                raise  # another writer holds the file: the first operation sets it up
 
     url_options = _QUERY_OPTIONS
 
@@ -225,13 +229,15 @@ class SQLiteStore(Store):
         entry = getattr(self._local, "entry", None)
         if entry is not None and entry[0] == pid:
             conn: sqlite3.Connection = entry[1]
-            return conn
-        conn = self._connect()
-        self._local.entry = (pid, conn)
-        with self._lock:
-            # Connections inherited from a parent process are dropped, never closed here.
-            self._connections = [(p, c) for p, c in self._connections if p == pid]
-            self._connections.append((pid, conn))
+            if self._schema_ready_pid == pid:
+                return conn
+        else:
+            conn = self._connect()
+            self._local.entry = (pid, conn)
+            with self._lock:
+                # Connections inherited from a parent process are dropped, never closed here.
+                self._connections = [(p, c) for p, c in self._connections if p == pid]
+                self._connections.append((pid, conn))
         if self._schema_ready_pid != pid:
             self._retry(lambda: self._create_schema(conn))
             self._schema_ready_pid = pid
