@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 
-from agent_budget import Usage
-from agent_budget.stores import MemoryStore, Store
+pytest.register_assert_rewrite("agent_budget.testing")  # full messages from the shipped suite
+
+from agent_budget import Usage  # noqa: E402
+from agent_budget.stores import MemoryStore, Store  # noqa: E402
 
 __all__ = [
     "STORE_KINDS",

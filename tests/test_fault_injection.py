@@ -10,7 +10,6 @@ timeouts, polls with deadlines); the longer runs are marked ``slow`` and run in 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import multiprocessing
 import os
@@ -550,40 +549,8 @@ def test_reserve_refuses_what_a_commit_could_not_store(
     assert budget.usage()["session:tokens"] == Level(10, 0)
 
 
-# -- 10. the commit reply decides crossings ---------------------------------------------------
-
-
-def test_concurrent_commits_report_levels_that_tile_exactly(
-    store_factory: Any, clock: FakeClock
-) -> None:
-    """Each applied commit reports its own post-commit level, atomically: the intervals
-    (level - amount, level] of concurrent commits never overlap and cover [0, total], so
-    exactly one commit crosses any threshold (issue 16, #10)."""
-    store = store_factory()
-    spans: list[tuple[int, int]] = []
-    lock = threading.Lock()
-
-    def work(worker: int) -> None:
-        other = store_factory()
-        for number in range(40):
-            amount = 1 + (worker * 31 + number) % 17
-            result = other.commit(
-                f"c{worker}-{number}", [Line("x", "session:cost", amount)], now=clock(), group="x"
-            )
-            assert result.applied
-            with lock:
-                spans.append((result.levels[0].committed - amount, result.levels[0].committed))
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    spans.sort()
-    assert spans[0][0] == 0
-    for (_, end), (start, _) in itertools.pairwise(spans):
-        assert start == end
-    assert store.read("x", now=clock(), group="x")["session:cost"].committed == spans[-1][1]
+# 10. The commit reply decides crossings: agent_budget.testing's
+# concurrent_commits_report_levels_that_tile_exactly runs on every store.
 
 
 # -- 4 and 6: settings that cannot void a cap ----------------------------------------------------
