@@ -1,7 +1,8 @@
 # The two set-up commands of the README: `make demo` and `make test`. Each creates or
 # reuses a virtualenv in .venv and installs what it needs; nothing else is assumed but
 # python3 (>= 3.10) with pip and venv. `make test` also makes sure a redis-server binary
-# exists (installing Debian's package when it can), since the store tests start their own.
+# exists (installing Debian's package when it can), since the store tests start their own,
+# and a Chromium binary, which the dashboard's browser tests drive headless.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +11,7 @@ DEV_STAMP := $(VENV)/.dev-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 BASE_STAMP := $(VENV)/.base-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck bench bench-quick clean
+.PHONY: demo test lint typecheck bench bench-quick prices prices-check clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,7 @@ demo: $(BASE_STAMP)
 
 test: $(DEV_STAMP)
 	bash scripts/ensure-redis-server
+	bash scripts/ensure-chromium
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
@@ -45,6 +47,14 @@ bench: $(DEV_STAMP)
 
 bench-quick: $(DEV_STAMP)
 	$(PY) -m benchmarks --quick
+
+# Regenerate the price catalogue from the installed genai-prices (pinned in the dev extra);
+# `pip install -U genai-prices`, bump the pin, then `make prices` to take newer prices.
+prices: $(DEV_STAMP)
+	$(PY) scripts/make_prices.py
+
+prices-check: $(DEV_STAMP)
+	$(PY) scripts/make_prices.py --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

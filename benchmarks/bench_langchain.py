@@ -19,13 +19,13 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, UsageM
 from langchain_core.outputs import ChatGeneration, ChatResult, LLMResult
 
 from agent_budget import Budget, Usage, default_counter
-from agent_budget_callbacks._langchain_read import (
+from agent_budget_callbacks.langchain import BudgetCallbackHandler
+from agent_budget_callbacks.langchain.payload import (
     chat_input_tokens,
     max_output_tokens,
     read_outcome,
     requested_model,
 )
-from agent_budget_callbacks.langchain import BudgetCallbackHandler
 
 from .harness import Table, bench_scope, interleaved, ratio_table
 
@@ -157,7 +157,7 @@ def _parts() -> dict[str, Callable[[int], None]]:
     def read(n: int) -> None:
         for _ in range(n):
             requested_model(None, metadata, {})
-            max_output_tokens(metadata, {}, 4096)
+            max_output_tokens(metadata, {})
             read_outcome(result)
 
     def estimate(n: int) -> None:

@@ -111,6 +111,52 @@ for name, s in summaries.items():
     print(f"{name:10s} day: {day['tokens']:7d} tokens  ${day['cost_usd']}")
 assert summaries["global"]["day"]["cost_usd"] <= 0.75
 """),
+    ("md", """
+## Who spent what, hour by hour: the report API
+
+`agent_budget.report.build_report` reads a store **without writing to it** (here through a
+read-only handle, as another process, the `agent-budget report` command or the dashboard
+would) and breaks the ledger down per scope, session, model and hour or day, with the
+refusals and alerts the store kept and what remains of every limit. Template-made scopes
+(`user:ada` ...) are in the store's registry, so a fresh process sees them too.
+"""),
+    ("code", """
+from agent_budget.report import build_report, open_for_reading
+
+reader = open_for_reading(f"sqlite:///{db}")  # read-only: creates and changes nothing
+report = build_report(reader, since=clock() - 36 * 3600, until=clock(), bucket="hour",
+                      now=clock())
+totals = report["totals"]
+print(f"{totals['calls']} calls, {totals['tokens']:,} tokens, ${totals['cost_usd']}")
+print(f"{report['refusals']['count']} refusals:",
+      ", ".join(f"{r['count']} by {r['scope']} {r['limit']}" for r in report["refusals"]["by_limit"]))
+for row in report["top_spenders"]:
+    print(f"  {row['scope']:10s} {row['calls']:4d} calls  ${row['cost_usd']}")
+"""),
+    ("code", """
+buckets = report["period"]["buckets"]
+hours = [(b - buckets[0]) / 3600 for b in buckets]
+position = {b: i for i, b in enumerate(buckets)}
+names = [row["scope"] for row in report["top_spenders"]]
+spend = {name: [0.0] * len(buckets) for name in names}
+for row in report["series_by_scope"]:
+    spend.setdefault(row["scope"], [0.0] * len(buckets))[position[row["bucket"]]] += (
+        row["cost_nanos"] / 1e9
+    )
+
+fig, ax = plt.subplots(figsize=(9, 4))
+bottom = [0.0] * len(buckets)
+for name, values in spend.items():
+    ax.bar(hours, values, width=0.9, bottom=bottom, label=name, align="edge")
+    bottom = [a + b for a, b in zip(bottom, values)]
+ax.set_xlabel("simulated hours")
+ax.set_ylabel("spend per hour (USD)")
+ax.set_title("Spend over time per user, from the report API")
+ax.legend(fontsize=8)
+plt.show()
+assert abs(sum(bottom) - float(totals["cost_usd"])) < 1e-9
+reader.close()
+"""),
 ]
 
 

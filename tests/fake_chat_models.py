@@ -120,9 +120,13 @@ class _FakeChat(BaseChatModel):
     """ainvoke / astream wait forever (until cancelled) after reaching the provider."""
     hang_after_chunks: int | None = None
     """astream yields this many chunks, then waits forever (until cancelled)."""
+    gate: Any = Field(default=None, exclude=True)
+    """An asyncio.Event: ainvoke / astream wait at the provider until it is set."""
     error: Any = None
     """An exception raised by the provider after the call is counted."""
     before_call: Callable[[], None] | None = Field(default=None, exclude=True)
+    requests: list[dict[str, Any]] = Field(default_factory=list, exclude=True)
+    """The call-time kwargs (bound settings such as ``max_tokens``) of each provider call."""
 
     _cycle: Any = PrivateAttr(default=None)
     _cycle_lock: Any = PrivateAttr(default_factory=threading.Lock)
@@ -138,7 +142,8 @@ class _FakeChat(BaseChatModel):
             return AIMessage(content=reply.content, tool_calls=list(reply.tool_calls))
         return AIMessage(content=str(reply))
 
-    def _provider_call(self) -> None:
+    def _provider_call(self, kwargs: dict[str, Any] | None = None) -> None:
+        self.requests.append(dict(kwargs or {}))
         self.calls.hit()
         if self.before_call is not None:
             self.before_call()
@@ -196,7 +201,7 @@ class _FakeChat(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        self._provider_call()
+        self._provider_call(kwargs)
         return self._result(kwargs)
 
     async def _agenerate(
@@ -206,9 +211,11 @@ class _FakeChat(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        self._provider_call()
+        self._provider_call(kwargs)
         if self.hang:
             await asyncio.Event().wait()
+        if self.gate is not None:
+            await self.gate.wait()
         await asyncio.sleep(0)
         return self._result(kwargs)
 
@@ -263,7 +270,7 @@ class _FakeChat(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        self._provider_call()
+        self._provider_call(kwargs)
         yield from self._chunks(kwargs)
 
     async def _astream(
@@ -273,7 +280,9 @@ class _FakeChat(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        self._provider_call()
+        self._provider_call(kwargs)
+        if self.gate is not None:
+            await self.gate.wait()
         for index, chunk in enumerate(self._chunks(kwargs)):
             if self.hang or index == self.hang_after_chunks:
                 await asyncio.Event().wait()

@@ -9,7 +9,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.tools import tool
 from llama_index.core.llms import ChatMessage
 
-from agent_budget import Budget, UsageRecord
+from agent_budget import Budget, BudgetManager, Usage, UsageRecord
 
 from .provider_servers import MockProvider, Served, builtin_price_nanos, held
 
@@ -22,6 +22,8 @@ __all__ = [
     "multiply",
     "only_record",
     "record_shape",
+    "recorded_usage",
+    "sessions_by_scope",
 ]
 
 
@@ -35,6 +37,27 @@ def only_record(budget: Budget) -> UsageRecord:
     records = budget.records
     assert len(records) == 1, records
     return records[0]
+
+
+def recorded_usage(record: UsageRecord) -> Usage:
+    """The usage a record says was used."""
+    return Usage(
+        record.input_tokens,
+        record.output_tokens,
+        record.cache_read_tokens,
+        record.cache_write_tokens,
+        record.reasoning_tokens,
+    )
+
+
+def sessions_by_scope(manager: BudgetManager, *names: str) -> dict[str, list[tuple[int, str]]]:
+    """``(input_tokens, session_id)`` of every record of each named scope of ``manager``."""
+    seen: dict[str, list[tuple[int, str]]] = {}
+    for name in names:
+        budget = manager.get(name)
+        assert budget is not None, name
+        seen[name] = [(r.input_tokens, r.session_id) for r in budget.records]
+    return seen
 
 
 def record_shape(record: UsageRecord) -> tuple[Any, ...]:

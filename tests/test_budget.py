@@ -118,6 +118,7 @@ def test_commit_after_hold_expired_still_records(clock):
     assert b.usage()["session:tokens"].committed == 50
 
 
+@pytest.mark.filterwarnings("ignore:a `with budget.reserve")  # tests/test_names.py
 def test_context_manager_releases_on_error_and_commits_estimate_otherwise(clock):
     b = make(clock, max_tokens_per_session=1000)
     with pytest.raises(RuntimeError), b.reserve("m", 10, 10):
@@ -406,6 +407,7 @@ def test_summary_shape(clock):
         "used": 0.021,
         "reserved": 0.0,
         "limit": 1.0,
+        "remaining": 0.979,
         "pct": 0.021,
     }
     assert s["limits"]["model_m_tokens"]["used"] == 16
@@ -464,12 +466,16 @@ def test_alerts_rearm_when_a_later_window_jumps_straight_over(clock):
     ]
 
 
-def test_check_on_a_soft_budget_neither_refuses_nor_alerts(clock):
+def test_check_on_a_soft_budget_alerts_without_refusing(clock):
+    """As the original API did: check() on a hard_stop=False scope fires CRITICAL for a
+    call that would exceed (once per crossing), and the real crossing alerts again."""
     b = make(clock, max_tokens_per_session=100, hard_stop=False)
     b.check("m", 500)
-    assert b.alerts == []
+    b.check("m", 500)
+    assert [(a.level, a.used) for a in b.alerts] == [(AlertLevel.CRITICAL, 500)]
+    assert "would reach" in b.alerts[0].message
     b.record("s", "m", 150, 0)
-    assert [a.level for a in b.alerts] == [AlertLevel.CRITICAL]  # the real crossing
+    assert [a.level for a in b.alerts] == [AlertLevel.CRITICAL] * 2  # the real crossing
 
 
 def test_check_follows_the_store_error_policy(clock):

@@ -39,12 +39,30 @@ def test_demo_shows_refusals_alerts_and_summary():
 def test_rates_lists_dated_sourced_rows():
     out = cli("rates", "gpt-4o*")
     assert out.returncode == 0
-    assert "gpt-4o-mini" in out.stdout and "2026-11-01" in out.stdout
-    assert "sources:" in out.stdout
+    assert "gpt-4o-mini" in out.stdout and "openai" in out.stdout
+    assert "sources: genai-prices" in out.stdout and "snapshot 20" in out.stdout
     rows = json.loads(cli("rates", "--json").stdout)
     assert {r["model"] for r in rows} >= {"gpt-4o", "claude-3-5-sonnet", "gemini-2.5-pro"}
-    assert all(r["effective"] and r["source"] for r in rows)
+    assert all(r["effective"] and r["source"] and r["provider"] for r in rows)
+    assert cli("rates", "nothing-matches*").returncode == 1
     assert cli("rates", "nothing-matches").returncode == 1
+
+
+def test_rates_model_shows_how_a_name_resolves_and_what_it_pays():
+    out = cli("rates", "us.anthropic.claude-sonnet-4-5-20250929-v1:0")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "family:    claude-sonnet-4-5" in text
+    assert "aws:regional.anthropic.claude-sonnet-4-5-20250929-v1:0" in text
+    assert "genai-prices" in text and "rule contains" in text
+    assert "input $3.3" in text and "1h cache write $6.6" in text
+    data = json.loads(cli("rates", "gpt-5.4", "--tier", "flex", "--json").stdout)
+    assert data["price_id"] == "openai:gpt-5.4" and data["tier"] == "flex"
+    assert data["rates_per_1m"]["input"] == "1.25" and data["rates_per_1m"]["above"] == 272000
+    assert "service_tier=priority" in data["variants"]
+    past = json.loads(cli("rates", "o3", "--at", "2025-06-01", "--json").stdout)
+    assert past["rates_per_1m"]["input"] == "10"
+    assert "history" in cli("rates", "o3").stdout
 
 
 def test_estimate_exact_and_errors():
@@ -56,6 +74,42 @@ def test_estimate_exact_and_errors():
     assert unknown.returncode == 2 and "no-such-model" in unknown.stderr
     negative = cli("estimate", "gpt-4o", "--input", "-3")
     assert negative.returncode == 2 and "negative" in negative.stderr
+
+
+def test_estimate_every_token_kind_tier_and_overlay(tmp_path):
+    out = cli(
+        "estimate",
+        "claude-sonnet-4-5",
+        "--input",
+        "100",
+        "--cache-write",
+        "3000",
+        "--cache-write-1h",
+        "2000",
+        "--output",
+        "50",
+        "--web-searches",
+        "3",
+        "--json",
+    )
+    data = json.loads(out.stdout)
+    assert data["cost_usd"] == "0.0468" and data["price_source"].startswith("genai-prices")
+    batch = json.loads(
+        cli("estimate", "gpt-5", "--input", "1000", "--tier", "batch", "--json").stdout
+    )
+    assert batch["cost_usd"] == "0.000625" and batch["price_tier"] == "batch"
+    overlay = tmp_path / "acme.json"
+    overlay.write_text(
+        json.dumps({"source": "ACME", "models": {"gpt-4o": {"input": 1, "output": 1}}})
+    )
+    mine = json.loads(
+        cli("estimate", "gpt-4o", "--input", "1000000", "--overlay", str(overlay), "--json").stdout
+    )
+    assert (mine["cost_usd"], mine["price_source"]) == ("1", "ACME")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    broken = cli("estimate", "gpt-4o", "--input", "1", "--overlay", str(bad))
+    assert broken.returncode == 2 and "bad.json" in broken.stderr
 
 
 @pytest.mark.parametrize(
@@ -90,9 +144,12 @@ def test_report_on_a_shared_store(store_url):
     out = cli("report", "--store", url, "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    assert data["team-a"]["limits"]["day_tokens"]["used"] == 1500
-    assert data["team-a"]["limits"]["day_tokens"]["reserved"] == 200
-    assert data["global"]["day"]["cost_usd"] == "0.0075"
+    limits = {(row["scope"], row["limit"]): row for row in data["limits"]}
+    assert limits["team-a", "day_tokens"]["used"] == 1500
+    assert limits["team-a", "day_tokens"]["reserved"] == 200
+    assert limits["team-a", "day_tokens"]["unit"] == "tokens"
+    assert limits["global", "day_cost_usd"]["used"] == "0.0075"
+    assert limits["global", "day_cost_usd"]["unit"] == "USD"
     table = cli("report", "--store", url)
     assert table.returncode == 0 and "team-a" in table.stdout and "15.0%" in table.stdout
     missing = cli("report", "--store", url, "--scope", "nobody")

@@ -24,12 +24,13 @@ from agent_budget import (
     ModelRates,
     count_messages,
 )
-from agent_budget_callbacks._langchain_read import (
+from agent_budget_callbacks.langchain import DEFAULT_MAX_OUTPUT_TOKENS, BudgetCallbackHandler
+from agent_budget_callbacks.langchain.payload import (
+    completions,
     max_output_tokens,
     read_outcome,
     requested_model,
 )
-from agent_budget_callbacks.langchain import DEFAULT_MAX_OUTPUT_TOKENS, BudgetCallbackHandler
 
 from .fake_chat_models import Bill, FakeChatAnthropic, FakeChatOpenAI, FakeOpenAILLM
 from .provider_checks import record_shape
@@ -241,14 +242,15 @@ def test_requested_model_lookup_order() -> None:
 
 
 def test_max_output_tokens_lookup_order() -> None:
-    assert max_output_tokens({"ls_max_tokens": 10}, {"max_tokens": 20}, 99) == 10
-    assert max_output_tokens({"ls_max_tokens": None}, {"max_tokens": 20}, 99) == 20
-    assert max_output_tokens({}, {"max_completion_tokens": 30}, 99) == 30
-    assert max_output_tokens({}, {"max_output_tokens": 40}, 99) == 40
-    assert max_output_tokens({}, {"max_new_tokens": 50}, 99) == 50
-    assert max_output_tokens({}, {"max_tokens": True}, 99) == 99
-    assert max_output_tokens({}, {}, 99) == 99
-    assert max_output_tokens({}, {"max_tokens": 20, "n": 3}, 99) == 60
+    assert max_output_tokens({"ls_max_tokens": 10}, {"max_tokens": 20}) == 10
+    assert max_output_tokens({"ls_max_tokens": None}, {"max_tokens": 20}) == 20
+    assert max_output_tokens({}, {"max_completion_tokens": 30}) == 30
+    assert max_output_tokens({}, {"max_output_tokens": 40}) == 40
+    assert max_output_tokens({}, {"max_new_tokens": 50}) == 50
+    assert max_output_tokens({}, {"max_tokens": True}) is None
+    assert max_output_tokens({}, {}) is None
+    assert completions({"max_tokens": 20, "n": 3}) == 3
+    assert completions({}) == 1
 
 
 def _held_during_call(budget: Budget, model: Any, seen: list[int]) -> None:
@@ -296,19 +298,26 @@ def test_bound_tool_schemas_count_as_input(clock: Any) -> None:
 # -- no usage, cache hits, duplicates, legacy batches -------------------------------------
 
 
-def test_no_reported_usage_commits_the_estimate_marked_estimated(clock: Any) -> None:
+def test_no_reported_usage_commits_the_prompt_estimate_and_counted_reply(clock: Any) -> None:
+    """A provider that reports no usage is charged the prompt estimate plus the counted
+    reply (marked estimated), not the whole output hold, and warns once per model with the
+    setting that fixes it."""
     budget = roomy(clock)
     handler = BudgetCallbackHandler(budget, counter=WordCounter(), default_model="gpt-4o")
-    model = GenericFakeChatModel(messages=iter([AIMessage("hi")] * 4))
-    model.invoke("one two", config={"callbacks": [handler]})
-    (record,) = budget.records
-    assert record.estimated
+    model = GenericFakeChatModel(messages=iter([AIMessage("hi there")] * 4))
+    with pytest.warns(BudgetWarning, match="stream_usage=True") as caught:
+        model.invoke("one two", config={"callbacks": [handler]})
+        model.invoke("one two", config={"callbacks": [handler]})
+    assert sum("without provider usage" in str(w.message) for w in caught) == 1
+    record = budget.records[0]
+    assert record.estimated and record.metadata["usage_source"] == "counted"
     assert record.model == "gpt-4o"
     assert record.input_tokens == count_messages([("human", "one two")], WordCounter())
-    assert record.output_tokens == DEFAULT_MAX_OUTPUT_TOKENS
+    assert record.output_tokens == 2 < DEFAULT_MAX_OUTPUT_TOKENS
     openai_without_usage = FakeChatOpenAI(bill=None, max_tokens=64)
-    openai_without_usage.invoke("x", config={"callbacks": [handler]})
-    assert budget.records[-1].estimated and budget.records[-1].output_tokens == 64
+    reply = openai_without_usage.invoke("x", config={"callbacks": [handler]})
+    assert budget.records[-1].estimated
+    assert budget.records[-1].output_tokens == WordCounter().count_text(str(reply.content))
 
 
 def test_model_with_no_name_is_priced_by_class_name_with_a_warning(clock: Any) -> None:
@@ -390,13 +399,15 @@ def test_legacy_multi_prompt_usage_is_counted_once(clock: Any, how: str) -> None
     assert handler.open_runs == 0
 
 
-def test_single_run_with_empty_token_usage_commits_the_estimate(clock: Any) -> None:
+def test_single_run_with_empty_token_usage_commits_the_counted_estimate(clock: Any) -> None:
     budget = roomy(clock)
-    FakeOpenAILLM(bill=None, max_tokens=20).invoke(
-        "one", config={"callbacks": [BudgetCallbackHandler(budget, counter=WordCounter())]}
-    )
+    with pytest.warns(BudgetWarning, match="without provider usage"):
+        reply = FakeOpenAILLM(bill=None, max_tokens=20).invoke(
+            "one", config={"callbacks": [BudgetCallbackHandler(budget, counter=WordCounter())]}
+        )
     (record,) = budget.records
-    assert record.estimated and (record.input_tokens, record.output_tokens) == (1, 20)
+    assert record.estimated
+    assert (record.input_tokens, record.output_tokens) == (1, WordCounter().count_text(reply))
 
 
 class _Starts(BaseCallbackHandler):

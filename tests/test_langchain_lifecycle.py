@@ -14,7 +14,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 
 from agent_budget import Budget, BudgetExceededError, BudgetScope, ModelRates, count_messages
-from agent_budget_callbacks.langchain import _TRACKER_GRACE_SECONDS, BudgetCallbackHandler
+from agent_budget.calls import TRACKER_GRACE_SECONDS as _TRACKER_GRACE_SECONDS
+from agent_budget_callbacks.langchain import BudgetCallbackHandler
 
 from .fake_chat_models import Bill, FakeChatAnthropic, FakeChatOpenAI, FakeOpenAILLM
 

@@ -204,17 +204,17 @@ def test_real_model_is_not_called_after_a_refusal(clock: Any, provider: str) -> 
 
 def test_real_models_report_their_output_cap_at_start(clock: Any) -> None:
     """Pinned: ChatAnthropic always sends max_tokens (ls_max_tokens); ChatOpenAI sends none
-    unless set, so the handler's default_max_tokens applies."""
+    unless set, so the handler's default_max_output_tokens applies."""
     seen: list[int] = []
     budget = Budget(BudgetScope(name="t", max_tokens_per_session=10**9), clock=clock)
     original = budget.reserve
 
-    def spy(model_name: str, inp: int, out: int, **kw: Any) -> Any:
-        seen.append(out)
-        return original(model_name, inp, out, **kw)
+    def spy(*args: Any, **kw: Any) -> Any:
+        seen.append(kw["max_output_tokens"])
+        return original(*args, **kw)
 
     budget.reserve = spy  # type: ignore[method-assign]
-    handler = BudgetCallbackHandler(budget, default_max_tokens=777)
+    handler = BudgetCallbackHandler(budget, default_max_output_tokens=777)
     for make in (real_openai, real_anthropic):
         make(CallCounter()).invoke("hello", config={"callbacks": [handler]})
     default_cap = langchain_anthropic.ChatAnthropic(

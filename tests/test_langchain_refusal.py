@@ -322,4 +322,8 @@ def test_records_carry_the_run_id(clock: Any) -> None:
             seen.append(str(run_id))
 
     FakeChatOpenAI().invoke("hi", config={"callbacks": [BudgetCallbackHandler(budget), RunIds()]})
-    assert budget.records[0].metadata == {"framework": "langchain", "run_id": seen[0]}
+    assert budget.records[0].metadata == {
+        "framework": "langchain",
+        "call_id": seen[0],
+        "usage_source": "provider",
+    }

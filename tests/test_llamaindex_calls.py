@@ -294,7 +294,7 @@ def test_mockllm_max_tokens_sizes_the_hold(clock: Any) -> None:
     handler = with_handler(llm, b, default_max_output_tokens=999)
     seen: list[int] = []
     original = b.reserve
-    b.reserve = lambda *a, **k: seen.append(a[2]) or original(*a, **k)  # type: ignore
+    b.reserve = lambda *a, **k: seen.append(k["max_output_tokens"]) or original(*a, **k)  # type: ignore
     llm.complete("hi")
     assert seen == [5]
     assert handler.open_calls == 0
@@ -424,7 +424,7 @@ def test_a_stream_dropped_half_way_is_charged_for_what_it_streamed(clock: Any, k
     stream.close()
     [record] = b.records
     counter = default_counter()
-    assert record.metadata["stream"] == "incomplete"
+    assert record.metadata["partial"] is True
     assert record.metadata["usage_source"] == "counted"
     assert record.input_tokens == count_messages([("user", MSGS[0].content)], counter)
     assert record.output_tokens == counter.count_text("the answer")
@@ -443,7 +443,7 @@ def test_an_async_stream_dropped_half_way_is_charged(clock: Any) -> None:
 
     asyncio.run(run())
     [record] = b.records
-    assert record.metadata["stream"] == "incomplete"
+    assert record.metadata["partial"] is True
     assert record.output_tokens == default_counter().count_text("the")
     assert reserved(b) == 0
 
@@ -456,7 +456,7 @@ def test_a_stream_that_fails_after_some_chunks_is_charged(clock: Any, method: st
     with pytest.raises(ConnectionError):
         call(llm, method)
     [record] = b.records
-    assert record.metadata["stream"] == "incomplete"
+    assert record.metadata["partial"] is True
     assert record.output_tokens == default_counter().count_text("the")
     assert reserved(b) == 0
 

@@ -10,7 +10,7 @@ import pytest
 from llama_index.core.llms import ChatMessage, ChatResponse, CompletionResponse, ImageBlock
 
 from agent_budget import HeuristicCounter, Usage, count_messages
-from agent_budget_callbacks._llamaindex_payload import (
+from agent_budget_callbacks.llamaindex.payload import (
     estimate_input_tokens,
     max_output_tokens,
     model_from_serialized,

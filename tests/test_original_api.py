@@ -1,7 +1,10 @@
-"""The original agent-budget API keeps working: its README snippets verbatim and its tests.
+"""The original agent-budget API keeps working: its README snippets verbatim and every
+behaviour its test suite checks, re-expressed here and imported the way that suite imports
+(``from agent_budget.core import ...``).
 
-The one deliberate change: built-in prices are today's (gpt-4o is $2.50 / $10 per 1M, not the
-May-2024 launch price of $5 / $15 the original table carried).
+The deliberate differences are listed in the README's "Compatibility with the original
+API" section; the one the original suite sees is the price update (gpt-4o is $2.50 / $10 per
+1M today, not the May-2024 launch price of $5 / $15 the original table carried).
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ import threading
 
 import pytest
 
-from agent_budget import (
+import agent_budget
+import agent_budget.core
+from agent_budget.core import (
     AlertLevel,
     Budget,
     BudgetAlert,
@@ -267,3 +272,80 @@ def test_names_and_fields_exist():
     scope = BudgetScope(name="x")
     assert scope.alert_at_pct == 0.8 and scope.hard_stop is True
     assert scope.max_tokens_per_model == {} and scope.max_cost_per_model_usd == {}
+
+
+# -- check(): the original's prospective semantics ---------------------------------------------
+
+
+def test_check_refusal_carries_the_prospective_total_as_used():
+    """The original's check() raised with used = current use + the call's request; the
+    breakdown is kept in requested and reserved."""
+    b = make_budget(max_tokens_per_session=100)
+    b.record("s1", "gpt-4o-mini", 80, 0)
+    with pytest.raises(BudgetExceededError) as exc_info:
+        b.check("gpt-4o-mini", 20, 10)
+    err = exc_info.value
+    assert (err.used, err.limit, err.requested, err.reserved) == (110, 100, 30, 0)
+    assert err.limit_type == "session_tokens"
+    assert "would reach 110" in str(err)
+
+
+def test_check_refusal_on_a_cost_limit_is_prospective_too():
+    scope = BudgetScope(name="t", max_cost_per_session_usd=0.5)
+    b = Budget(scope, {"m": ModelRates(input_per_1k=1.0, output_per_1k=0.0)})
+    b.record("s1", "m", 400, 0)
+    with pytest.raises(BudgetExceededError) as exc_info:
+        b.check("m", 200)
+    assert exc_info.value.used == pytest.approx(0.6)
+    assert exc_info.value.requested == pytest.approx(0.2)
+    assert exc_info.value.limit == 0.5
+
+
+def test_check_refusal_fires_a_critical_alert_with_the_prospective_use():
+    b = make_budget(max_tokens_per_session=100)
+    b.record("s1", "gpt-4o-mini", 80, 0)
+    with pytest.raises(BudgetExceededError):
+        b.check("gpt-4o-mini", 30)
+    assert (b.alerts[-1].level, b.alerts[-1].used) == (AlertLevel.CRITICAL, 110)
+
+
+def test_check_warns_when_the_prospective_use_crosses_alert_at_pct():
+    alerts: list[BudgetAlert] = []
+    b = make_budget(max_tokens_per_session=100, alert_at_pct=0.7)
+    b.on_alert(alerts.append)
+    b.record("s1", "gpt-4o-mini", 50, 0)
+    assert alerts == []
+    b.check("gpt-4o-mini", 25)  # would reach 75 of 100: fits, warns
+    assert [(a.level, a.used, a.limit_type) for a in alerts] == [
+        (AlertLevel.WARNING, 75, "session_tokens")
+    ]
+    assert alerts[0].pct == pytest.approx(0.75)
+    assert b.summary()["session"]["tokens"] == 50, "check records nothing"
+
+
+def test_check_on_a_soft_scope_alerts_critical_without_raising():
+    b = make_budget(max_tokens_per_session=100, hard_stop=False)
+    b.record("s1", "gpt-4o-mini", 80, 0)
+    assert [a.level for a in b.alerts] == [AlertLevel.WARNING]  # 80 of 100 recorded
+    b.check("gpt-4o-mini", 30)  # no raise: hard_stop=False
+    assert [(a.level, a.used) for a in b.alerts[1:]] == [(AlertLevel.CRITICAL, 110)]
+
+
+def test_check_below_the_threshold_is_silent():
+    b = make_budget(max_tokens_per_session=100, alert_at_pct=0.8)
+    b.check("gpt-4o-mini", 79)
+    assert b.alerts == []
+
+
+# -- the module the original suite imports -----------------------------------------------------
+
+
+def test_agent_budget_core_holds_the_same_objects():
+    for name in agent_budget.core.__all__:
+        assert getattr(agent_budget.core, name) is getattr(agent_budget, name), name
+    assert set(agent_budget.core.__all__) <= set(agent_budget.__all__)
+    from agent_budget.core import RateTable, Usage  # the package's newer names too
+
+    assert (RateTable, Usage) == (agent_budget.RateTable, agent_budget.Usage)
+    with pytest.raises(ImportError):
+        from agent_budget.core import NoSuchName  # noqa: F401

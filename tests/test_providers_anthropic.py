@@ -17,7 +17,7 @@ import anthropic
 import pytest
 from langchain_anthropic import ChatAnthropic
 
-from agent_budget import Budget, BudgetScope, usage_from_mapping
+from agent_budget import Budget, BudgetScope, BudgetWarning, usage_from_mapping
 from agent_budget_callbacks.langchain import BudgetCallbackHandler
 from agent_budget_callbacks.llamaindex import install
 
@@ -205,12 +205,15 @@ def test_chat_anthropic_stream_usage_off_is_estimated(
     server: AnthropicServer, budget: Budget
 ) -> None:
     """``stream_usage=False`` drops usage from ChatAnthropic's stream (it is on by default):
-    the record is then the pre-call estimate, marked estimated."""
+    the record is then the prompt estimate plus the counted reply, marked estimated."""
     assert chat_anthropic(server).stream_usage is True
-    lc_call(chat_anthropic(server, stream_usage=False), "stream", BudgetCallbackHandler(budget))
+    handler = BudgetCallbackHandler(budget)
+    with pytest.warns(BudgetWarning, match="without provider usage"):
+        message = lc_call(chat_anthropic(server, stream_usage=False), "stream", handler)
     record = only_record(budget)
     assert record.estimated is True
-    assert record.output_tokens == 512
+    assert record.output_tokens == handler.calls.count(str(message.content))
+    assert 0 < record.output_tokens < 512
     assert held(budget) == 0
 
 

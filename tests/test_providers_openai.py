@@ -19,7 +19,7 @@ from langchain_openai import ChatOpenAI
 from llama_index.core.llms import ChatMessage
 from llama_index.llms.openai import OpenAI as LlamaOpenAI
 
-from agent_budget import Budget, BudgetScope
+from agent_budget import Budget, BudgetScope, BudgetWarning
 from agent_budget_callbacks.langchain import BudgetCallbackHandler
 from agent_budget_callbacks.llamaindex import install
 
@@ -118,19 +118,23 @@ def test_chat_openai_stream_without_usage_is_estimated(
     server: OpenAIServer, budget: Budget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a custom base_url ChatOpenAI does not ask for stream usage: the record is the
-    pre-call estimate, marked estimated. ``stream_usage=True`` turns usage on."""
+    prompt estimate plus the counted reply, marked estimated, and a warning names the fix.
+    ``stream_usage=True`` turns usage on."""
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv("OPENAI_API_BASE", raising=False)
     # Pinned: usage is on by default only against api.openai.com.
     assert ChatOpenAI(model=MODEL, api_key="sk-test").stream_usage is True
     model = chat_openai(server)
     assert not model.stream_usage
-    lc_call(model, "stream", BudgetCallbackHandler(budget))
+    handler = BudgetCallbackHandler(budget)
+    with pytest.warns(BudgetWarning, match="stream_usage=True"):
+        message = lc_call(model, "stream", handler)
     [served] = server.ledger
     assert served.stream and not served.include_usage
     record = only_record(budget)
     assert record.estimated is True
-    assert record.output_tokens == 256  # the request's max_tokens, held and charged
+    assert record.output_tokens == handler.calls.count(str(message.content))
+    assert 0 < record.output_tokens < 256  # not the request's whole max_tokens
     assert held(budget) == 0
 
 

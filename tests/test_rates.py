@@ -1,4 +1,5 @@
-"""Prices: the built-in table, name normalisation, exact costs and the unknown-model policy."""
+"""Prices: the built-in catalogue, name normalisation, exact costs of every token kind and
+fee, prompt-size and service tiers, and the unknown-model policy."""
 
 from __future__ import annotations
 
@@ -24,7 +25,15 @@ from agent_budget import (
     normalize_model_name,
 )
 
-PRICING_NOTES = Path(__file__).resolve().parents[2] / "shared" / "notes" / "pricing.md"
+_HERE = Path(__file__).resolve()
+PRICING_NOTES = next(
+    (
+        p / "shared" / "notes" / "pricing.md"
+        for p in _HERE.parents
+        if (p / "shared" / "notes").is_dir()
+    ),
+    _HERE.parents[2] / "shared" / "notes" / "pricing.md",
+)
 
 
 def _notes_rows() -> dict[str, tuple[str, str | None, str]]:
@@ -42,25 +51,43 @@ def _notes_rows() -> dict[str, tuple[str, str | None, str]]:
 
 
 @pytest.mark.skipif(not PRICING_NOTES.exists(), reason="shared/notes not beside the checkout")
-def test_builtin_table_matches_pricing_notes():
+def test_catalogue_matches_pricing_notes():
     rows = _notes_rows()
     assert len(rows) >= 24
-    table = builtin_rates()
+    table = RateTable(on_unknown="raise")
     for model, (inp, cached, out) in rows.items():
-        assert model in table, model
-        row = table[model]
-        assert row.input_per_1m == Decimal(inp), model
-        assert row.output_per_1m == Decimal(out), model
+        rates = table.resolve(model).rates
+        assert rates.cost(Usage(1000, 0)) * 1000 == Decimal(inp), model
+        assert rates.cost(Usage(0, 1000)) * 1000 == Decimal(out), model
         if cached is not None:
-            assert row.cached_input_per_1m == Decimal(cached), model
+            assert rates.cost(Usage(1000, 0, 1000)) * 1000 == Decimal(cached), model
 
 
 def test_every_row_is_dated_and_sourced_and_exact():
-    for name, row in builtin_rates().items():
+    rows = builtin_rates()
+    assert len(rows) > 1500  # unique model ids; a model's own vendor wins a shared id
+    for name, row in rows.items():
         assert re.match(r"^\d{4}-\d{2}-\d{2}$", row.effective), name
-        assert row.source, name
+        assert row.source.startswith("genai-prices ") and row.provider, name
         inp, out, _c, _w = row.rates._exact
         assert inp * 1000 == row.input_per_1m and out * 1000 == row.output_per_1m, name
+
+
+def test_the_seed_models_are_priced():
+    """Every model of the original table, and the seed's other built-ins, has a price."""
+    table = RateTable(on_unknown="raise")
+    for model in (
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4-turbo",
+        "gpt-3.5-turbo",
+        "claude-3-opus",
+        "claude-3-sonnet",
+        "claude-3-haiku",
+        "gemini-1.5-pro",
+        "gemini-1.5-flash",
+    ):
+        assert table.resolve(model).known, model
 
 
 def test_gpt4o_is_todays_price_and_launch_snapshot_is_dearer():
@@ -69,6 +96,7 @@ def test_gpt4o_is_todays_price_and_launch_snapshot_is_dearer():
     launch = table.resolve("gpt-4o-2024-05-13")
     assert launch.rates.cost(Usage(1_000_000, 1_000_000)) == Decimal("20")
     assert launch.name == "gpt-4o" and launch.price_key == "gpt-4o-2024-05-13"
+    assert launch.price_id == "openai:gpt-4o-2024-05-13" and launch.source.startswith("genai")
 
 
 @pytest.mark.parametrize(
@@ -99,9 +127,9 @@ def test_normalize_keeps_dated_names():
 
 def test_unknown_model_is_never_silently_free():
     table = RateTable()
-    resolved = table.resolve("gpt-5.2-20251211")
-    assert not resolved.known and resolved.name == "gpt-5.2"
-    assert resolved.rates == ModelRates() and resolved.rates.cost(Usage(1000, 0)) > 0
+    resolved = table.resolve("gpt-9.9-20991211")
+    assert not resolved.known and resolved.name == "gpt-9.9"
+    assert resolved.rates.cost(Usage(1000, 0)) > 0
 
 
 def test_unknown_model_warns_once_per_model_with_alert():
@@ -113,9 +141,14 @@ def test_unknown_model_warns_once_per_model_with_alert():
         b.record("s", "other-unknown", 10, 10)
     budget_warnings = [w for w in caught if issubclass(w.category, BudgetWarning)]
     assert len(budget_warnings) == 2
-    assert "my-azure-deployment" in str(budget_warnings[0].message)
+    message = str(budget_warnings[0].message)
+    assert "my-azure-deployment" in message and "ModelRates(" not in message
+    assert len(message) < 300
     assert [a.limit_type for a in b.alerts] == ["unknown_model", "unknown_model"]
-    assert b.records[0].cost_nanos == 40_000  # fallback ModelRates(): $0.002/1k
+    # Priced at the highest rates of the catalogue, not a flat $2 per 1M.
+    ceiling = RateTable().resolve("my-azure-deployment").rates
+    assert b.records[0].cost_nanos == ceiling.cost_nanos(Usage(10, 10)) > 40_000
+    assert b.records[0].price_source == "fallback" and b.records[0].price_id.startswith("fallback")
 
 
 def test_unknown_model_raise_policy_changes_nothing():
@@ -188,6 +221,124 @@ def test_no_float_drift_over_many_records():
     assert b.summary(exact=True)["session"]["cost_usd"] == Decimal("0.001")
 
 
+def test_one_hour_cache_writes_reasoning_and_fees_have_their_own_rates():
+    rates = ModelRates.per_million(
+        "3",
+        "15",
+        "0.3",
+        "3.75",
+        cache_write_1h="6",
+        reasoning="20",
+        per_request="0.01",
+        per_web_search="0.01",
+    )
+    usage = Usage(10_000, 2_000, 1_000, 3_000, 500, cache_write_1h_tokens=1_000, web_searches=2)
+    # 6000 plain @3 + 1000 read @0.30 + 2000 5m writes @3.75 + 1000 1h writes @6
+    # + 1500 output @15 + 500 reasoning @20, per 1M; + $0.01 request + 2 x $0.01 searches
+    expected = (
+        Decimal(6000) * 3
+        + Decimal(1000) * Decimal("0.3")
+        + Decimal(2000) * Decimal("3.75")
+        + Decimal(1000) * 6
+        + Decimal(1500) * 15
+        + Decimal(500) * 20
+    ) / 1_000_000 + Decimal("0.03")
+    assert rates.cost(usage) == expected
+    assert rates.cost_nanos(usage) == math.ceil(expected * 10**9)
+    assert ModelRates.per_million("3", "15").cost(usage) == ModelRates.per_million(
+        "3", "15", cache_write_1h="3", reasoning="15"
+    ).cost(usage)
+
+
+def test_defaults_of_the_new_rates_follow_the_old_ones():
+    rates = ModelRates(0.001, 0.002, cache_write_per_1k=0.004)
+    assert rates.cost(Usage(10, 10, 0, 10, 10, cache_write_1h_tokens=10)) == Decimal("0.00006")
+
+
+def test_prompt_size_tiers_chain():
+    top = ModelRates.per_million("4", "40")
+    middle = ModelRates.per_million("2", "20", long_context_threshold=500, long_context=top)
+    rates = ModelRates.per_million("1", "10", long_context_threshold=100, long_context=middle)
+    assert rates.cost(Usage(100, 0)) == Decimal("0.0001")
+    assert rates.cost(Usage(101, 0)) == Decimal(101) * 2 / 10**6
+    assert rates.cost(Usage(501, 1)) == (Decimal(501) * 4 + 40) / 10**6
+    assert [rates.tier_label(n) for n in (100, 101, 501)] == ["", "input>100", "input>500"]
+    with pytest.raises(ValueError, match="higher"):
+        ModelRates(long_context_threshold=600, long_context=middle)
+
+
+def _usages(max_input: int, max_output: int):
+    @st.composite
+    def build(draw):
+        inp = draw(st.integers(0, max_input))
+        out = draw(st.integers(0, max_output))
+        read = draw(st.integers(0, inp))
+        write = draw(st.integers(0, inp - read))
+        write_1h = draw(st.integers(0, write))
+        reasoning = draw(st.integers(0, out))
+        return Usage(inp, out, read, write, reasoning, write_1h)
+
+    return build()
+
+
+_ROWS = sorted(builtin_rates())
+
+
+@given(name=st.sampled_from(_ROWS), usage=_usages(400_000, 100_000), data=st.data())
+def test_worst_case_bounds_every_call_of_that_size_in_every_tier(name, usage, data):
+    """A reservation for a prompt of ``input`` tokens and up to ``max_output`` tokens holds
+    at least what the call can cost: any mix of cache reads, 5-minute and 1-hour writes and
+    reasoning, at the prompt-size tier the prompt lands in, in the service tier the
+    reservation was priced in."""
+    resolved = RateTable(on_unknown="raise").resolve(name)
+    tier = data.draw(st.sampled_from([None, "batch", "flex", "priority", "fast"]))
+    rates = resolved.quote(1_800_000_000, tier).rates
+    more_out = data.draw(st.integers(0, 1000))
+    worst = rates.worst_case_nanos(usage.input_tokens, usage.output_tokens + more_out)
+    assert rates.cost_nanos(usage) <= worst
+
+
+@given(
+    rates=st.sampled_from(_ROWS),
+    usage=_usages(400_000, 100_000),
+    searches=st.integers(0, 5),
+)
+def test_integer_pricing_equals_the_exact_decimal_price(rates, usage, searches):
+    model = builtin_rates()[rates].rates
+    usage = Usage(
+        *[
+            getattr(usage, f)
+            for f in (
+                "input_tokens",
+                "output_tokens",
+                "cache_read_tokens",
+                "cache_write_tokens",
+                "reasoning_tokens",
+                "cache_write_1h_tokens",
+            )
+        ],
+        web_searches=searches,
+    )
+    exact = model.cost(usage)
+    assert model.cost_nanos(usage) == math.ceil(exact * 10**9)
+    tier = model._tier(usage.input_tokens)
+    inp, out, cached, write = tier._exact
+    write_1h, reasoning, request, _search = tier._extra
+    worst = (
+        usage.input_tokens * max(inp, cached, write, write_1h)
+        + usage.output_tokens * max(out, reasoning)
+    ) / 1000 + request
+    assert model.worst_case_nanos(usage.input_tokens, usage.output_tokens) == math.ceil(
+        worst * 10**9
+    )
+
+
+def test_rates_that_are_not_whole_atto_dollars_take_the_decimal_path():
+    odd = ModelRates(input_per_1k="0.0000000000000001", output_per_1k="1")
+    assert odd._atto is None
+    assert odd.cost_nanos(Usage(10**7, 0)) == 1  # 1e-12 USD, rounded up to one nano-dollar
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -197,6 +348,9 @@ def test_no_float_drift_over_many_records():
         ({"output_per_1k": "abc"}, "output_per_1k"),
         ({"cached_input_per_1k": True}, "cached_input_per_1k"),
         ({"long_context_threshold": 10}, "long_context"),
+        ({"cache_write_1h_per_1k": -1}, "cache_write_1h_per_1k"),
+        ({"per_request": "x"}, "per_request"),
+        ({"per_web_search": -0.1}, "per_web_search"),
     ],
 )
 def test_bad_rates_name_the_field(kwargs, message):
@@ -209,28 +363,7 @@ def test_bad_rate_tables():
         RateTable({"m": (0.1, 0.2)})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="on_unknown"):
         RateTable(on_unknown="ignore")  # type: ignore[arg-type]
-
-
-@given(
-    rates=st.sampled_from(sorted(builtin_rates())),
-    inp=st.integers(0, 400_000),
-    out=st.integers(0, 100_000),
-    read=st.integers(0, 400_000),
-    write=st.integers(0, 400_000),
-)
-def test_integer_pricing_equals_the_exact_decimal_price(rates, inp, out, read, write):
-    model = builtin_rates()[rates].rates
-    read = min(read, inp)
-    write = min(write, inp - read)
-    usage = Usage(inp, out, read, write)
-    exact = model.cost(usage)
-    assert model.cost_nanos(usage) == math.ceil(exact * 10**9)
-    tier = model._tier(inp)
-    worst = (inp * max(tier._exact[0], tier._exact[3]) + out * tier._exact[1]) / 1000
-    assert model.worst_case_nanos(inp, out) == math.ceil(worst * 10**9)
-
-
-def test_rates_that_are_not_whole_atto_dollars_take_the_decimal_path():
-    odd = ModelRates(input_per_1k="0.0000000000000001", output_per_1k="1")
-    assert odd._atto is None
-    assert odd.cost_nanos(Usage(10**7, 0)) == 1  # 1e-12 USD, rounded up to one nano-dollar
+    with pytest.raises(TypeError, match="fallback"):
+        RateTable(fallback=(1, 2))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="service_tier"):
+        RateTable(service_tier=" ")

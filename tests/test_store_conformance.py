@@ -304,9 +304,13 @@ def test_cluster_keys_of_one_group_share_a_slot(
         lines = [L(group, "day:cost", 5, 100), L(f"user:{group}", "session:tokens", 5, 100)]
         store.reserve(f"h-{group}", lines, now=clock(), ttl=60, group=group)
         store.reserve(f"k-{group}", lines, now=clock(), ttl=60, group=group)
-        store.commit(f"h-{group}", lines, now=clock(), group=group)
+        record = {"timestamp": clock(), "scope": group, "model": "m", "input_tokens": 5}
+        store.commit(f"h-{group}", lines, now=clock(), group=group, record=record)
+        store.record_event({"kind": "alert", "scope": group, "timestamp": clock()}, group=group)
+    assert len(store.ledger()) == len(groups) and len(store.events()) == len(groups)
     store.close()
     slots: dict[str, set[int]] = {}
+    kinds: set[str] = set()
     nodes_used: set[int] = set()
     for node in redis_cluster.nodes:
         with redis_client(node.port) as client:
@@ -314,9 +318,11 @@ def test_cluster_keys_of_one_group_share_a_slot(
                 text = key.decode()
                 tag = text[text.index("{") + 1 : text.index("}")]
                 slots.setdefault(tag, set()).add(int(client.cluster("KEYSLOT", key)))
+                kinds.add(text[text.index("}") + 2 :].split(":")[0])
                 nodes_used.add(node.port)
     assert set(slots) == set(groups)
     assert all(len(found) == 1 for found in slots.values())
+    assert {"ledger", "events", "event_counts", "s", "holds"} <= kinds
     assert len(nodes_used) > 1  # tenants spread over the masters
 
 
@@ -596,3 +602,271 @@ def test_sqlite_store_survives_a_fork(tmp_path: Path) -> None:
     assert store.read("s", now=1.0, group=G) == {"session:tokens": Level(10, 0)}
     _FORK_STORE.clear()
     store.close()
+
+
+# -- the ledger, events and read-only reads (the same on every store) --------------------------
+
+LEDGER_KEYS = {
+    "timestamp",
+    "scope",
+    "session_id",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_nanos",
+    "cost_usd",
+    "estimated",
+    "price_source",
+    "reservation_id",
+    "metadata",
+    "cache_write_1h_tokens",
+    "web_searches",
+    "price_date",
+    "price_id",
+    "price_tier",
+}
+
+
+def _reader(store_factory: StoreFactory, writer: Store) -> Store:
+    """A second handle opened for reading only (memory has one handle: the writer)."""
+    return writer if store_factory.kind == "memory" else store_factory(read_only=True)
+
+
+def _tenants(store: Store, clock: FakeClock) -> tuple[Budget, Budget, Budget]:
+    glob = Budget(BudgetScope("global", max_tokens_per_day=10**9), RATES, store=store, clock=clock)
+    alice = Budget(BudgetScope("user:alice"), RATES, parent=glob, clock=clock)
+    bob = Budget(BudgetScope("user:bob"), RATES, parent=glob, clock=clock)
+    return glob, alice, bob
+
+
+def test_ledger_keeps_every_call_with_the_same_fields(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory()
+    _glob, alice, bob = _tenants(store, clock)
+    first = alice.record("s1", "test-model", 100, 20, {"ticket": "T-1"}, cache_read_tokens=40)
+    clock.advance(10)
+    hold = bob.reserve("test-model", 50, 10, session_id="s2")
+    clock.advance(2)
+    second = hold.commit(Usage(30, 5, reasoning_tokens=2))
+    clock.advance(1)
+    third = bob.reserve("gpt-4o", 10, 10).commit()  # no usage: the estimate, marked
+    reader = _reader(store_factory, store)
+    rows = reader.ledger()
+    assert [set(row) for row in rows] == [LEDGER_KEYS] * 3
+    for row, record in zip(rows, (first, second, third), strict=True):
+        assert row["timestamp"] == pytest.approx(record.timestamp)
+        assert (row["scope"], row["session_id"], row["model"]) == (
+            record.scope,
+            record.session_id,
+            record.model,
+        )
+        assert (row["input_tokens"], row["output_tokens"]) == (
+            record.input_tokens,
+            record.output_tokens,
+        )
+        assert (row["cache_read_tokens"], row["reasoning_tokens"]) == (
+            record.cache_read_tokens,
+            record.reasoning_tokens,
+        )
+        assert row["cost_nanos"] == record.cost_nanos and row["estimated"] == record.estimated
+        assert row["price_source"] == record.price_source != ""
+        assert (row["price_id"], row["price_date"], row["price_tier"]) == (
+            record.price_id,
+            record.price_date,
+            record.price_tier,
+        )
+        assert row["reservation_id"] == record.reservation_id
+    assert rows[0]["metadata"] == {"ticket": "T-1"}
+    assert (rows[0]["price_source"], rows[0]["price_id"]) == ("rates=", "rates:test-model")
+    assert rows[2]["estimated"] and rows[2]["price_id"].endswith(":gpt-4o")
+    assert rows[2]["price_date"] != ""
+    assert [r["scope"] for r in reader.ledger(newest_first=True)] == [
+        "user:bob",
+        "user:bob",
+        "user:alice",
+    ]
+
+
+def test_ledger_filters_by_time_scope_session_model_and_limit(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory()
+    _glob, alice, bob = _tenants(store, clock)
+    start = clock()
+    for i in range(6):
+        (alice if i % 2 else bob).record(f"s{i % 3}", "test-model" if i < 4 else "gpt-4o", 10, i)
+        clock.advance(3600)
+    reader = _reader(store_factory, store)
+    assert [r["output_tokens"] for r in reader.ledger(scope="user:alice")] == [1, 3, 5]
+    assert len(reader.ledger(scope=["user:alice", "user:bob"])) == 6
+    assert reader.ledger(scope="nobody") == []
+    assert [r["output_tokens"] for r in reader.ledger(session="s0")] == [0, 3]
+    assert [r["output_tokens"] for r in reader.ledger(model="gpt-4o")] == [4, 5]
+    window = reader.ledger(since=start + 3600, until=start + 3 * 3600)
+    assert [r["output_tokens"] for r in window] == [1, 2]
+    assert [r["output_tokens"] for r in reader.ledger(limit=2)] == [0, 1]
+    assert [r["output_tokens"] for r in reader.ledger(limit=2, newest_first=True)] == [5, 4]
+    with pytest.raises(ValueError, match="limit"):
+        reader.ledger(limit=-1)
+    with pytest.raises(ValueError, match="since"):
+        reader.ledger(since=float("nan"))
+
+
+def test_a_repeated_commit_adds_one_ledger_row(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory()
+    lines = [L("s", "session:tokens", 5)]
+    record = {"timestamp": clock(), "scope": "s", "model": "m", "input_tokens": 5}
+    store.commit("once", lines, now=clock(), group=G, record=record)
+    store.commit("once", lines, now=clock(), group=G, record=record)
+    assert [row["input_tokens"] for row in store.ledger()] == [5]
+
+
+def test_aggregate_sums_per_scope_session_model_and_bucket(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    from agent_budget.stores.ledger import aggregate_rows
+
+    store = store_factory()
+    _glob, alice, bob = _tenants(store, clock)
+    for i in range(12):
+        budget = alice if i % 3 else bob
+        budget.record(f"s{i % 2}", "test-model" if i % 4 else "gpt-4o", 100 + i, 10 * i)
+        clock.advance(1800)
+    reader = _reader(store_factory, store)
+    rows = reader.ledger()
+    for by in (["scope"], ["model"], ["scope", "session_id"], ["bucket", "scope"], ["estimated"]):
+        native = reader.aggregate(by=by, bucket=3600)
+        assert native == aggregate_rows(rows, by, bucket=3600), by
+    by_scope = reader.aggregate(by=["scope"])
+    assert [g["scope"] for g in by_scope] == ["user:alice", "user:bob"]  # largest cost first
+    assert by_scope[0]["calls"] == 8 and by_scope[1]["calls"] == 4
+    assert sum(g["cost_nanos"] for g in by_scope) == sum(r["cost_nanos"] for r in rows)
+    assert by_scope[0]["input_tokens"] == sum(100 + i for i in range(12) if i % 3)
+    buckets = reader.aggregate(by=["bucket"], bucket=3600, order_by="calls")
+    assert {g["calls"] for g in buckets} == {2} and len(buckets) == 6
+    assert all(g["bucket"] % 3600 == 0 for g in buckets)
+    top = reader.aggregate(by=["session_id"], order_by="tokens", limit=1)
+    assert len(top) == 1 and top[0]["session_id"] == "s1"
+    only = reader.aggregate(by=["model"], scope="user:bob", model="gpt-4o")
+    assert [(g["model"], g["calls"]) for g in only] == [("gpt-4o", 1)]
+    assert reader.aggregate(by=["scope"], scope="nobody") == []
+    with pytest.raises(ValueError, match="bucket"):
+        reader.aggregate(by=["bucket"])
+    with pytest.raises(ValueError, match="group by"):
+        reader.aggregate(by=["colour"])
+
+
+def test_refusals_and_alerts_are_kept_and_counted(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory()
+    glob = Budget(
+        BudgetScope("global", max_tokens_per_day=1_000, alert_at_pct=0.5),
+        RATES,
+        store=store,
+        clock=clock,
+    )
+    user = Budget(BudgetScope("user:7"), RATES, parent=glob, clock=clock)
+    user.record("s", "test-model", 600, 0)  # WARNING at 50%
+    for _ in range(3):
+        clock.advance(1)
+        with pytest.raises(BudgetExceededError):
+            user.reserve("test-model", 500, 0, session_id="conv-9")
+    reader = _reader(store_factory, store)
+    events = reader.events()
+    assert [e["kind"] for e in events] == ["refusal", "refusal", "refusal", "alert", "alert"]
+    refusal = events[0]
+    assert refusal["scope"] == "global" and refusal["caller"] == "user:7"
+    assert (refusal["limit_type"], refusal["unit"]) == ("day_tokens", "tokens")
+    assert (refusal["used"], refusal["limit"], refusal["model"]) == (600, 1000, "test-model")
+    assert refusal["session_id"] == "conv-9" and "refused" in refusal["message"]
+    assert [e["level"] for e in events if e["kind"] == "alert"] == ["critical", "warning"]
+    assert reader.event_counts() == {"global": {"refusal": 3, "alert": 2}}
+    assert reader.event_counts(scope="user:7") == {}
+    assert len(reader.events(kinds=["alert"])) == 2
+    assert len(reader.events(scope="user:7")) == 3  # as the caller
+    assert len(reader.events(since=clock() - 1.5)) == 2
+    assert [e["kind"] for e in reader.events(limit=1, newest_first=False)] == ["alert"]
+    with pytest.raises(ValueError, match="kind"):
+        reader.events(kinds=["nonsense"])
+
+
+def test_peek_reads_what_read_reads_without_writing(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    store = store_factory()
+    store.commit(
+        "old", [L("s", "day:tokens", 7), L("s", "session:tokens", 7)], now=clock(), group=G
+    )
+    clock.advance(3 * 3600)
+    store.commit("new", [L("s", "day:tokens", 5)], now=clock(), group=G)
+    store.reserve("gone", [L("s", "session:tokens", 11)], now=clock(), ttl=60, group=G)
+    store.reserve("live", [L("t", "session:tokens", 13)], now=clock(), ttl=10**6, group=G)
+    clock.advance(86_400 - 2 * 3600)  # the old bucket has left the window, the new one not
+    hour = "roll:3600:tokens"
+    store.commit("roll-old", [L("t", hour, 3)], now=clock() - 5_000, group=G)
+    store.commit("roll-new", [L("t", hour, 4)], now=clock() - 100, group=G)
+    month = Line("t", "month:tokens", 6, None, 1_000)
+    store.commit("month", [month], now=clock(), group=G)
+    reader = _reader(store_factory, store)
+    periods = {"t": {"month:tokens": 2_000}}  # a newer month: the old one's 6 read as 0
+    peeked = reader.peek_many({"s": G, "t": G, "nobody": G}, now=clock(), periods=periods)
+    assert peeked == {
+        "s": {"day:tokens": Level(5, 0), "session:tokens": Level(7, 0)},
+        "t": {"session:tokens": Level(0, 13), hour: Level(4, 0)},
+        "nobody": {},
+    }
+    assert reader.peek("t", now=clock(), group=G)["month:tokens"] == Level(6, 0)
+    assert reader.peek("s", now=clock(), group=G) == peeked["s"]
+    assert store.read("s", now=clock(), group=G) == peeked["s"]
+    assert store.read("t", now=clock(), group=G, periods=periods["t"]) == peeked["t"]
+
+
+def test_a_read_only_handle_refuses_writes(store_factory: StoreFactory, clock: FakeClock) -> None:
+    from agent_budget import StoreError
+
+    store_factory().commit("c", [L("s", "session:tokens", 1)], now=clock(), group=G)
+    if store_factory.kind == "memory":
+        pytest.skip("a memory store has one handle; a new one is empty")
+    reader = store_factory(read_only=True)
+    assert reader.read_only
+    assert reader.read("s", now=clock(), group=G) == {"session:tokens": Level(1, 0)}
+    for write in (
+        lambda: reader.commit("x", [L("s", "session:tokens", 1)], now=clock(), group=G),
+        lambda: reader.reserve("y", [L("s", "session:tokens", 1)], now=clock(), ttl=9, group=G),
+        lambda: reader.save_scope("s", {"name": "s"}),
+        lambda: reader.record_event({"kind": "alert", "scope": "s"}, group=G),
+    ):
+        with pytest.raises(StoreError, match="read-only"):
+            write()
+    assert store_factory().read("s", now=clock(), group=G) == {"session:tokens": Level(1, 0)}
+
+
+def test_template_made_scopes_are_registered_for_every_process(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    mgr = BudgetManager(store_factory(), rates=RATES, clock=clock)
+    mgr.register(BudgetScope("global", max_cost_per_day_usd=100))
+    mgr.add_template("user:", BudgetScope("user", max_tokens_per_day=5_000), parent="global")
+    mgr.add_template("conv:", BudgetScope("conv", max_tokens_per_session=800))
+    mgr.get("conv:c1", parent="user:u1").record("s", "test-model", 300, 0)
+    mgr.get("user:u2").record("s", "test-model", 10, 0)
+    # A fresh process: another manager, no templates, its own store handle.
+    other = BudgetManager(store_factory(), rates=RATES, clock=clock)
+    assert set(other.scopes()) == {"global", "user:u1", "conv:c1", "user:u2"}
+    saved = other.store.load_scopes()
+    assert saved["conv:c1"]["parent"] == "user:u1" and saved["conv:c1"]["template"] == "conv:"
+    assert saved["conv:c1"]["max_tokens_per_session"] == 800
+    assert saved["user:u1"]["parent"] == "global" and saved["user:u1"]["template"] == "user:"
+    summaries = other.all_summaries()
+    assert summaries["conv:c1"]["parent"] == "user:u1"
+    assert summaries["conv:c1"]["session"]["tokens"] == 300
+    assert summaries["user:u1"]["day"]["tokens"] == 300  # the child's call counts in its parent
+    assert summaries["global"]["day"]["tokens"] == 310
+    assert summaries["user:u2"]["limits"]["day_tokens"]["limit"] == 5_000

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import inspect
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -275,6 +276,49 @@ def test_default_survives_a_broken_tiktoken(
 
     monkeypatch.setattr(tiktoken, "get_encoding", broken)
     assert isinstance(default_counter().inner, HeuristicCounter)
+
+
+def test_default_says_which_counter_it_chose(
+    fresh_default: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The choice is logged once with the reason and the fix, and the name tells it."""
+    tiktoken = pytest.importorskip("tiktoken")
+    monkeypatch.setattr(tiktoken, "list_encoding_names", lambda: ["cl100k_base"])
+    with caplog.at_level("INFO", logger="agent_budget.tokens"):
+        counter = default_counter()
+        default_counter()
+    assert counter.name == "heuristic"
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "agent_budget.tokens"]
+    assert "heuristic" in message and "offline cl100k" in message
+    assert "agent-budget[tokens]" in message
+
+
+def test_default_reports_tiktoken_when_it_loads(
+    fresh_default: None, cl100k: TiktokenCounter, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="agent_budget.tokens"):
+        assert default_counter().name == "tiktoken:cl100k"
+    assert "tiktoken:cl100k counter" in caplog.text
+
+
+def test_default_writes_no_cache_file(tmp_path, cl100k: TiktokenCounter) -> None:
+    """tiktoken copies an encoding it loads into $TMPDIR/data-gym-cache unless told not to;
+    the bundled encoding needs no copy, so nothing is written (a user's cache dir is kept)."""
+    code = (
+        "import os\n"
+        "from agent_budget.tokens import default_counter\n"
+        "assert default_counter().count_text('hello world') == 2\n"
+        "assert 'TIKTOKEN_CACHE_DIR' not in os.environ\n"
+    )
+    env = {k: v for k, v in os.environ.items() if "CACHE_DIR" not in k}
+    subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_importing_tokens_needs_only_the_stdlib() -> None:

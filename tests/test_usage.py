@@ -76,7 +76,7 @@ from agent_budget import Usage, usage_from_mapping
                     "ephemeral_1h_input_tokens": 100,
                 },
             },
-            Usage(2000, 200, 600, 400, 0),
+            Usage(2000, 200, 600, 400, 0, cache_write_1h_tokens=100),
         ),
     ],
     ids=[
@@ -92,6 +92,21 @@ from agent_budget import Usage, usage_from_mapping
 )
 def test_provider_shapes(payload, expected):
     assert usage_from_mapping(payload) == expected
+
+
+def test_usage_keeps_its_positional_fields_and_checks_the_new_ones():
+    usage = Usage(100, 20, 30, 40, 5)
+    assert (usage.cache_write_1h_tokens, usage.web_searches, usage.service_tier) == (0, 0, None)
+    assert usage + Usage(1, 1, 0, 1, 0, 1, 2, "batch") == Usage(101, 21, 30, 41, 5, 1, 2, "batch")
+    with pytest.raises(ValueError, match="cache_write_1h_tokens"):
+        Usage(10, 0, 0, 2, 0, cache_write_1h_tokens=3)
+    with pytest.raises(ValueError, match="web_searches"):
+        Usage(10, 0, web_searches=-1)
+    with pytest.raises(TypeError, match="cache_write_1h_tokens"):
+        Usage(10, 0, cache_write_1h_tokens=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="service_tier"):
+        Usage(10, 0, service_tier=3)  # type: ignore[arg-type]
+    assert Usage().empty and not Usage(1, 0).empty
 
 
 def test_objects_with_attributes_and_nothing_to_read():
@@ -127,7 +142,13 @@ _details = st.one_of(
                 "flex_cache_read",
                 "ephemeral_5m_input_tokens",
                 "ephemeral_1h_input_tokens",
+                "priority_cache_creation",
+                "flex_cache_creation",
+                "priority",
+                "flex",
                 "reasoning",
+                "priority_reasoning",
+                "flex_reasoning",
                 "audio",
             ]
         ),

@@ -17,15 +17,19 @@ from .errors import (
     UnknownModelError,
     UnknownScopeError,
 )
+from .extractors import extract_usage
 from .manager import BudgetManager, ScopeTemplate
 from .rates import ModelRates, RateTable, builtin_rates, normalize_model_name
 from .records import UsageRecord
+from .remaining import LimitRemaining, Remaining
 from .reservation import Reservation
 from .scope import BudgetScope
 from .stores import MemoryStore, Store, StoreOptions, open_store
+from .summary import BudgetSummary, ExactBudgetSummary, Usd
 from .tokens import CachedCounter, HeuristicCounter, TokenCounter, count_messages, default_counter
 from .tracking import RunTracker
-from .usage import Usage, usage_from_mapping
+from .usage import Usage, usage_from_mapping, with_response_details
+from .windows import Window, calendar, rolling
 
 __version__ = "0.2.0"
 
@@ -37,12 +41,16 @@ __all__ = [
     "BudgetExceededError",
     "BudgetManager",
     "BudgetScope",
+    "BudgetSummary",
     "BudgetWarning",
     "CachedCounter",
+    "ExactBudgetSummary",
     "HeuristicCounter",
+    "LimitRemaining",
     "MemoryStore",
     "ModelRates",
     "RateTable",
+    "Remaining",
     "Reservation",
     "RunTracker",
     "ScopeSelection",
@@ -59,14 +67,20 @@ __all__ = [
     "UnknownScopeError",
     "Usage",
     "UsageRecord",
+    "Usd",
+    "Window",
     "__version__",
     "budget_scope",
     "builtin_rates",
+    "calendar",
     "count_messages",
     "current_scope",
     "default_counter",
+    "extract_usage",
     "normalize_model_name",
     "open_store",
+    "rolling",
     "select_budget",
     "usage_from_mapping",
+    "with_response_details",
 ]

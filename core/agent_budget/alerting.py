@@ -8,11 +8,14 @@ raise are logged and never break accounting.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import ROUND_CEILING, Decimal
+from typing import Any
 
 from .alerts import AlertLevel, AlertState, BudgetAlert
 from .scope import Limit
@@ -21,9 +24,10 @@ __all__ = ["REFUSED", "AlertCallback", "Alerter", "format_amount", "warn_thresho
 
 log = logging.getLogger("agent_budget")
 
-AlertCallback = Callable[[BudgetAlert], None]
+AlertCallback = Callable[[BudgetAlert], "Awaitable[None] | None"]
 REFUSED = ":refused"
-"""Alert-state key suffix for refusals, kept apart from the usage level of the same limit."""
+"""Alert-state key suffix for pre-call alerts (refusals, ``check()``), kept apart from the
+usage level of the same limit."""
 
 
 def warn_thresholds(limits: Iterable[Limit], pct: Decimal) -> dict[str, int]:
@@ -61,8 +65,10 @@ class Alerter:
         self._alerts: deque[BudgetAlert] = deque(maxlen=max_alerts)
         self._count = 0
         self._callbacks: list[AlertCallback] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     def add_callback(self, callback: AlertCallback) -> None:
+        """Call ``callback(alert)`` on every alert: a function, or an ``async def`` one."""
         if not callable(callback):
             raise TypeError("on_alert needs a callable")
         with self._lock:
@@ -80,15 +86,47 @@ class Alerter:
             return self._count
 
     def fire(self, alert: BudgetAlert) -> None:
+        """Keep ``alert`` and hand it to every callback.
+
+        On a thread running an event loop the callbacks never run on the loop: plain ones go
+        to the loop's default executor and ``async`` ones become tasks, so a slow callback
+        cannot stall the app. Elsewhere they run here, in order.
+        """
         with self._lock:
             self._alerts.append(alert)
             self._count += 1
             callbacks = list(self._callbacks)
+        if not callbacks:
+            return
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
         for callback in callbacks:
-            try:
-                callback(alert)
-            except Exception:
-                log.exception("alert callback %r failed for scope %r", callback, alert.scope)
+            if loop is None:
+                self._call(callback, alert)
+            elif inspect.iscoroutinefunction(callback):
+                task = loop.create_task(self._acall(callback, alert))
+                self._tasks.add(task)  # tasks are weakly held by the loop
+                task.add_done_callback(self._tasks.discard)
+            else:
+                loop.run_in_executor(None, self._call, callback, alert)
+
+    def _call(self, callback: AlertCallback, alert: BudgetAlert) -> None:
+        try:
+            result = callback(alert)
+            if inspect.isawaitable(result):
+                asyncio.run(_awaited(result))
+        except Exception:
+            log.exception("alert callback %r failed for scope %r", callback, alert.scope)
+
+    async def _acall(self, callback: AlertCallback, alert: BudgetAlert) -> None:
+        try:
+            result = callback(alert)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("alert callback %r failed for scope %r", callback, alert.scope)
 
     def warn(self, message: str, limit_type: str) -> None:
         """A WARNING that is about the scope, not a limit's level (unknown model, outage)."""
@@ -97,28 +135,56 @@ class Alerter:
         )
 
     def after_commit(self, limit: Limit, committed: int, amount: int) -> None:
-        """Alert for ``limit`` after a commit of ``amount`` left it at ``committed``."""
-        warn_at = self.warn_at[limit.limit_type]
-        state = self.state
-        if committed - amount < warn_at and state.armed:
-            state.should_fire(limit.limit_type, None)
-            state.should_fire(limit.limit_type + REFUSED, None)
-        if committed < warn_at:  # alert_at_pct <= 1, so also within the limit
+        """Alert for ``limit`` if the commit of ``amount`` that left it at ``committed``
+        crossed a threshold: WARNING when it went from below ``alert_at_pct`` of the cap to
+        at or above it (and not over the cap), CRITICAL when it went over the cap.
+
+        ``committed`` is read atomically with the commit, so ``committed - amount`` is the
+        level just before it: exactly one commit crosses each threshold, whatever the number
+        of threads, processes or hosts, and a window that moved on or a reset session
+        re-arms both by letting usage fall below them again. A commit that starts below the
+        warning threshold also re-arms this scope's pre-call (check and refusal) alerts.
+        """
+        # A threshold of 0 (alert_at_pct=0) means "at the first usage".
+        warn_at = self.warn_at[limit.limit_type] or 1
+        before = committed - amount
+        if before < warn_at and self.state.armed:
+            self.state.should_fire(limit.limit_type + REFUSED, None)
+        cap = limit.amount
+        if before <= cap < committed:
+            level = AlertLevel.CRITICAL
+        elif before < warn_at <= committed <= cap:
+            level = AlertLevel.WARNING
+        else:
             return
-        level = AlertLevel.CRITICAL if committed > limit.amount else AlertLevel.WARNING
-        if not state.should_fire(limit.limit_type, level):
+        self._fire_level(limit, level, committed, prospective=False)
+
+    def prospective(self, limit: Limit, total: int) -> None:
+        """Alert for ``check()`` of a call that would bring ``limit`` to ``total``: WARNING
+        from ``alert_at_pct``, CRITICAL above the cap (a soft limit; a hard one refuses
+        instead), as the original API's check did. Pre-call alerts (these and refusals)
+        fire once per crossing of their own, apart from the alerts of usage committed."""
+        if total < self.warn_at[limit.limit_type]:
             return
-        value = limit.to_user(committed)
+        level = AlertLevel.CRITICAL if total > limit.amount else AlertLevel.WARNING
+        if self.state.should_fire(limit.limit_type + REFUSED, level):
+            self._fire_level(limit, level, total, prospective=True)
+
+    def _fire_level(
+        self, limit: Limit, level: AlertLevel, amount: int, *, prospective: bool
+    ) -> None:
+        value = limit.to_user(amount)
         cap = limit.to_user(limit.amount)
-        pct = committed / limit.amount if limit.amount else 1.0
+        pct = amount / limit.amount if limit.amount else 1.0
+        would = " would reach" if prospective else ""
         if level is AlertLevel.CRITICAL:
             message = (
-                f"Budget EXCEEDED: {limit.limit_type} used={format_amount(value)} "
+                f"Budget EXCEEDED: {limit.limit_type}{would} used={format_amount(value)} "
                 f"limit={format_amount(cap)}"
             )
         else:
             message = (
-                f"Budget WARNING: {limit.limit_type} at {pct:.0%} "
+                f"Budget WARNING: {limit.limit_type}{would or ' at'} {pct:.0%} "
                 f"({format_amount(value)}/{format_amount(cap)})"
             )
         alert = BudgetAlert(self.scope, level, message, value, cap, self.clock(), limit.limit_type)
@@ -141,3 +207,7 @@ class Alerter:
 
     def clear(self) -> None:
         self.state.clear()
+
+
+async def _awaited(awaitable: Awaitable[None]) -> None:
+    await awaitable

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal, overload
 
 from .alerts import BudgetAlert
 from .budget import Budget, StoreErrorPolicy
-from .errors import UnknownScopeError
+from .errors import BudgetWarning, StoreError, UnknownScopeError
+from .events import Listeners, RecordListener, RefusalListener
 from .rates import ModelRates, RateTable
 from .records import UsageRecord
 from .reservation import Reservation
 from .scope import BudgetScope
 from .stores import Store, open_store
+from .summary import BudgetSummary, ExactBudgetSummary
 from .validate import check_name, check_tokens
 
 __all__ = ["BudgetManager", "ScopeTemplate"]
@@ -73,6 +77,9 @@ class BudgetManager:
         self._parents: OrderedDict[str, str | None] = OrderedDict()
         self._templates: list[ScopeTemplate] = []
         self._callbacks: list[Callable[[BudgetAlert], None]] = []
+        self._listeners = Listeners()
+        self._hooked = False
+        self._recorded: set[str] = set()  # template-made scopes this process has recorded
 
     # -- scopes ----------------------------------------------------------------------------
 
@@ -116,11 +123,22 @@ class BudgetManager:
         """Create scopes named ``prefix...`` on first use, with ``scope``'s limits.
 
         ``parent`` is a scope name, a function of the new scope's name returning one (or
-        None), or None; ``get(name, parent=...)`` overrides it per call.
+        None), or None; ``get(name, parent=...)`` overrides it per call. Only the limits of
+        ``scope`` are used: each scope made is named by the name asked for, so name the
+        template scope after its prefix (``"user:"``, or a start of it such as ``"user"``);
+        any other name is not used and draws a :class:`BudgetWarning`.
         """
         check_name("prefix", prefix)
         if not isinstance(scope, BudgetScope):
             raise TypeError(f"scope must be a BudgetScope, got {type(scope).__name__}")
+        if not prefix.startswith(scope.name):
+            warnings.warn(
+                f"add_template({prefix!r}, BudgetScope(name={scope.name!r}, ...)): the "
+                f"template scope's name is not used; each scope made from it is named by "
+                f"the name asked for (e.g. {prefix + '42'!r}). Name it {prefix!r} to say so.",
+                BudgetWarning,
+                stacklevel=2,
+            )
         if parent is not None and not isinstance(parent, str) and not callable(parent):
             raise TypeError("parent must be a scope name, a callable or None")
         with self._lock:
@@ -129,9 +147,14 @@ class BudgetManager:
             self._templates.sort(key=lambda t: len(t.prefix), reverse=True)
 
     def get(self, name: str, *, parent: str | None = None) -> Budget | None:
-        """The budget of ``name``: registered, cached, or made now from a template.
+        """The budget of ``name``: registered, already made, or made now from a template.
 
-        Returns None when no scope or template matches (the original API).
+        A name matching a template's prefix gets its scope on first use, here too: that is
+        what templates are for. Making one writes nothing to the store (usage starts at the
+        first reserve or record, and another process sees nothing of it until then); it
+        only builds the Budget object, which this manager's ``scopes()`` and
+        ``all_summaries()`` list from then on. Returns None when no scope or template
+        matches (the original API).
         """
         check_name("name", name)
         if parent is not None:
@@ -176,12 +199,32 @@ class BudgetManager:
                     f"parent scope {parent_name!r} of {name!r} is not registered"
                 )
         budget = self._make(replace(template.scope, name=name), parent_budget, None, save=False)
+        if name not in self._recorded:  # recorded in the store when it first records usage
+            budget._first_use = functools.partial(self._save_made, budget, template.prefix)
         self._parents[name] = parent_name
         self._parents.move_to_end(name)
         while len(self._parents) > max(100_000, 10 * self._max_cached):
             self._parents.popitem(last=False)
         self._cache(name, budget)
         return budget
+
+    def _save_made(self, budget: Budget, prefix: str) -> None:
+        """Record a template-made scope in the store's scope registry (name, parent,
+        template, limits) when it first records usage, once per scope per process, so other
+        processes, reports and the CLI see it (``get()`` alone writes nothing). Best effort:
+        a store error is logged, never raised."""
+        definition = budget.scope.to_dict()
+        definition["parent"] = budget.parent.name if budget.parent else None
+        definition["template"] = prefix
+        try:
+            self.store.save_scope(budget.name, definition)
+        except StoreError:
+            log.warning("could not record scope %r in the store", budget.name, exc_info=True)
+            return
+        with self._lock:
+            if len(self._recorded) >= max(100_000, 10 * self._max_cached):
+                self._recorded.clear()  # bounded: at worst a scope is recorded again
+            self._recorded.add(budget.name)
 
     def _cache(self, name: str, budget: Budget) -> None:
         self._cached[name] = budget
@@ -214,7 +257,41 @@ class BudgetManager:
             save_definition=save,
         )
         budget.on_alert(self._dispatch)
+        if self._hooked:
+            self._hook(budget)
         return budget
+
+    # -- call events -----------------------------------------------------------------------
+
+    def on_record(self, callback: RecordListener) -> None:
+        """Call ``callback(RecordEvent)`` after every call recorded by any scope of this
+        manager (see ``Budget.on_record``)."""
+        self._listeners.add_record(callback)
+        self._hook_all()
+
+    def on_refusal(self, callback: RefusalListener) -> None:
+        """Call ``callback(RefusalEvent)`` for every call refused in any scope of this
+        manager (see ``Budget.on_refusal``)."""
+        self._listeners.add_refusal(callback)
+        self._hook_all()
+
+    def remove_listener(self, callback: Callable[..., None]) -> bool:
+        """Stop calling an ``on_record`` / ``on_refusal`` callback; True if it was there."""
+        return self._listeners.remove(callback)
+
+    def _hook(self, budget: Budget) -> None:
+        budget.on_record(self._listeners.emit_record)
+        budget.on_refusal(self._listeners.emit_refusal)
+
+    def _hook_all(self) -> None:
+        """Forward every budget's events to the manager's listeners, from the first listener
+        on (until then budgets skip the work)."""
+        with self._lock:
+            if self._hooked:
+                return
+            self._hooked = True
+            for budget in [*self._registered.values(), *self._cached.values()]:
+                self._hook(budget)
 
     def remove(self, name: str) -> bool:
         """Forget a scope's Budget and definition (its recorded usage stays in the store)."""
@@ -226,25 +303,49 @@ class BudgetManager:
         return True
 
     def scopes(self) -> list[str]:
-        """Names of the scopes this manager knows: registered, cached, and saved in the store
-        by other processes."""
+        """Names of the scopes this manager knows: registered, cached, and every scope in the
+        store's registry (registered or made from a template by any process)."""
+        return self._names(self.store.load_scopes())
+
+    def budgets(self) -> list[Budget]:
+        """The Budget objects this manager holds now: registered ones, then the cached
+        template-made ones (most recently used last)."""
+        with self._lock:
+            return [*self._registered.values(), *self._cached.values()]
+
+    def _names(self, saved: Mapping[str, Any]) -> list[str]:
         with self._lock:
             names = list(self._registered) + [n for n in self._cached if n not in self._registered]
-        for name in self.store.load_scopes():
-            if name not in names:
-                names.append(name)
+        known = set(names)
+        names.extend(name for name in saved if name not in known)
         return names
 
-    def _budget_for_summary(self, name: str) -> Budget | None:
-        budget = self.get(name)
+    def _budget_for_summary(
+        self, name: str, saved: Mapping[str, Mapping[str, Any]] | None = None, depth: int = 0
+    ) -> Budget | None:
+        """The budget of ``name`` for reading: this process's own, else one built from the
+        store's registry (with its recorded parent), else one a template makes now."""
+        with self._lock:
+            budget = self._registered.get(name) or self._cached.get(name)
         if budget is not None:
             return budget
-        data = self.store.load_scopes().get(name)
+        if saved is None:
+            saved = self.store.load_scopes()
+        data = saved.get(name)
         if data is None:
-            return None
+            return self.get(name)
+        if depth > 32:
+            raise ValueError(f"scope parents nest too deeply at {name!r} (a cycle?)")
         with self._lock:
-            parent = self._budget_for_summary(data["parent"]) if data.get("parent") else None
+            parent_name = data.get("parent")
+            parent = (
+                self._budget_for_summary(str(parent_name), saved, depth + 1)
+                if parent_name
+                else None
+            )
             budget = self._make(BudgetScope.from_dict(data), parent, None, save=False)
+            if data.get("template"):
+                self._parents[name] = parent.name if parent else None
             self._cache(name, budget)
             return budget
 
@@ -274,7 +375,7 @@ class BudgetManager:
         input_tokens: int,
         output_tokens: int,
         metadata: Mapping[str, Any] | None = None,
-        **usage: int,
+        **usage: Any,
     ) -> UsageRecord:
         """Record usage against ``scope_name`` (KeyError if it is unknown)."""
         budget = self.get(scope_name)
@@ -296,19 +397,51 @@ class BudgetManager:
             raise UnknownScopeError(f"No budget registered for scope '{scope_name}'")
         return budget.reserve(model, input_tokens, max_output_tokens, **kwargs)
 
-    def summary(self, name: str, **kwargs: Any) -> dict[str, Any]:
+    @overload
+    def summary(
+        self, name: str, *, exact: Literal[False] = False, by_session: bool = False
+    ) -> BudgetSummary: ...
+
+    @overload
+    def summary(
+        self, name: str, *, exact: Literal[True], by_session: bool = False
+    ) -> ExactBudgetSummary: ...
+
+    def summary(
+        self, name: str, *, exact: bool = False, by_session: bool = False
+    ) -> BudgetSummary | ExactBudgetSummary:
+        """``Budget.summary()`` of scope ``name`` (UnknownScopeError if there is none)."""
         budget = self._budget_for_summary(name)
         if budget is None:
             raise UnknownScopeError(f"No budget registered for scope '{name}'")
-        return budget.summary(**kwargs)
+        if exact:
+            return budget.summary(exact=True, by_session=by_session)
+        return budget.summary(by_session=by_session)
 
-    def all_summaries(self, **kwargs: Any) -> dict[str, dict[str, Any]]:
+    @overload
+    def all_summaries(
+        self, *, exact: Literal[False] = False, by_session: bool = False
+    ) -> dict[str, BudgetSummary]: ...
+
+    @overload
+    def all_summaries(
+        self, *, exact: Literal[True], by_session: bool = False
+    ) -> dict[str, ExactBudgetSummary]: ...
+
+    def all_summaries(
+        self, *, exact: bool = False, by_session: bool = False
+    ) -> dict[str, BudgetSummary] | dict[str, ExactBudgetSummary]:
         """Summaries of every known scope, read from the store (so other processes count)."""
-        out = {}
-        for name in self.scopes():
-            budget = self._budget_for_summary(name)
+        out: dict[str, Any] = {}
+        saved = self.store.load_scopes()
+        for name in self._names(saved):
+            budget = self._budget_for_summary(name, saved)
             if budget is not None:
-                out[name] = budget.summary(**kwargs)
+                out[name] = (
+                    budget.summary(exact=True, by_session=by_session)
+                    if exact
+                    else budget.summary(by_session=by_session)
+                )
         return out
 
     def close(self) -> None:

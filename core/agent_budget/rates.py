@@ -1,21 +1,31 @@
-"""Prices: per-model rates, the built-in dated table, and model-name normalisation."""
+"""Prices by model name: your rates, overlays, the dated catalogue, and the unknown-model
+policy.
+
+A :class:`RateTable` looks a name up in, in order: the rates you pass (``rates=``, they win),
+price overlays (``overlays=``: negotiated or private prices, LiteLLM's price file), and the
+catalogue generated from genai-prices (:mod:`.catalogue`). A name none of them prices gets
+the fallback: by default the highest rates of its family or provider (else of the whole
+catalogue), so an unknown model is never charged less than it could cost.
+"""
 
 from __future__ import annotations
 
-import json
-import re
+import os
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
-from importlib import resources
-from typing import Any, Literal
+from typing import Literal
 
+from .catalogue import Catalogue, default_catalogue
 from .errors import UnknownModelError
-from .money import decimal_usd_to_nanos
-from .usage import Usage
-from .validate import check_name, check_tokens, to_decimal
+from .model_rates import ModelRates
+from .names import family_name, normalize_model_name, normalized_key, spellings
+from .price_row import STANDARD, PriceRow, Quote
+from .price_sources import PriceSource, load_prices
+from .validate import check_name
 
 __all__ = [
     "BuiltinRate",
@@ -26,154 +36,67 @@ __all__ = [
     "normalize_model_name",
 ]
 
+UnknownPolicy = Literal["warn", "raise", "fallback"]
 _THOUSAND = Decimal(1000)
-_ATTO_PER_1K = Decimal(10**15)  # a rate per 1k tokens, as atto-USD per token
-_ATTO_PER_NANO = 10**9
-_MILLION = Decimal(1_000_000)
 
 
 @dataclass(frozen=True)
-class ModelRates:
-    """USD per 1,000 tokens for one model.
+class ResolvedModel:
+    """A model name resolved against a rate table.
 
-    The two positional fields keep the original API (``ModelRates(input_per_1k=...,
-    output_per_1k=...)``, default 0.002 / 0.002). Cached input and cache writes fall back to
-    the input rate when not given. Above ``long_context_threshold`` input tokens the whole
-    call is priced with ``long_context`` rates, as providers with long-context tiers bill.
-    Values may be float, int, str or Decimal; they are held exactly.
+    ``name`` is the model family used for per-model counters and limits (dated snapshots,
+    aliases, router and cloud spellings folded, so ``gpt-4o-2024-08-06`` counts as
+    ``gpt-4o``); ``price_key`` is the row that priced it (a catalogue model id such as
+    ``gpt-4o-2024-05-13``, or your ``rates=`` key) and ``provider`` its provider;
+    ``source`` and ``source_date`` say where the price came from; ``how`` how the name was
+    matched (or, for an unknown model, what the fallback is); ``rates`` are the standard
+    rates in force when the name was resolved. :meth:`quote` gives the rates for a call's
+    time and service tier (price history, batch / flex / priority).
     """
 
-    input_per_1k: float | Decimal | str = 0.002
-    output_per_1k: float | Decimal | str = 0.002
-    cached_input_per_1k: float | Decimal | str | None = None
-    cache_write_per_1k: float | Decimal | str | None = None
-    long_context_threshold: int | None = None
-    long_context: ModelRates | None = None
-    _exact: tuple[Decimal, Decimal, Decimal, Decimal] = field(init=False, repr=False, compare=False)
-    _atto: tuple[int, int, int, int] | None = field(init=False, repr=False, compare=False)
+    name: str
+    rates: ModelRates
+    known: bool
+    price_key: str = ""
+    source: str = ""
+    source_date: str = ""
+    provider: str = ""
+    how: str = ""
+    row: PriceRow | None = None
+    variants: bool = True
+    _flat: Quote = field(init=False, repr=False, compare=False)
+    price_id: str = field(init=False, repr=False, compare=False)
+    """``provider:row`` (``openai:gpt-4o``), ``rates:key`` for your rates, or
+    ``fallback: ...`` for a model with no price: what a record cites."""
+
+    def quote(self, when: float, tier: str | None = None) -> Quote:
+        """The rates a call at ``when`` (epoch seconds) in service tier ``tier`` pays."""
+        row = self.row
+        if row is None:
+            return self._flat
+        if tier is None:  # the hot path: the row's standard quote, while still in force
+            standard = row._standard_quote
+            if standard[0] <= when < standard[1] and standard[2] is not None:
+                return standard[2]
+        found = row.quote(when, tier, self.variants)
+        return self._flat if found is None else found
 
     def __post_init__(self) -> None:
-        inp = to_decimal("input_per_1k", self.input_per_1k)
-        out = to_decimal("output_per_1k", self.output_per_1k)
-        cached = (
-            inp
-            if self.cached_input_per_1k is None
-            else to_decimal("cached_input_per_1k", self.cached_input_per_1k)
-        )
-        write = (
-            inp
-            if self.cache_write_per_1k is None
-            else to_decimal("cache_write_per_1k", self.cache_write_per_1k)
-        )
-        if (self.long_context_threshold is None) != (self.long_context is None):
-            raise ValueError("long_context_threshold and long_context must be given together")
-        if self.long_context_threshold is not None:
-            check_tokens("long_context_threshold", self.long_context_threshold)
-            if not isinstance(self.long_context, ModelRates):
-                raise TypeError("long_context must be a ModelRates")
-        object.__setattr__(self, "_exact", (inp, out, cached, write))
-        # The same rates as whole atto-dollars (1e-18 USD) per token, when they are whole, so
-        # costs are integer arithmetic; otherwise costs take the Decimal path.
-        atto = [rate * _ATTO_PER_1K for rate in (inp, out, cached, write)]
-        whole = all(a == a.to_integral_value() for a in atto)
-        object.__setattr__(self, "_atto", tuple(int(a) for a in atto) if whole else None)
-
-    @classmethod
-    def per_million(
-        cls,
-        input: object,
-        output: object,
-        cached_input: object | None = None,
-        cache_write: object | None = None,
-        *,
-        long_context_threshold: int | None = None,
-        long_context: ModelRates | None = None,
-    ) -> ModelRates:
-        """Build rates from USD per 1M tokens, the unit providers publish."""
-
-        def conv(name: str, v: object | None) -> float | Decimal | None:
-            if v is None:
-                return None
-            exact = to_decimal(name, v) / _THOUSAND
-            # A float when it round-trips exactly, so rates compare equal to plain literals.
-            as_float = float(exact)
-            return as_float if Decimal(repr(as_float)) == exact else exact
-
-        inp = conv("input", input)
-        out = conv("output", output)
-        assert inp is not None and out is not None
-        return cls(
-            inp,
-            out,
-            conv("cached_input", cached_input),
-            conv("cache_write", cache_write),
-            long_context_threshold,
-            long_context,
-        )
-
-    @classmethod
-    def for_model(cls, model: str) -> ModelRates:
-        """Built-in rates for ``model`` (normalised), or the default ``ModelRates()``."""
-        resolved = RateTable().resolve(model, on_unknown="fallback")
-        return resolved.rates
-
-    def _tier(self, input_tokens: int) -> ModelRates:
-        if (
-            self.long_context is not None
-            and self.long_context_threshold is not None
-            and input_tokens > self.long_context_threshold
-        ):
-            return self.long_context
-        return self
-
-    def cost(self, usage: Usage) -> Decimal:
-        """Exact USD cost of ``usage``: cached input and cache writes at their own rates."""
-        inp, out, cached, write = self._tier(usage.input_tokens)._exact
-        total = (
-            usage.uncached_input_tokens * inp
-            + usage.cache_read_tokens * cached
-            + usage.cache_write_tokens * write
-            + usage.output_tokens * out
-        )
-        return total / _THOUSAND
-
-    def cost_nanos(self, usage: Usage) -> int:
-        """Cost of ``usage`` in whole nano-dollars, rounded up."""
-        tier = self._tier(usage.input_tokens)
-        atto = tier._atto
-        if atto is None:
-            return decimal_usd_to_nanos(tier.cost(usage))
-        total = (
-            usage.uncached_input_tokens * atto[0]
-            + usage.cache_read_tokens * atto[2]
-            + usage.cache_write_tokens * atto[3]
-            + usage.output_tokens * atto[1]
-        )
-        return -(-total // _ATTO_PER_NANO)
-
-    def worst_case_nanos(self, input_tokens: int, max_output_tokens: int) -> int:
-        """The most a call of this size can cost: every input token at the dearer of the
-        input and cache-write rates, every output token at the output rate."""
-        tier = self._tier(input_tokens)
-        atto = tier._atto
-        if atto is None:
-            inp, out, _cached, write = tier._exact
-            return decimal_usd_to_nanos(
-                (input_tokens * max(inp, write) + max_output_tokens * out) / _THOUSAND
-            )
-        total = input_tokens * max(atto[0], atto[3]) + max_output_tokens * atto[1]
-        return -(-total // _ATTO_PER_NANO)
-
-    def estimate_cost(self, input_tokens: int, output_tokens: int) -> float:
-        """Cost in USD as a float (original API); use :meth:`cost` for the exact value."""
-        check_tokens("input_tokens", input_tokens)
-        check_tokens("output_tokens", output_tokens)
-        return float(self.cost(Usage(input_tokens, output_tokens)))
+        # Built once: the quote of rates with no history or tiers (your rates=, a
+        # fallback) and the id a record cites.
+        object.__setattr__(self, "_flat", Quote(self.rates, STANDARD, ""))
+        if not self.known:
+            price_id = f"fallback: {self.how}"
+        else:
+            price_id = f"{self.provider or 'rates'}:{self.price_key}"
+        object.__setattr__(self, "price_id", price_id)
 
 
 @dataclass(frozen=True)
 class BuiltinRate:
-    """One row of the built-in price table, with where and when it was read."""
+    """One row of the built-in catalogue (current standard prices), with its provenance:
+    ``effective`` is the date the price took effect, or the snapshot date when the source
+    does not date it."""
 
     model: str
     rates: ModelRates
@@ -184,122 +107,88 @@ class BuiltinRate:
     effective: str
     source: str
     note: str = ""
+    provider: str = ""
+    cache_write_1h_per_1m: Decimal | None = None
 
 
-def _rates_from_row(row: Mapping[str, Any]) -> ModelRates:
-    lc = row.get("long_context")
-    long_rates = None
-    if lc:
-        long_rates = ModelRates.per_million(
-            lc["input"], lc["output"], lc.get("cached_input"), lc.get("cache_write")
-        )
-    return ModelRates.per_million(
-        row["input"],
-        row["output"],
-        row.get("cached_input"),
-        row.get("cache_write"),
-        long_context_threshold=lc["threshold"] if lc else None,
-        long_context=long_rates,
+def _builtin(row: PriceRow, quote: Quote, source: str) -> BuiltinRate:
+    prices = row.prices_at(time.time())[0]
+
+    def dec(key: str) -> Decimal | None:
+        value = prices.get(key)
+        if value is None:
+            return None
+        return Decimal(value if isinstance(value, str) else str(value[0]))
+
+    tiers = quote.rates.long_context_threshold
+    note = f"prompt-size tier above {tiers} input tokens" if tiers else ""
+    return BuiltinRate(
+        model=row.id,
+        rates=quote.rates,
+        input_per_1m=dec("input_mtok") or Decimal(0),
+        output_per_1m=dec("output_mtok") or Decimal(0),
+        cached_input_per_1m=dec("cache_read_mtok"),
+        cache_write_per_1m=dec("cache_write_mtok"),
+        effective=quote.effective or row.snapshot,
+        source=source,
+        note=note,
+        provider=row.provider,
+        cache_write_1h_per_1m=dec("cache_write_1h_mtok"),
     )
 
 
 @lru_cache(maxsize=1)
 def builtin_rates() -> dict[str, BuiltinRate]:
-    """The built-in table (package data ``data/rates.json``), keyed by canonical name."""
-    text = resources.files("agent_budget").joinpath("data/rates.json").read_text("utf-8")
-    doc = json.loads(text)
+    """Every token-priced model of the default catalogue, keyed by model id (when two
+    providers list one id, the model's own vendor wins), with current standard prices."""
+    catalogue = default_catalogue()
+    now = time.time()
     table: dict[str, BuiltinRate] = {}
-    for row in doc["models"]:
-
-        def dec(key: str, row: Mapping[str, Any] = row) -> Decimal | None:
-            return Decimal(row[key]) if row.get(key) is not None else None
-
-        table[row["model"]] = BuiltinRate(
-            model=row["model"],
-            rates=_rates_from_row(row),
-            input_per_1m=Decimal(row["input"]),
-            output_per_1m=Decimal(row["output"]),
-            cached_input_per_1m=dec("cached_input"),
-            cache_write_per_1m=dec("cache_write"),
-            effective=row["effective"],
-            source=row["source"],
-            note=row.get("note", ""),
-        )
+    order = sorted(range(len(catalogue)), key=catalogue._order)
+    for index in order:
+        row = catalogue.row(index)
+        if row.id in table:
+            continue
+        quote = row.quote(now)
+        if quote is not None:
+            table[row.id] = _builtin(row, quote, catalogue.label)
     return table
 
 
-_BEDROCK = re.compile(
-    r"^(?:(?:us|eu|apac|global|us-gov|ca|jp|au)\.)?"
-    r"(?:anthropic|amazon|meta|cohere|ai21|mistral|deepseek|openai)\.(.+)$"
-)
-_BEDROCK_VERSION = re.compile(r"-v\d+(?::\d+)?$|:\d+$")
-_SUFFIXES = (
-    re.compile(r"-\d{4}-\d{2}-\d{2}$"),  # gpt-4o-2024-08-06
-    re.compile(r"-\d{8}$"),  # claude-3-5-sonnet-20241022
-    re.compile(r"-latest$"),
-    re.compile(r"-\d{3}$"),  # gemini-1.5-pro-002
-)
+def _key(name: str) -> str:
+    """How user rate keys and aliases are matched: the normalised, tidied spelling."""
+    return normalized_key(name)
 
 
-def normalize_model_name(model: str) -> str:
-    """Canonical spelling of a model id as it reaches a callback.
-
-    Lower-cases, drops provider prefixes (``openai/``, ``models/``), Bedrock ids and their
-    regional prefixes and ``-v1:0`` versions, and Vertex ``@`` dates. Dated snapshots are
-    kept here; :class:`RateTable` strips them only when the dated name has no row of its own.
-    """
-    name = model.strip().lower()
-    if "/" in name:
-        name = name.rsplit("/", 1)[1]
-    match = _BEDROCK.match(name)
-    if match:
-        name = match.group(1)
-        name = _BEDROCK_VERSION.sub("", name)
-    name = name.replace("@", "-")
-    return name
-
-
-def _candidates(name: str) -> list[str]:
-    out = [name]
-    current = name
-    changed = True
-    while changed:
-        changed = False
-        for pattern in _SUFFIXES:
-            stripped = pattern.sub("", current)
-            if stripped != current and stripped:
-                current = stripped
-                out.append(current)
-                changed = True
+def family_candidates(model: str) -> list[str]:
+    """``model``'s normalised spelling, then with each date or alias suffix stripped,
+    ending with its family: the keys user rates and aliases are looked up by."""
+    out: list[str] = []
+    for spelling in spellings(model):
+        ref = spelling.ref
+        if spelling.derived and "/" not in ref and ref not in out:
+            out.append(ref)
+    family = family_name(model)
+    if family not in out:
+        out.append(family)
     return out
 
 
-@dataclass(frozen=True)
-class ResolvedModel:
-    """A model name resolved against a rate table.
-
-    ``name`` is the model family used for per-model counters and limits (dated snapshot and
-    ``-latest`` suffixes stripped, so ``gpt-4o-2024-08-06`` counts as ``gpt-4o``);
-    ``price_key`` is the row that priced it, which may be the dated snapshot.
-    """
-
-    name: str
-    rates: ModelRates
-    known: bool
-    price_key: str = ""
-
-
-UnknownPolicy = Literal["warn", "raise", "fallback"]
-
-
 class RateTable:
-    """Looks up rates: user rates first, then the built-in table, then the fallback.
+    """Looks up rates: your ``rates`` first, then ``overlays``, then the catalogue, then the
+    fallback.
 
-    ``on_unknown`` decides what an unpriced model does: ``"warn"`` (the default; the budget
-    raises one alert and one :class:`BudgetWarning` per model and prices it at ``fallback``),
-    ``"raise"`` (:class:`UnknownModelError` before anything is recorded) or ``"fallback"``
-    (price at ``fallback`` silently; for tests and tools). ``aliases`` map names such as
-    Azure deployment names to a priced model.
+    ``on_unknown`` decides what a model with no price does: ``"warn"`` (the default; a budget
+    raises one alert and one :class:`BudgetWarning` per model name and charges the fallback),
+    ``"raise"`` (:class:`UnknownModelError` before anything is reserved or recorded; a call
+    that already ran is still recorded, at the fallback, with the warning) or ``"fallback"``
+    (charge the fallback silently; for tests and tools). ``fallback`` is the rates to charge;
+    by default the highest rates of the model's family or provider (else of the whole
+    catalogue), so the cap holds. ``aliases`` map names such as Azure deployment names to a
+    priced model. ``overlays`` are :class:`PriceSource` objects or paths of overlay or
+    LiteLLM price files. ``catalogue`` replaces the shipped snapshot (e.g.
+    ``Catalogue.from_genai_prices()``); ``use_builtins=False`` uses no catalogue.
+    ``service_tier`` is the tier a request that names none runs in (for reservations).
     """
 
     def __init__(
@@ -310,61 +199,145 @@ class RateTable:
         fallback: ModelRates | None = None,
         on_unknown: UnknownPolicy = "warn",
         use_builtins: bool = True,
+        overlays: Sequence[PriceSource | str | os.PathLike[str]] = (),
+        catalogue: Catalogue | None = None,
+        service_tier: str | None = None,
     ) -> None:
         if on_unknown not in ("warn", "raise", "fallback"):
             raise ValueError(
                 f"on_unknown must be 'warn', 'raise' or 'fallback', not {on_unknown!r}"
             )
+        if fallback is not None and not isinstance(fallback, ModelRates):
+            raise TypeError(f"fallback must be a ModelRates, got {type(fallback).__name__}")
+        if service_tier is not None:
+            check_name("service_tier", service_tier)
         self._exact: dict[str, ModelRates] = {}
-        self._user: dict[str, ModelRates] = {}
+        self._user: dict[str, tuple[str, ModelRates]] = {}
         for key, value in (rates or {}).items():
             check_name("rates key", key)
             if not isinstance(value, ModelRates):
                 raise TypeError(f"rates[{key!r}] must be a ModelRates, got {type(value).__name__}")
             self._exact[key] = value
-            self._user[normalize_model_name(key)] = value
-        self._aliases = {
-            normalize_model_name(k): normalize_model_name(v) for k, v in (aliases or {}).items()
-        }
-        self.fallback = fallback if fallback is not None else ModelRates()
+            self._user.setdefault(_key(key), (key, value))
+        self._aliases: dict[str, str] = {}
+        for alias, target in (aliases or {}).items():
+            check_name("alias", alias)
+            check_name(f"aliases[{alias!r}]", target)
+            self._aliases[_key(alias)] = target
+        self.overlays: tuple[PriceSource, ...] = tuple(
+            o if isinstance(o, PriceSource) else load_prices(o) for o in overlays
+        )
+        self.fallback = fallback
         self.on_unknown: UnknownPolicy = on_unknown
+        self.service_tier = service_tier
         self._use_builtins = use_builtins
+        self._catalogue = catalogue
         self._cache: dict[str, ResolvedModel] = {}
         self._warned: set[str] = set()
         self._lock = threading.Lock()
 
-    def resolve(self, model: str, *, on_unknown: UnknownPolicy | None = None) -> ResolvedModel:
-        """Find the rates for ``model``; raises :class:`UnknownModelError` per the policy."""
-        hit = self._cache.get(model) if isinstance(model, str) else None
+    @property
+    def catalogue(self) -> Catalogue | None:
+        """The catalogue consulted after your rates and overlays (loaded on first use)."""
+        if not self._use_builtins:
+            return None
+        if self._catalogue is None:
+            self._catalogue = default_catalogue()
+        return self._catalogue
+
+    def resolve(
+        self,
+        model: str,
+        *,
+        on_unknown: UnknownPolicy | None = None,
+        provider: str | None = None,
+    ) -> ResolvedModel:
+        """Find the rates for ``model``; raises :class:`UnknownModelError` per the policy.
+        ``provider`` names where the call went when the caller knows (``"openrouter"``)."""
+        key = model if provider is None else f"{provider}\0{model}"
+        hit = self._cache.get(key) if isinstance(model, str) else None
         if hit is None:
             check_name("model", model)
-            hit = self._lookup(model)
+            if provider is not None:
+                check_name("provider", provider)
+            hit = self._lookup(model, provider)
             with self._lock:
                 if len(self._cache) >= 4096:
                     self._cache.clear()
-                self._cache[model] = hit
-        policy = on_unknown or self.on_unknown
-        if not hit.known and policy == "raise":
+                self._cache[key] = hit
+        if not hit.known and (on_unknown or self.on_unknown) == "raise":
             raise UnknownModelError(
-                f"model {model!r} has no price: add it to rates= or set on_unknown='warn'"
+                f"model {model!r} has no price: add it to rates=, aliases= or an overlay, "
+                "or set on_unknown='warn'"
             )
         return hit
 
-    def _lookup(self, model: str) -> ResolvedModel:
-        name = normalize_model_name(model)
-        name = self._aliases.get(name, name)
-        candidates = _candidates(name)
-        family = candidates[-1]
-        if model in self._exact:
-            return ResolvedModel(family, self._exact[model], True, model)
-        builtins = builtin_rates() if self._use_builtins else {}
-        # User rates win over built-ins, even a user family row over a built-in snapshot row.
-        for table in (self._user, {k: v.rates for k, v in builtins.items()}):
-            for candidate in candidates:
-                candidate = self._aliases.get(candidate, candidate)
-                if candidate in table:
-                    return ResolvedModel(family, table[candidate], True, candidate)
-        return ResolvedModel(family, self.fallback, False, "")
+    def _lookup(self, model: str, provider: str | None) -> ResolvedModel:
+        now = time.time()
+        target = self._aliases.get(_key(model)) if self._aliases else None
+        name = target if target is not None else model
+        family = family_name(name)
+        if self._exact:
+            if name in self._exact:
+                return self._user_rates(family, name, self._exact[name], "exact name")
+            if target is None and model.strip() in self._exact:
+                stripped = model.strip()
+                return self._user_rates(family, stripped, self._exact[stripped], "exact name")
+            for candidate in family_candidates(name):
+                found = self._user.get(candidate)
+                if found is not None:
+                    return self._user_rates(family, found[0], found[1], f"as {candidate}")
+        for source in self.overlays:
+            hit = source.find(name)
+            if hit is not None:
+                row, matched = hit
+                quote = row.quote(now)
+                if quote is not None:
+                    return ResolvedModel(
+                        family,
+                        quote.rates,
+                        True,
+                        row.id,
+                        source.label,
+                        source.date,
+                        source.label,
+                        f"overlay {source.label!r} as {matched}",
+                        row,
+                    )
+        catalogue = self.catalogue
+        if catalogue is not None:
+            found_row = catalogue.find(name, provider)
+            if found_row is not None:
+                quote = found_row.row.quote(now, None, found_row.variants)
+                if quote is not None:
+                    row = found_row.row
+                    return ResolvedModel(
+                        family,
+                        quote.rates,
+                        True,
+                        row.id,
+                        catalogue.label,
+                        catalogue.snapshot,
+                        row.provider,
+                        f"{found_row.how} as {found_row.spelling}",
+                        row,
+                        found_row.variants,
+                    )
+        return self._unknown(family, name, now)
+
+    def _user_rates(self, family: str, key: str, rates: ModelRates, how: str) -> ResolvedModel:
+        return ResolvedModel(family, rates, True, key, "rates=", "", "", how)
+
+    def _unknown(self, family: str, name: str, now: float) -> ResolvedModel:
+        date = ""
+        if self.fallback is not None:
+            rates, how = self.fallback, "the fallback rates you set"
+        elif self.catalogue is not None:
+            rates, how = self.catalogue.ceiling(name, now)
+            date = self.catalogue.snapshot
+        else:
+            rates, how = ModelRates(), "the default ModelRates()"
+        return ResolvedModel(family, rates, False, "", "fallback", date, "", how)
 
     def first_unknown(self, name: str) -> bool:
         """True the first time ``name`` is reported unknown by this table (bounded memory)."""
@@ -375,5 +348,12 @@ class RateTable:
             return True
 
     def canonical(self, model: str) -> str:
-        """The canonical name of ``model`` (never raises for unknown models)."""
+        """The canonical (family) name of ``model`` (never raises for unknown models)."""
         return self.resolve(model, on_unknown="fallback").name
+
+    def default_tier(self, requested: str | None) -> str | None:
+        """The service tier a call runs in: the one requested, else the table's default
+        (``"auto"`` and ``"default"`` ask for the standard tier)."""
+        if requested is None or requested.strip().lower() == "auto":
+            return self.service_tier
+        return requested

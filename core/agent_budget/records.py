@@ -19,6 +19,13 @@ class UsageRecord:
     ``cost_usd`` is a float for the original API; ``cost_nanos`` (integer nano-USD) and
     :attr:`cost` (Decimal) are exact. ``estimated`` is True when the provider reported no
     usage and the pre-call estimate was recorded instead.
+
+    Where the price came from: ``price_source`` (``"genai-prices 0.2.3"``, ``"rates="``, an
+    overlay's name, or ``"fallback"`` for a model with no price), ``price_date`` (the date
+    of that source: the catalogue's snapshot, an overlay's ``date``), ``price_id`` (the row that
+    priced the call, e.g. ``"openai:gpt-4o"``) and ``price_tier`` (the service tier priced,
+    ``"standard"`` unless batch / flex / priority applied, plus ``", input>N"`` when a
+    prompt-size tier did).
     """
 
     session_id: str
@@ -35,6 +42,12 @@ class UsageRecord:
     estimated: bool = False
     scope: str = ""
     reservation_id: str = ""
+    cache_write_1h_tokens: int = 0
+    web_searches: int = 0
+    price_source: str = ""
+    price_date: str = ""
+    price_id: str = ""
+    price_tier: str = ""
 
     @property
     def total_tokens(self) -> int:
@@ -64,6 +77,12 @@ def record_payload(record: UsageRecord) -> dict[str, Any]:
         "estimated": record.estimated,
         "scope": record.scope,
         "reservation_id": record.reservation_id,
+        "cache_write_1h_tokens": record.cache_write_1h_tokens,
+        "web_searches": record.web_searches,
+        "price_source": record.price_source,
+        "price_date": record.price_date,
+        "price_id": record.price_id,
+        "price_tier": record.price_tier,
     }
 
 

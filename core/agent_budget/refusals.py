@@ -11,12 +11,19 @@ __all__ = ["exceeded_error", "refusal_error"]
 
 
 def refusal_error(
-    scope: str, limit: Limit, level: Level, requested: int, *, detail: str = ""
+    scope: str,
+    limit: Limit,
+    level: Level,
+    requested: int,
+    *,
+    detail: str = "",
+    prospective: bool = False,
 ) -> BudgetExceededError:
     """The error for a call refused because ``requested`` more would cross ``limit``.
 
     ``detail`` says what the request was made of (input estimate, output hold) and how to
-    fit it, when the caller knows.
+    fit it, when the caller knows. ``used`` is what is committed, or with ``prospective``
+    (``check()``, as in the original API) the total the call would reach.
     """
     used = limit.to_user(level.committed)
     reserved = limit.to_user(level.reserved)
@@ -31,6 +38,8 @@ def refusal_error(
     )
     if detail:
         message = f"{message}; {detail}"
+    if prospective:
+        used = total
     return BudgetExceededError(
         message, scope, limit.limit_type, used, cap, reserved=reserved, requested=wanted
     )

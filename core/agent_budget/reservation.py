@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import threading
+import warnings
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+from .errors import BudgetWarning
 from .records import UsageRecord
 from .usage import Usage
 
@@ -20,7 +23,8 @@ class Reservation:
     End it with :meth:`commit` (the call ran; record actual usage) or :meth:`release` (it did
     not run). Used as a context manager it releases on an exception and, if the block ends
     without a commit, commits the estimate (marked ``estimated``), since a call that ran
-    was paid for. A hold never ended expires after the budget's ``hold_ttl``.
+    was paid for, with a :class:`BudgetWarning` (once per call site) saying so. A hold
+    never ended expires after the budget's ``hold_ttl``.
 
     ``tokens`` and ``cost_nanos`` are the held worst case; ``held`` is False when nothing was
     held in the store (no hard limit applied, or the store was down and the budget fails
@@ -42,6 +46,7 @@ class Reservation:
         "model",
         "record",
         "requested_model",
+        "service_tier",
         "session_id",
         "state",
         "tokens",
@@ -63,6 +68,7 @@ class Reservation:
         created_at: float,
         expires_at: float,
         held: bool,
+        service_tier: str | None = None,
     ) -> None:
         self.budget = budget
         self.id = id
@@ -77,6 +83,7 @@ class Reservation:
         self.created_at = created_at
         self.expires_at = expires_at
         self.held = held
+        self.service_tier = service_tier  # the tier the request asked for, when it said
         self.state: Literal["open", "committed", "released"] = "open"
         self.record: UsageRecord | None = None
         self.lock = threading.Lock()
@@ -90,7 +97,7 @@ class Reservation:
         usage: Usage | None = None,
         *,
         model: str | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
         estimated: bool | None = None,
     ) -> UsageRecord:
         """Record the call's actual usage (see :meth:`Budget.commit`)."""
@@ -107,6 +114,14 @@ class Reservation:
         if self.state != "open":
             return
         if exc_type is None:
+            warnings.warn(
+                "a `with budget.reserve(...)` block ended without commit(): its worst case "
+                "(every input token plus max_output_tokens) was recorded, marked estimated. "
+                "Call hold.commit(Usage(...)) with the provider's usage inside the block, or "
+                "hold.release() when the call did not run.",
+                BudgetWarning,
+                stacklevel=2,
+            )
             self.commit()
         else:
             self.release()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .money import usd_to_nanos
 from .stores.base import is_windowed
 from .validate import check_name, check_tokens, to_decimal
+from .windows import Window
 
 __all__ = ["BudgetScope", "Limit", "Metric"]
 
@@ -46,6 +47,11 @@ class Limit:
     metric: str
     amount: int
     unit: Literal["tokens", "usd"]
+    calendar: tuple[str, str] | None = None
+    """``(unit, timezone)`` of a calendar window, whose lines carry the current period."""
+    per_session: bool = False
+    """A ``*_per_session`` limit: counted per session id when the scope counts sessions
+    apart (see :attr:`BudgetScope.per_session_id`)."""
 
     @property
     def windowed(self) -> bool:
@@ -65,6 +71,13 @@ class BudgetScope:
     str or Decimal; they are held exactly. ``alert_at_pct`` (0..1) fires a WARNING alert
     when usage reaches that fraction of a limit; ``hard_stop=False`` alerts without refusing.
     Limits are read when a Budget is made from the scope.
+
+    ``windows`` adds caps over other windows: ``rolling(hours=1, max_tokens=...)`` or
+    ``calendar("month", timezone="Europe/Paris", max_cost_usd=...)``. ``per_session_id``
+    (default True) makes the ``*_per_session`` limits count each session id (a conversation:
+    ``session_id=``, ``budget_session`` metadata, LangGraph's ``thread_id``) apart; calls
+    without a session id, and every call when it is False, share the scope's one session,
+    as in the original API. ``summary()["session"]`` always shows the scope's whole session.
     """
 
     name: str
@@ -76,6 +89,8 @@ class BudgetScope:
     max_cost_per_model_usd: dict[str, float] = field(default_factory=dict)
     alert_at_pct: float = 0.8
     hard_stop: bool = True
+    windows: Sequence[Window] = ()
+    per_session_id: bool = True
 
     def __post_init__(self) -> None:
         check_name("name", self.name)
@@ -102,6 +117,20 @@ class BudgetScope:
             raise ValueError(f"alert_at_pct must be between 0 and 1, got {self.alert_at_pct!r}")
         if not isinstance(self.hard_stop, bool):
             raise TypeError(f"hard_stop must be a bool, got {self.hard_stop!r}")
+        if not isinstance(self.per_session_id, bool):
+            raise TypeError(f"per_session_id must be a bool, got {self.per_session_id!r}")
+        windows: object = self.windows
+        if isinstance(windows, (str, bytes)) or not isinstance(windows, Sequence):
+            raise TypeError("windows must be a list of rolling(...) / calendar(...) windows")
+        labels: set[str] = set()
+        for window in self.windows:
+            if not isinstance(window, Window):
+                raise TypeError(
+                    f"windows must hold rolling(...) / calendar(...) windows, got {window!r}"
+                )
+            if window.label in labels:
+                raise ValueError(f"two windows of the same kind: {window.label}")
+            labels.add(window.label)
 
     def limits(self, canonical: Callable[[str], str] = lambda m: m) -> tuple[Limit, ...]:
         """Every cap of this scope, per-model keys passed through ``canonical``.
@@ -123,7 +152,11 @@ class BudgetScope:
         if self.max_tokens_per_session is not None:
             out.append(
                 Limit(
-                    "session_tokens", Metric.SESSION_TOKENS, self.max_tokens_per_session, "tokens"
+                    "session_tokens",
+                    Metric.SESSION_TOKENS,
+                    self.max_tokens_per_session,
+                    "tokens",
+                    per_session=True,
                 )
             )
         if self.max_cost_per_session_usd is not None:
@@ -133,6 +166,7 @@ class BudgetScope:
                     Metric.SESSION_COST,
                     usd_to_nanos(self.max_cost_per_session_usd),
                     "usd",
+                    per_session=True,
                 )
             )
         if self.max_tokens_per_day is not None:
@@ -143,6 +177,28 @@ class BudgetScope:
                     "day_cost_usd", Metric.DAY_COST, usd_to_nanos(self.max_cost_per_day_usd), "usd"
                 )
             )
+        for window in self.windows:
+            key = window.calendar_key
+            if window.max_tokens is not None:
+                out.append(
+                    Limit(
+                        f"{window.label}_tokens",
+                        window.metric("tokens"),
+                        window.max_tokens,
+                        "tokens",
+                        calendar=key,
+                    )
+                )
+            if window.max_cost_usd is not None:
+                out.append(
+                    Limit(
+                        f"{window.label}_cost_usd",
+                        window.metric("cost"),
+                        usd_to_nanos(window.max_cost_usd),
+                        "usd",
+                        calendar=key,
+                    )
+                )
         for model, tokens in self.max_tokens_per_model.items():
             name = canonical(model)
             out.append(Limit(f"model_{name}_tokens", Metric.model_tokens(name), tokens, "tokens"))
@@ -169,6 +225,8 @@ class BudgetScope:
             "max_cost_per_model_usd": {k: num(v) for k, v in self.max_cost_per_model_usd.items()},
             "alert_at_pct": float(self.alert_at_pct),
             "hard_stop": self.hard_stop,
+            "windows": [w.to_dict() for w in self.windows],
+            "per_session_id": self.per_session_id,
         }
 
     @classmethod
@@ -190,4 +248,6 @@ class BudgetScope:
             },
             alert_at_pct=float(data.get("alert_at_pct", 0.8)),
             hard_stop=bool(data.get("hard_stop", True)),
+            windows=[Window.from_dict(w) for w in data.get("windows") or ()],
+            per_session_id=bool(data.get("per_session_id", True)),
         )

@@ -91,9 +91,7 @@ def L(scope: str, metric: str, amount: int, limit: int | None = None) -> Line:
     return Line(scope, metric, amount, limit)
 
 
-def P(
-    scope: str, metric: str, amount: int, period: int, limit: int | None = None
-) -> Line:
+def P(scope: str, metric: str, amount: int, period: int, limit: int | None = None) -> Line:
     return Line(scope, metric, amount, limit, period)
 
 

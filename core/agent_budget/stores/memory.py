@@ -6,10 +6,12 @@ import heapq
 import itertools
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 from ..errors import StoreConfigError
+from ..records import UsageRecord, record_payload
 from .base import (
     PERIOD_HORIZON,
     CommitResult,
@@ -25,6 +27,7 @@ from .base import (
     new_tuple,
     window_of,
 )
+from .ledger import EventFilter, LedgerFilter, check_limit, event_row, ledger_row
 
 __all__ = ["MemoryStore"]
 
@@ -120,10 +123,31 @@ class MemoryStore(Store):
     """
 
     schemes = ("memory",)
-    keeps_ledger = False
+    does_io = False
+    url_options = {
+        "read_only": lambda text: text.strip().lower() in ("1", "true", "yes", "on"),
+        "ledger_size": lambda text: _size("ledger_size", _int_option("ledger_size", text)),
+        "events_size": lambda text: _size("events_size", _int_option("events_size", text)),
+    }
 
-    def __init__(self, options: StoreOptions | None = None, **kwargs: Any) -> None:
+    @staticmethod
+    def ledger_entry(record: UsageRecord) -> Any:
+        return record  # kept as is, made a row only when read
+
+    def __init__(
+        self,
+        options: StoreOptions | None = None,
+        *,
+        ledger_size: int = 10_000,
+        events_size: int = 1_000,
+        **kwargs: Any,
+    ) -> None:
         self.options = make_options(options, kwargs)
+        self._ledger: deque[Mapping[str, Any] | UsageRecord] = deque(
+            maxlen=_size("ledger_size", ledger_size)
+        )
+        self._events: deque[dict[str, Any]] = deque(maxlen=_size("events_size", events_size))
+        self._event_counts: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
         self._scopes: dict[str, _Scope] = {}
         # (earliest drop time, tie-breaker, name, scope): one entry per expiring scope,
@@ -140,6 +164,7 @@ class MemoryStore(Store):
     def _open(cls, location: StoreURL, options: dict[str, Any]) -> Store:
         if location.netloc or location.path.strip("/"):
             raise StoreConfigError(f"memory:// takes no host or path, got {location.text!r}")
+        options.pop("read_only", None)  # a new memory store is empty: nothing to write
         return cls(**options)
 
     # -- internals (lock held) -------------------------------------------------------------
@@ -336,6 +361,8 @@ class MemoryStore(Store):
                     else:
                         counter.add(line[2], now)
                 self._finish(hold_id, "committed", now)
+                if record is not None:
+                    self._ledger.append(record)
             return CommitResult(applied, self._levels(counters, lines, now))
 
     def release(self, hold_id: str, *, now: float, group: str) -> bool:
@@ -438,6 +465,63 @@ class MemoryStore(Store):
         with self._lock:
             self._defs.pop(name, None)
 
+    # -- the ledger and events: bounded rings ------------------------------------------------
+
+    def ledger(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        session: str | None = None,
+        model: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        wanted = LedgerFilter.of(
+            since=since, until=until, scope=scope, session=session, model=model
+        )
+        check_limit(limit)
+        with self._lock:
+            kept = sorted(self._ledger, key=_timestamp, reverse=newest_first)
+        rows = (ledger_row(_payload(entry)) for entry in kept)
+        return list(islice((row for row in rows if wanted.matches(row)), limit))
+
+    def record_event(self, event: Mapping[str, Any], *, group: str) -> None:
+        row = event_row(event)
+        with self._lock:
+            self._events.append(row)
+            kinds = self._event_counts.setdefault(row["scope"], {})
+            kinds[row["kind"]] = kinds.get(row["kind"], 0) + 1
+
+    def events(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        kinds: Collection[str] | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
+    ) -> list[dict[str, Any]]:
+        wanted = EventFilter.of(since=since, until=until, scope=scope, kinds=kinds)
+        check_limit(limit)
+        with self._lock:
+            kept = list(self._events)
+        rows = reversed(kept) if newest_first else iter(kept)
+        return [dict(row) for row in islice((r for r in rows if wanted.matches(r)), limit)]
+
+    def event_counts(
+        self, *, scope: str | Iterable[str] | None = None
+    ) -> dict[str, dict[str, int]]:
+        wanted = EventFilter.of(scope=scope).scopes
+        with self._lock:
+            return {
+                name: dict(kinds)
+                for name, kinds in self._event_counts.items()
+                if wanted is None or name in wanted
+            }
+
     def stats(self) -> dict[str, int]:
         """Sizes of the internal tables, for memory tests and benchmarks."""
         with self._lock:
@@ -456,4 +540,29 @@ class MemoryStore(Store):
                 "holds": len(self._holds),
                 "hold_heap": len(self._hold_expiry),
                 "tombstones": len(self._done),
+                "ledger": len(self._ledger),
+                "events": len(self._events),
             }
+
+
+def _timestamp(record: Mapping[str, Any] | UsageRecord) -> float:
+    if isinstance(record, UsageRecord):
+        return record.timestamp
+    return float(record.get("timestamp", 0.0))
+
+
+def _payload(record: Mapping[str, Any] | UsageRecord) -> Mapping[str, Any]:
+    return record_payload(record) if isinstance(record, UsageRecord) else record
+
+
+def _int_option(name: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise StoreConfigError(f"option {name} must be a number, got {text!r}") from None
+
+
+def _size(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise StoreConfigError(f"{name} must be a non-negative int, got {value!r}")
+    return value

@@ -20,12 +20,13 @@ import json
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import cache
 from typing import Any
 from urllib.parse import unquote, urlencode, urlunsplit
 
-from ..errors import StoreConfigError, StoreError, StoreTransientError
+from ..errors import StoreConfigError, StoreError, StorePermanentError, StoreTransientError
+from . import redis_ledger
 from .base import (
     CommitResult,
     Level,
@@ -37,6 +38,7 @@ from .base import (
     make_options,
     number_option,
 )
+from .ledger import EventFilter, LedgerFilter
 from .redis_code import (
     HOLD_IN_USE,
     classify,
@@ -117,12 +119,26 @@ def _passthrough(name: str) -> Callable[[str], _Passthrough]:
     return parse
 
 
-_STORE_OPTIONS = frozenset({"key_prefix", "server_time", "functions", "retries", "options"})
+_STORE_OPTIONS = frozenset(
+    {
+        "key_prefix",
+        "server_time",
+        "functions",
+        "retries",
+        "ledger_maxlen",
+        "retention_days",
+        "read_only",
+        "options",
+    }
+)
 _URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "key_prefix": str,
     "server_time": _bool_option("server_time"),
     "functions": _bool_option("functions"),
+    "read_only": _bool_option("read_only"),
     "retries": number_option("retries", int, positive=False, maximum=10),
+    "ledger_maxlen": number_option("ledger_maxlen", int, positive=False),
+    "retention_days": number_option("retention_days", float, allow_none=True),
     **{name: _passthrough(name) for name in _REDIS_QUERY_OPTIONS},
 }
 
@@ -186,7 +202,10 @@ class RedisStore(Store):
     with a fake clock). ``functions=True`` (the default) runs the operations as Redis
     Functions where the server allows, else as EVALSHA scripts; ``False`` always uses
     scripts. ``retries`` is how many times a call that failed on its connection is tried
-    again on a new one (never after a timeout).
+    again on a new one (never after a timeout). Each group keeps a ledger stream of committed
+    calls, capped at about ``ledger_maxlen`` entries (0: no ledger) and ``retention_days``
+    (None: by length only). ``read_only=True`` refuses every write and reads with plain
+    commands only (no function or script is loaded).
     """
 
     schemes = _SCHEMES
@@ -201,6 +220,9 @@ class RedisStore(Store):
         functions: bool = True,
         retries: int = 1,
         async_client: Any = None,
+        ledger_maxlen: int = 100_000,
+        retention_days: float | None = 30.0,
+        read_only: bool = False,
         options: StoreOptions | None = None,
         **kwargs: Any,
     ) -> None:
@@ -222,6 +244,9 @@ class RedisStore(Store):
             raise StoreConfigError(f"retries must be an int from 0 to 10, got {retries!r}")
         self._functions = functions
         self._afunctions = functions
+        self._ledger_spec = _ledger_spec(ledger_maxlen, retention_days, server_time)
+        self._ledger_groups: set[str] = set()
+        self.read_only = bool(read_only)
         self.key_prefix = key_prefix
         self.server_time = server_time
         self.retries = retries
@@ -435,6 +460,7 @@ class RedisStore(Store):
         """Run one operation: one FCALL, or one EVALSHA where the server has no functions
         (plus a FUNCTION LOAD or SCRIPT LOAD the first time and after a restart); tried again
         on a new connection when one failed, up to ``retries`` times."""
+        self._writable(name)
         keys_and_args = self._args(group, now, args)
         applied = False
         for attempt in range(self.retries + 1):
@@ -474,6 +500,7 @@ class RedisStore(Store):
 
     async def _aeval(self, name: str, group: str, now: float, *args: str) -> Any:
         """:meth:`_eval` on the event loop's asyncio client."""
+        self._writable(name)
         keys_and_args = self._args(group, now, args)
         applied = False
         for attempt in range(self.retries + 1):
@@ -560,7 +587,9 @@ class RedisStore(Store):
         record: Mapping[str, Any] | None = None,
     ) -> CommitResult:
         blob = encode_lines(lines, limits=False)
-        return _commit_result(self._eval("commit", group, now, hold_id, blob))
+        return _commit_result(
+            self._eval("commit", group, now, hold_id, blob, *self._ledger_args(record, group))
+        )
 
     async def acommit(
         self,
@@ -574,7 +603,8 @@ class RedisStore(Store):
         if self._async_factory is None:
             return await super().acommit(hold_id, lines, now=now, group=group, record=record)
         blob = encode_lines(lines, limits=False)
-        return _commit_result(await self._aeval("commit", group, now, hold_id, blob))
+        ledger = await asyncio.to_thread(self._ledger_args, record, group) if record else ()
+        return _commit_result(await self._aeval("commit", group, now, hold_id, blob, *ledger))
 
     def release(self, hold_id: str, *, now: float, group: str) -> bool:
         return bool(int(self._eval("release", group, now, hold_id)))
@@ -592,6 +622,8 @@ class RedisStore(Store):
         group: str,
         periods: Mapping[str, int] | None = None,
     ) -> dict[str, Level]:
+        if self.read_only:
+            return self.peek(scope, now=now, group=group, periods=periods)
         return _read_result(self._eval("read", group, now, scope, *_periods_arg(periods)))
 
     async def aread(
@@ -602,7 +634,7 @@ class RedisStore(Store):
         group: str,
         periods: Mapping[str, int] | None = None,
     ) -> dict[str, Level]:
-        if self._async_factory is None:
+        if self._async_factory is None or self.read_only:
             return await super().aread(scope, now=now, group=group, periods=periods)
         reply = await self._aeval("read", group, now, scope, *_periods_arg(periods))
         return _read_result(reply)
@@ -621,6 +653,7 @@ class RedisStore(Store):
         return f"{self.key_prefix}:scopes"
 
     def save_scope(self, name: str, data: Mapping[str, Any]) -> None:
+        self._writable("save a scope")
         text_ = json.dumps(dict(data), sort_keys=True)
         self._call(self.client.hset, self._defs_key, name, text_)
 
@@ -629,7 +662,102 @@ class RedisStore(Store):
         return {text(k): json.loads(text(v)) for k, v in raw.items()}
 
     def delete_scope(self, name: str) -> None:
+        self._writable("delete a scope")
         self._call(self.client.hdel, self._defs_key, name)
+
+    def _ledger_args(self, record: Mapping[str, Any] | None, group: str) -> tuple[str, ...]:
+        """The commit function's ledger arguments for ``record`` (none without a ledger)."""
+        if record is None or not self._ledger_spec or self.read_only:
+            return ()
+        redis_ledger.note_group(self, group)
+        return (self._ledger_spec, redis_ledger.encode_record(record))
+
+    # -- the ledger and events (plain commands; see redis_ledger) ---------------------------
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise StorePermanentError(f"the Redis store is open read-only: cannot {what}")
+
+    def ledger(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        session: str | None = None,
+        model: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        wanted = LedgerFilter.of(
+            since=since, until=until, scope=scope, session=session, model=model
+        )
+        return redis_ledger.ledger_rows(self, wanted, limit, newest_first)
+
+    def aggregate(
+        self,
+        *,
+        by: Sequence[str] = ("scope",),
+        bucket: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        session: str | None = None,
+        model: str | None = None,
+        order_by: str = "cost_nanos",
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        wanted = LedgerFilter.of(
+            since=since, until=until, scope=scope, session=session, model=model
+        )
+        return redis_ledger.aggregate(self, wanted, by, bucket, order_by, limit)
+
+    def record_event(self, event: Mapping[str, Any], *, group: str) -> None:
+        self._writable("record an event")
+        redis_ledger.record_event(self, event, group)
+
+    def events(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        kinds: Collection[str] | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
+    ) -> list[dict[str, Any]]:
+        wanted = EventFilter.of(since=since, until=until, scope=scope, kinds=kinds)
+        return redis_ledger.query_events(self, wanted, limit, newest_first)
+
+    def event_counts(
+        self, *, scope: str | Iterable[str] | None = None
+    ) -> dict[str, dict[str, int]]:
+        return redis_ledger.event_counts(self, EventFilter.of(scope=scope).scopes)
+
+    def peek(
+        self,
+        scope: str,
+        *,
+        now: float,
+        group: str,
+        periods: Mapping[str, int] | None = None,
+    ) -> dict[str, Level]:
+        many = {scope: periods} if periods else None
+        return self.peek_many({scope: group}, now=now, periods=many)[scope]
+
+    def peek_many(
+        self,
+        scopes: Mapping[str, str],
+        *,
+        now: float,
+        periods: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> dict[str, dict[str, Level]]:
+        if self.server_time:
+            now = redis_ledger.server_now(self)
+        return redis_ledger.peek_many(self, scopes, now, periods)
+
+    def now(self) -> float | None:
+        return redis_ledger.server_now(self) if self.server_time else None
 
     def ping(self) -> bool:
         """True when the server answers (raises StoreError otherwise)."""
@@ -662,6 +790,23 @@ class RedisStore(Store):
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.key_prefix!r}, server_time={self.server_time})"
+
+
+def _ledger_spec(maxlen: object, retention_days: object, server_time: bool) -> str:
+    """The commit function's ledger argument: ``"<max entries> <max age ms> <server clock
+    1|0>"`` ("" for no ledger)."""
+    if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 0:
+        raise StoreConfigError(f"ledger_maxlen must be a non-negative int, got {maxlen!r}")
+    if retention_days is not None and (
+        isinstance(retention_days, bool)
+        or not isinstance(retention_days, (int, float))
+        or not 0 < retention_days < 100_000
+    ):
+        raise StoreConfigError(f"retention_days must be a positive number, got {retention_days!r}")
+    if maxlen == 0:
+        return ""
+    age = "" if retention_days is None else str(int(retention_days * 86_400_000))
+    return f"{maxlen} {age} {'1' if server_time else '0'}"
 
 
 def _reserve_result(reply: Any) -> ReserveResult:

@@ -5,7 +5,7 @@ later writes gets SQLITE_BUSY at once in WAL mode, skipping the busy timeout), r
 another writer holds the lock, up to ``busy_timeout`` seconds. The file uses WAL with
 ``synchronous=NORMAL``: a committed transaction survives a process crash. Connections are
 per thread and reopened after a fork. Committed usage records go to a ledger table in the
-same transaction, pruned after ``retention_days``.
+same transaction, pruned after ``retention_days`` (see ``sqlite_ledger``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +40,19 @@ from .base import (
     make_options,
     number_option,
     window_of,
+)
+from .ledger import EventFilter, LedgerFilter
+from .sqlite_ledger import (
+    aggregate,
+    event_counts,
+    insert_event,
+    insert_record,
+    migrate,
+    peek_many,
+    prune,
+    query_events,
+    query_ledger,
+    record_params,
 )
 
 __all__ = ["SQLiteStore"]
@@ -91,7 +104,6 @@ CREATE TABLE IF NOT EXISTS ab_ledger (
     scope TEXT,
     record TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS ab_ledger_ts ON ab_ledger (ts);
 CREATE TABLE IF NOT EXISTS ab_defs (name TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
 
@@ -108,6 +120,7 @@ _QUERY_OPTIONS: dict[str, Callable[[Any], Any]] = {
     ),
     "busy_timeout": number_option("busy_timeout", float, maximum=3_600.0),
     "synchronous": str,
+    "read_only": lambda text: text.strip().lower() in ("1", "true", "yes", "on"),
 }
 
 
@@ -126,9 +139,13 @@ class SQLiteStore(Store):
     exist). ``busy_timeout`` bounds how long an operation waits for other writers;
     ``retention_days`` (None keeps them forever) bounds the ledger of usage records;
     ``synchronous`` is ``NORMAL`` (crash-safe for processes) or ``FULL`` (also for power loss).
+    ``read_only=True`` opens an existing file for reading only (reports, the dashboard): a
+    missing file is an error, nothing is created and every write raises StoreError.
     """
 
     schemes = ("sqlite",)
+    groups_natively = True
+    url_options = _QUERY_OPTIONS
 
     def __init__(
         self,
@@ -137,6 +154,7 @@ class SQLiteStore(Store):
         retention_days: float | None = 30.0,
         busy_timeout: float = 10.0,
         synchronous: str = "NORMAL",
+        read_only: bool = False,
         options: StoreOptions | None = None,
         **kwargs: Any,
     ) -> None:
@@ -153,6 +171,10 @@ class SQLiteStore(Store):
                 "in-process store)"
             )
         parent = Path(text).expanduser().resolve().parent
+        if read_only and not Path(text).expanduser().is_file():
+            raise StoreError(
+                f"no SQLite store at {text!r} to read (opening for reading creates nothing)"
+            )
         if not parent.is_dir():
             raise StoreConfigError(f"directory {str(parent)!r} of the SQLite store does not exist")
         retention_days = _QUERY_OPTIONS["retention_days"](retention_days)
@@ -166,19 +188,21 @@ class SQLiteStore(Store):
         self.retention_days = None if retention_days is None else float(retention_days)
         self.busy_timeout = float(busy_timeout)
         self.synchronous = sync
+        self.read_only = bool(read_only)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[tuple[int, sqlite3.Connection]] = []
         self._schema_ready_pid: int | None = None
         self._next_maintenance = -math.inf
         self._closed = False
+        if self.read_only:
+            self._read(lambda conn: None)
+            return
         try:
             self._transaction(lambda conn: None)  # creates the file: a bad path fails here
         except StoreTransientError as exc:
             if not (isinstance(exc.__cause__, sqlite3.Error) and _is_busy(exc.__cause__)):
                 raise  # another writer holds the file: the first operation sets it up
-
-    url_options = _QUERY_OPTIONS
 
     @classmethod
     def _open(cls, location: StoreURL, options: dict[str, Any]) -> Store:
@@ -202,6 +226,8 @@ class SQLiteStore(Store):
     # -- connections and transactions ------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            return self._connect_read_only()
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -222,6 +248,34 @@ class SQLiteStore(Store):
             raise
         return conn
 
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A connection that never creates the file and never changes it (``query_only``).
+        It opens read-write where it may, so that closing the last connection removes the
+        WAL and shared-memory files SQLite made for it, as a writer's would; read-only
+        (``mode=ro``) where the file is not writable."""
+        uri = Path(self.path).resolve().as_uri()
+        conn: sqlite3.Connection | None = None
+        for mode in ("rw", "ro"):
+            try:
+                conn = sqlite3.connect(
+                    f"{uri}?mode={mode}",
+                    timeout=self.busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    uri=True,
+                )
+                conn.execute("PRAGMA query_only = 1")
+                conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+                break
+            except sqlite3.Error as exc:
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                if mode == "ro":
+                    raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+        assert conn is not None
+        return conn
+
     def _conn(self) -> sqlite3.Connection:
         if self._closed:
             raise StorePermanentError("the SQLite store is closed")
@@ -238,7 +292,7 @@ class SQLiteStore(Store):
                 # Connections inherited from a parent process are dropped, never closed here.
                 self._connections = [(p, c) for p, c in self._connections if p == pid]
                 self._connections.append((pid, conn))
-        if self._schema_ready_pid != pid:
+        if self._schema_ready_pid != pid and not self.read_only:
             self._retry(lambda: self._create_schema(conn))
             self._schema_ready_pid = pid
         return conn
@@ -254,6 +308,7 @@ class SQLiteStore(Store):
                 "INSERT OR REPLACE INTO ab_meta (key, value) VALUES ('schema', ?)",
                 (SCHEMA_VERSION,),
             )
+            migrate(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -287,6 +342,8 @@ class SQLiteStore(Store):
 
     def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body`` in one BEGIN IMMEDIATE transaction, retried while the file is busy."""
+        if self.read_only:
+            raise StoreError(f"the SQLite store {self.path!r} is open read-only")
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.001
         while True:
@@ -384,10 +441,9 @@ class SQLiteStore(Store):
     ) -> CommitResult:
         lines = self._checked(lines)
         try:
-            payload = None if record is None else json.dumps(dict(record), default=str)
+            ledger = None if record is None else record_params(now, hold_id, record)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"the usage record cannot be stored as JSON: {exc}") from None
-        ledger_scope = record.get("scope") if record is not None else None
 
         def body(conn: sqlite3.Connection) -> CommitResult:
             tx = _Tx(self, conn, now)
@@ -405,16 +461,8 @@ class SQLiteStore(Store):
                     tx.advance(line)
                     tx.add(line.scope, line.metric, line.amount)
                 tx.finish(hold_id, "committed")
-                if payload is not None:
-                    conn.execute(
-                        "INSERT INTO ab_ledger (ts, hold_id, scope, record) VALUES (?, ?, ?, ?)",
-                        (
-                            now,
-                            hold_id,
-                            ledger_scope if isinstance(ledger_scope, str) else None,
-                            payload,
-                        ),
-                    )
+                if ledger is not None:
+                    insert_record(conn, ledger)
             levels = tuple(
                 Level(tx.current(line), tx.row(line.scope, line.metric)[1]) for line in lines
             )
@@ -450,6 +498,9 @@ class SQLiteStore(Store):
         group: str,
         periods: Mapping[str, int] | None = None,
     ) -> dict[str, Level]:
+        if self.read_only:
+            return self.peek(scope, now=now, group=group, periods=periods)
+
         def body(conn: sqlite3.Connection) -> dict[str, Level]:
             tx = _Tx(self, conn, now)
             tx.reap()
@@ -487,9 +538,7 @@ class SQLiteStore(Store):
         )
 
     def load_scopes(self) -> dict[str, dict[str, Any]]:
-        rows = self._transaction(
-            lambda conn: conn.execute("SELECT name, data FROM ab_defs").fetchall()
-        )
+        rows = self._read(lambda conn: conn.execute("SELECT name, data FROM ab_defs").fetchall())
         return {name: json.loads(data) for name, data in rows}
 
     def delete_scope(self, name: str) -> None:
@@ -511,10 +560,8 @@ class SQLiteStore(Store):
         self._next_maintenance = now + _MAINTENANCE_EVERY
         conn = tx.conn
         conn.execute("DELETE FROM ab_done WHERE expires_at <= ?", (now,))
-        if self.retention_days is not None:
-            conn.execute(
-                "DELETE FROM ab_ledger WHERE ts < ?", (now - self.retention_days * 86_400,)
-            )
+        before = None if self.retention_days is None else now - self.retention_days * 86_400
+        prune(conn, before)
         rows = conn.execute(
             "SELECT scope FROM ab_scopes WHERE expires <= ? ORDER BY expires LIMIT ?",
             (now, _SWEEP_BATCH),
@@ -525,28 +572,102 @@ class SQLiteStore(Store):
 
     # -- extras ----------------------------------------------------------------------------
 
+    def _read(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body`` in one deferred (read) transaction: one snapshot, no write lock, so
+        a long report never holds up writers."""
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.001
+        while True:
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN")
+                try:
+                    return body(conn)
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise StoreError(f"SQLite store {self.path!r} failed: {exc}") from exc
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.05)
+
     def ledger(
         self,
         *,
-        scope: str | None = None,
         since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        session: str | None = None,
+        model: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Committed usage records (see ``Store.ledger``), kept for ``retention_days``."""
+        wanted = LedgerFilter.of(
+            since=since, until=until, scope=scope, session=session, model=model
+        )
+        return self._read(lambda conn: query_ledger(conn, wanted, limit, newest_first))
+
+    def aggregate(
+        self,
+        *,
+        by: Sequence[str] = ("scope",),
+        bucket: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        session: str | None = None,
+        model: str | None = None,
+        order_by: str = "cost_nanos",
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Committed usage records, oldest first: what each commit passed as ``record``."""
-        query = "SELECT record FROM ab_ledger WHERE 1 = 1"
-        args: list[Any] = []
-        if scope is not None:
-            query += " AND scope = ?"
-            args.append(scope)
-        if since is not None:
-            query += " AND ts >= ?"
-            args.append(since)
-        query += " ORDER BY id"
-        if limit is not None:
-            query += " LIMIT ?"
-            args.append(int(limit))
-        rows = self._transaction(lambda conn: conn.execute(query, args).fetchall())
-        return [json.loads(row[0]) for row in rows]
+        """The ledger grouped and summed in SQL (see ``Store.aggregate``)."""
+        wanted = LedgerFilter.of(
+            since=since, until=until, scope=scope, session=session, model=model
+        )
+        return self._read(lambda conn: aggregate(conn, wanted, by, bucket, order_by, limit))
+
+    def record_event(self, event: Mapping[str, Any], *, group: str) -> None:
+        self._transaction(lambda conn: insert_event(conn, event))
+
+    def events(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        kinds: Collection[str] | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
+    ) -> list[dict[str, Any]]:
+        wanted = EventFilter.of(since=since, until=until, scope=scope, kinds=kinds)
+        return self._read(lambda conn: query_events(conn, wanted, limit, newest_first))
+
+    def event_counts(
+        self, *, scope: str | Iterable[str] | None = None
+    ) -> dict[str, dict[str, int]]:
+        scopes = EventFilter.of(scope=scope).scopes
+        return self._read(lambda conn: event_counts(conn, scopes))
+
+    def peek(
+        self,
+        scope: str,
+        *,
+        now: float,
+        group: str,
+        periods: Mapping[str, int] | None = None,
+    ) -> dict[str, Level]:
+        many = {scope: periods} if periods else None
+        return self.peek_many({scope: group}, now=now, periods=many)[scope]
+
+    def peek_many(
+        self,
+        scopes: Mapping[str, str],
+        *,
+        now: float,
+        periods: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> dict[str, dict[str, Level]]:
+        return self._read(lambda conn: peek_many(conn, scopes, now, self.options, periods))
 
     def close(self) -> None:
         with self._lock:

@@ -106,19 +106,20 @@ def estimate_input_tokens(
 def usage_from_response(response: Any) -> Usage | None:
     """Usage a CompletionResponse or ChatResponse reports, or None.
 
-    Looks, in order, at ``raw["usage"]`` (dict or object: OpenAI, Anthropic),
-    ``raw["usage_metadata"]`` (Gemini), the counts in ``response.additional_kwargs`` (what
-    llama-index-llms-openai copies there) and ``message.additional_kwargs["usage"]``
-    (llama-index-llms-anthropic streams).
+    Looks, in order, at ``raw`` (its ``usage``, dict or object: OpenAI, Anthropic;
+    ``usage_metadata``: Gemini; or its own counts: Bedrock InvokeModel), the counts in
+    ``response.additional_kwargs`` (what llama-index-llms-openai copies there) and
+    ``message.additional_kwargs["usage"]`` (llama-index-llms-anthropic streams).
     """
     if response is None:
         return None
     raw = getattr(response, "raw", None)
     if raw is not None:
-        for key in ("usage", "usage_metadata"):
-            found = usage_from_mapping(_get(raw, key))
-            if found is not None:
-                return found
+        # The whole raw response: its usage (or usage_metadata, or a Bedrock InvokeModel
+        # body's own counts) and the service tier it reports beside them.
+        found = usage_from_mapping(raw)
+        if found is not None:
+            return found
     extra = getattr(response, "additional_kwargs", None)
     if extra and isinstance(extra, Mapping):
         found = usage_from_mapping(extra) or usage_from_mapping(extra.get("usage"))

@@ -12,19 +12,23 @@ every LLM a call starts on (LLMs made earlier, LLMs whose manager a query engine
 With a :class:`~agent_budget.BudgetManager`, choose the tenant per request with
 ``with budget_scope("user:42", session="conv-1"): engine.query(...)``. A refusal raises
 :class:`~agent_budget.BudgetExceededError` from ``complete`` / ``chat`` / ``query``; from a
-streaming query engine it surfaces while ``response_gen`` is iterated. Needs
-``agent-budget[llamaindex]``.
+streaming query engine it surfaces while ``response_gen`` is iterated. For agents
+(``FunctionAgent``, ``AgentWorkflow``), wrap the LLM in :class:`BudgetLLM` so a refusal
+ends the run with a final answer (or a cheaper fallback LLM) instead of an exception, with
+the output cap clamped to what fits. Needs ``agent-budget[llamaindex]``.
 """
 
 from __future__ import annotations
 
 from agent_budget.context import ScopeSelection, budget_scope, current_scope
 
-from ._llamaindex_handler import BudgetCallbackHandler
-from ._llamaindex_install import install, installed_handlers, uninstall
+from .agents import BudgetLLM
+from .handler import BudgetCallbackHandler
+from .install import install, installed_handlers, uninstall
 
 __all__ = [
     "BudgetCallbackHandler",
+    "BudgetLLM",
     "ScopeSelection",
     "budget_scope",
     "current_scope",

@@ -14,7 +14,9 @@ from __future__ import annotations
 import inspect
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 from llama_index.core.base.llms.base import BaseLLM
@@ -30,9 +32,9 @@ from llama_index.core.settings import Settings
 from llama_index_instrumentation import get_dispatcher
 from pydantic import PrivateAttr
 
-from agent_budget import Budget, BudgetManager
+from agent_budget import Budget, BudgetError, BudgetManager
 
-from ._llamaindex_handler import BudgetCallbackHandler
+from .handler import BudgetCallbackHandler
 
 __all__ = ["install", "installed_handlers", "uninstall"]
 
@@ -120,6 +122,38 @@ class _Installation:
 _installs: dict[BudgetCallbackHandler, _Installation] = {}
 
 
+class _QuietThreadRefusals:
+    """A ``threading.excepthook`` that skips the traceback LlamaIndex's streaming chat
+    engines print for a refusal in their history-writer thread: the engine stores the
+    exception and raises it to the app from ``response_gen``, so the printed copy is noise.
+    Every other thread exception goes to the hook that was there before."""
+
+    def __init__(self, previous: Callable[[threading.ExceptHookArgs], Any]) -> None:
+        self.previous = previous
+
+    def __call__(self, args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.exc_value, BudgetError) and _in_history_writer(args.exc_traceback):
+            return
+        self.previous(args)
+
+
+def _in_history_writer(tb: TracebackType | None) -> bool:
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "write_response_to_history" and "chat_engine" in code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _quiet_threads(on: bool) -> None:
+    hook = threading.excepthook
+    if on and not isinstance(hook, _QuietThreadRefusals):
+        threading.excepthook = _QuietThreadRefusals(hook)
+    elif not on and isinstance(hook, _QuietThreadRefusals):
+        threading.excepthook = hook.previous
+
+
 def attach(
     handler: BudgetCallbackHandler,
     llm: Any,
@@ -181,6 +215,7 @@ def install(
         root.span_handlers = [*root.span_handlers, span_handler]
         root.event_handlers = [*root.event_handlers, event_handler]
         _installs[handler] = installation
+        _quiet_threads(True)
     return handler
 
 
@@ -209,6 +244,8 @@ def uninstall(handler: BudgetCallbackHandler | None = None) -> int:
             for manager in managers:
                 while target in manager.handlers:
                     manager.remove_handler(target)
+        if not _installs:
+            _quiet_threads(False)
         return removed
 
 

@@ -1,4 +1,4 @@
-"""Reading LangChain callback payloads: model names, output caps, input size and usage.
+"""Reading LangChain callback payloads: model names, output caps, input size, usage, text.
 
 Pure functions over what langchain-core hands a callback handler, kept apart from the
 handler so each rule (where the model name lives, how a cache hit looks, which legacy run
@@ -21,17 +21,23 @@ from agent_budget import (
     Usage,
     count_messages,
     usage_from_mapping,
+    with_response_details,
 )
 
 __all__ = [
     "Outcome",
     "answered_model",
     "chat_input_tokens",
+    "chat_model_request",
+    "completions",
     "max_output_tokens",
+    "message_outcome",
     "partial_text",
     "prompt_input_tokens",
     "read_outcome",
     "requested_model",
+    "requested_service_tier",
+    "response_text",
 ]
 
 log = logging.getLogger("agent_budget.langchain")
@@ -75,22 +81,29 @@ def requested_model(
     return None
 
 
+def requested_service_tier(invocation_params: Mapping[str, Any]) -> str | None:
+    """The service tier a request asks for (ChatOpenAI's and ChatAnthropic's
+    ``service_tier``: ``"flex"``, ``"priority"``, ``"auto"`` ...), or None."""
+    return _name(invocation_params.get("service_tier"))
+
+
 def max_output_tokens(
-    metadata: Mapping[str, Any], invocation_params: Mapping[str, Any], default: int
-) -> int:
+    metadata: Mapping[str, Any], invocation_params: Mapping[str, Any]
+) -> int | None:
     """The most output the request allows: ``ls_max_tokens``, then the invocation params'
-    cap under any of its usual names, else ``default``; times ``n`` when several
-    completions are requested."""
+    cap under any of its usual names; None when the request sets no cap."""
     cap = _positive_int(metadata.get("ls_max_tokens"))
     if cap is None:
         for key in _MAX_TOKEN_KEYS:
             cap = _positive_int(invocation_params.get(key))
             if cap is not None:
                 break
-    if cap is None:
-        cap = default
-    n = _positive_int(invocation_params.get("n"))
-    return cap * n if n is not None and n > 1 else cap
+    return cap
+
+
+def completions(invocation_params: Mapping[str, Any]) -> int:
+    """How many completions one request asks for (``n``), at least 1."""
+    return _positive_int(invocation_params.get("n")) or 1
 
 
 def _message_text(message: BaseMessage) -> str:
@@ -168,6 +181,43 @@ def _real_usage(mapping: object) -> Usage | None:
     return usage if usage is not None and usage.total_tokens > 0 else None
 
 
+def message_outcome(message: BaseMessage) -> Outcome:
+    """Usage and answering model of one AI message (e.g. an agent model node's reply)."""
+    meta = getattr(message, "response_metadata", None)
+    model = None
+    if isinstance(meta, Mapping):
+        model = _name(meta.get("model_name")) or _name(meta.get("model"))
+    usage_meta = getattr(message, "usage_metadata", None)
+    return Outcome(_real_usage(usage_meta) if usage_meta else None, model)
+
+
+def chat_model_request(
+    model: object, settings: Mapping[str, Any]
+) -> tuple[str | None, int | None, str]:
+    """The model name a chat model will call, its output cap (``settings`` first, then the
+    model's own), and the settings key that sets that cap for this model."""
+    params: Mapping[str, Any] = {}
+    get_params = getattr(model, "_get_ls_params", None)
+    if callable(get_params):
+        try:
+            found = get_params(**settings)
+            params = found if isinstance(found, Mapping) else {}
+        except Exception:
+            params = {}
+    name = _name(params.get("ls_model_name"))
+    for attr in _MODEL_KEYS:
+        name = name or _name(getattr(model, attr, None))
+    key = next((k for k in _MAX_TOKEN_KEYS if k in settings), None)
+    if key is None:
+        key = next((k for k in _MAX_TOKEN_KEYS if getattr(model, k, None) is not None), None)
+    cap = _positive_int(settings.get(key)) if key is not None else None
+    if cap is None:
+        cap = _positive_int(params.get("ls_max_tokens"))
+    if cap is None and key is not None:
+        cap = _positive_int(getattr(model, key, None))
+    return name, cap, key or "max_tokens"
+
+
 def read_outcome(response: LLMResult) -> Outcome:
     """Usage and answering model of one run's result.
 
@@ -188,7 +238,11 @@ def read_outcome(response: LLMResult) -> Outcome:
                 return Outcome(None, model, cache_hit=True)
             usage = _real_usage(meta)
             if usage is not None:
-                return Outcome(usage, model)
+                # Web searches and the service tier come beside usage_metadata.
+                extra = with_response_details(
+                    usage, getattr(message, "response_metadata", None), response.llm_output
+                )
+                return Outcome(extra, model)
     llm_output = response.llm_output
     if isinstance(llm_output, Mapping):
         token_usage = llm_output.get("token_usage")
@@ -197,7 +251,7 @@ def read_outcome(response: LLMResult) -> Outcome:
         for key in ("token_usage", "usage"):
             usage = _real_usage(llm_output.get(key))
             if usage is not None:
-                return Outcome(usage, model)
+                return Outcome(with_response_details(usage, llm_output), model)
     return Outcome(None, model)
 
 
@@ -216,3 +270,13 @@ def partial_text(response: LLMResult | None) -> str | None:
     if isinstance(gen, GenerationChunk):
         return gen.text
     return None
+
+
+def response_text(response: LLMResult) -> str:
+    """The text (and tool calls) of every generation of an ended run."""
+    parts: list[str] = []
+    for gen_list in response.generations:
+        for gen in gen_list:
+            message = getattr(gen, "message", None)
+            parts.append(_message_text(message) if isinstance(message, BaseMessage) else gen.text)
+    return "".join(parts)

@@ -1,0 +1,249 @@
+"""How a Budget reserves: one attempt at the store, clamping the output cap to what fits,
+waiting (fairly) for in-flight holds, and the refusal that names what the call asked for.
+
+Kept apart from :mod:`agent_budget.budget` so the Budget class holds the protocol and this
+module the admission policy; the sync and async paths share every step but the waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .admission import Refused, largest_fitting_output, wait_queue_for
+from .errors import BudgetExceededError, StoreError, StorePermanentError
+from .outage import maybe_applied
+from .rates import ModelRates, ResolvedModel
+from .reservation import Reservation
+
+if TYPE_CHECKING:
+    from .budget import Budget
+
+__all__ = ["Plan", "attempt", "refusal", "wait_async", "wait_blocking"]
+
+_CLAMP_RETRIES = 3  # re-fits when other calls take budget between a refusal and the retry
+_POLL_FIRST = 0.01
+_POLL_MAX = 0.5
+
+
+class Plan:
+    """One validated reserve request (a plain slotted class: one is made per call)."""
+
+    __slots__ = (
+        "clamp",
+        "floor",
+        "input_tokens",
+        "max_output_tokens",
+        "metadata",
+        "model",
+        "output_from",
+        "rates",
+        "resolved",
+        "session_id",
+        "tier",
+        "ttl",
+    )
+
+    def __init__(
+        self,
+        model: str,
+        resolved: ResolvedModel,
+        rates: ModelRates,
+        tier: str | None,
+        input_tokens: int,
+        max_output_tokens: int,
+        *,
+        session_id: str,
+        ttl: float,
+        metadata: Mapping[str, Any] | None,
+        clamp: bool,
+        floor: int,
+        output_from: str | None,
+    ) -> None:
+        self.model = model
+        self.resolved = resolved
+        self.rates = rates  # the prices in force for this call, in its service tier
+        self.tier = tier
+        self.input_tokens = input_tokens
+        self.max_output_tokens = max_output_tokens
+        self.session_id = session_id
+        self.ttl = ttl
+        self.metadata = metadata
+        self.clamp = clamp
+        self.floor = floor
+        self.output_from = output_from
+
+
+def _once(budget: Budget, plan: Plan, cap: int) -> Reservation | Refused:
+    resolved = plan.resolved
+    input_tokens = plan.input_tokens
+    tokens = input_tokens + cap
+    cost = plan.rates.worst_case_nanos(input_tokens, cap)
+    now = budget.clock()
+    reservation = Reservation(
+        budget=budget,
+        id=budget._new_hold_id(),
+        model=resolved.name,
+        requested_model=plan.model,
+        input_tokens=input_tokens,
+        max_output_tokens=cap,
+        tokens=tokens,
+        cost_nanos=cost,
+        session_id=plan.session_id,
+        metadata=dict(plan.metadata) if plan.metadata else {},
+        created_at=now,
+        expires_at=now + plan.ttl,
+        held=False,
+        service_tier=plan.tier,
+    )
+    lines, specs = budget._lines(resolved.name, tokens, cost, "hard", plan.session_id, now)
+    if not lines:
+        return reservation
+    if budget._pending:
+        budget._flush_pending()
+    retried = False
+    while True:
+        try:
+            result = budget.store.reserve(
+                reservation.id, lines, now=now, ttl=plan.ttl, group=budget.group
+            )
+        except StorePermanentError:
+            raise
+        except StoreError as exc:
+            if maybe_applied(exc):  # it may hold budget after all: released once it answers
+                budget._pending.add_release(reservation.id, budget.group, now)
+            budget._admit_despite_outage(exc, "admitting the call")
+            budget._alerter.warn(
+                f"budget store unavailable, call admitted unchecked: {exc}", "store_unavailable"
+            )
+            return reservation
+        # The store answers: replay what waits for it. A refusal is tried once more when
+        # that replay freed something (a hold left by a reserve whose reply was lost).
+        if retried or not budget._pending or not budget._flush_pending(answered=True):
+            break
+        if result.admitted:
+            break
+        retried = True
+    if not result.admitted:
+        assert result.refused_at is not None
+        return Refused(tuple(lines), result.levels, result.refused_at, specs)
+    reservation.held = True
+    return reservation
+
+
+def attempt(budget: Budget, plan: Plan) -> Reservation | Refused:
+    """Reserve once; with ``plan.clamp``, retry with the largest output cap that fits."""
+    outcome = _once(budget, plan, plan.max_output_tokens)
+    if not plan.clamp:
+        return outcome
+    wanted = plan.max_output_tokens
+    for _ in range(_CLAMP_RETRIES):
+        if not isinstance(outcome, Refused) or wanted <= plan.floor:
+            return outcome
+        fitted = largest_fitting_output(
+            plan.input_tokens,
+            wanted - 1,
+            plan.floor,
+            plan.rates.worst_case_nanos,
+            outcome.lines,
+            outcome.levels,
+        )
+        if fitted is None:
+            return outcome
+        wanted = fitted
+        outcome = _once(budget, plan, fitted)
+    return outcome
+
+
+def wait_blocking(
+    budget: Budget, plan: Plan, refused: Refused, wait: float
+) -> Reservation | Refused:
+    """Retry a refused reserve as holds end, first come first served, for up to ``wait``
+    seconds; gives up at once when the call would not fit even with every hold gone."""
+    queue = wait_queue_for(budget.store, budget.name)
+    ticket = queue.enter()
+    deadline = time.monotonic() + wait
+    delay = _POLL_FIRST
+    outcome: Reservation | Refused = refused
+    try:
+        while isinstance(outcome, Refused) and outcome.waitable:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            queue.wait(ticket, min(delay, left))
+            if not queue.is_next(ticket):
+                continue
+            outcome = attempt(budget, plan)
+            delay = min(delay * 2, _POLL_MAX)
+    finally:
+        queue.leave(ticket)
+    return outcome
+
+
+async def wait_async(
+    budget: Budget, plan: Plan, refused: Refused, wait: float
+) -> Reservation | Refused:
+    """:func:`wait_blocking` for async code: polls without blocking the event loop."""
+    from .aio import off_loop
+
+    queue = wait_queue_for(budget.store, budget.name)
+    ticket = queue.enter()
+    deadline = time.monotonic() + wait
+    delay = _POLL_FIRST
+    outcome: Reservation | Refused = refused
+    try:
+        while isinstance(outcome, Refused) and outcome.waitable:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(delay, left))
+            if not queue.is_next(ticket):
+                continue
+            if budget.store.does_io:
+                outcome = await off_loop(lambda: attempt(budget, plan), undo=_release_held)
+            else:
+                outcome = attempt(budget, plan)
+            delay = min(delay * 2, _POLL_MAX)
+    finally:
+        queue.leave(ticket)
+    return outcome
+
+
+def _release_held(outcome: Reservation | Refused) -> None:
+    if isinstance(outcome, Reservation):
+        outcome.release()
+
+
+def refusal(budget: Budget, plan: Plan, refused: Refused) -> BudgetExceededError:
+    """The error for a refused reserve, naming what the call asked for and what would help."""
+    source = plan.output_from or "max_output_tokens"
+    detail = (
+        f"the call asked for {plan.input_tokens} input tokens (estimated) + "
+        f"{plan.max_output_tokens} output tokens ({source})"
+    )
+    fits = None
+    if plan.max_output_tokens > 1:
+        fits = largest_fitting_output(
+            plan.input_tokens,
+            plan.max_output_tokens - 1,
+            1,
+            plan.rates.worst_case_nanos,
+            refused.lines,
+            refused.levels,
+        )
+    if refused.waitable:
+        detail += (
+            "; it fits once the calls in flight end: retry then, or reserve with "
+            "wait=seconds to wait for them"
+        )
+    elif fits is not None:
+        detail += (
+            f"; a smaller output cap (max_tokens <= {fits}) would fit now, and clamping "
+            "(clamp=True, or an adapter's clamp option) picks it for you"
+        )
+    else:
+        detail += "; the limit is used up until usage leaves its window, or it is raised"
+    spec = refused.specs[refused.index]
+    return budget._refusal(spec, refused.line, refused.level, detail=detail)
