@@ -597,3 +597,33 @@ def _spooled_ops() -> int:
         with sqlite3.connect(path) as raw:
             total += raw.execute("SELECT COUNT(*) FROM ops").fetchone()[0]
     return total
+
+
+def test_async_replay_runs_off_the_event_loop(tmp_path: Path, clock: FakeClock) -> None:
+    """OutageBuffer.aflush: what the async call paths use to replay; the spool file is read
+    and written in a worker thread and the store through its async API."""
+    path = tmp_path / "async.db"
+    store = Store.from_url(f"sqlite:///{path}?busy_timeout=0.05")
+    budget = Budget(
+        BudgetScope("a", max_tokens_per_session=10**6),
+        RATES,
+        store=store,
+        clock=clock,
+        on_store_error="fail_open",
+    )
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    budget.record("s", "test-model", 700, 0)  # the file is locked: spooled
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    buffer = buffer_for(store, 1)
+    assert buffer.durable and budget.pending_commits == 1
+
+    async def replay() -> tuple[float, BaseException | None]:
+        return await _heartbeat_during(buffer.aflush(store, clock(), answered=True))
+
+    gap, error = asyncio.run(replay())
+    assert error is None and gap < 0.25
+    assert budget.pending_commits == 0
+    assert budget.usage()["session:tokens"] == Level(700, 0)
+    store.close()

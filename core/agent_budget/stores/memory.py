@@ -203,7 +203,15 @@ class MemoryStore(Store):
     ) -> tuple[Level, ...]:
         return tuple(
             [
-                new_tuple(Level, (_current(c, line[4], now), c.reserved))
+                new_tuple(
+                    Level,
+                    (
+                        (c.total if c.buckets is None else c.committed(now))
+                        if line[4] is None
+                        else _current(c, line[4], now),
+                        c.reserved,
+                    ),
+                )
                 for c, line in zip(counters, lines, strict=True)
             ]
         )
@@ -328,7 +336,8 @@ class MemoryStore(Store):
             if not dry_run:
                 entries = []
                 for counter, line in zip(counters, lines, strict=True):
-                    _advance(counter, line[4])
+                    if line[4] is not None:
+                        _advance(counter, line[4])
                     counter.reserved += line[2]
                     entries.append((counter, line[2]))
                 expires_at = now + ttl
@@ -355,7 +364,8 @@ class MemoryStore(Store):
             applied = done is None or done[0] == "released"
             if applied:
                 for counter, line in zip(counters, lines, strict=True):
-                    _advance(counter, line[4])
+                    if line[4] is not None:
+                        _advance(counter, line[4])
                     if counter.buckets is None:
                         counter.total += line[2]
                     else:

@@ -343,7 +343,7 @@ class SQLiteStore(Store):
     def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body`` in one BEGIN IMMEDIATE transaction, retried while the file is busy."""
         if self.read_only:
-            raise StoreError(f"the SQLite store {self.path!r} is open read-only")
+            raise StorePermanentError(f"the SQLite store {self.path!r} is open read-only")
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.001
         while True:
