@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 
-from agent_budget import Usage
-from agent_budget.stores import MemoryStore, Store
+pytest.register_assert_rewrite("agent_budget.testing")  # full messages from the shipped suite
+
+from agent_budget import Usage  # noqa: E402
+from agent_budget.stores import MemoryStore, Store  # noqa: E402
 
 __all__ = [
     "STORE_KINDS",
@@ -337,6 +339,15 @@ def start_cluster(workdir: Path) -> RedisCluster:
             node.kill()
         raise
     return RedisCluster(nodes)
+
+
+@pytest.fixture(autouse=True)
+def _spool_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test spools outage buffers under its own temporary directory (never the user's
+    ~/.local/state); child processes inherit it."""
+    folder = tmp_path / "spool"
+    monkeypatch.setenv("AGENT_BUDGET_SPOOL_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture(scope="session")

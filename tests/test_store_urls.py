@@ -22,7 +22,8 @@ from agent_budget import (
     StoreUnavailableError,
 )
 from agent_budget.stores import Line, Store, open_store
-from agent_budget.stores.redis import RedisStore, _script
+from agent_budget.stores.redis import RedisStore
+from agent_budget.stores.redis_code import script as _script
 from agent_budget.stores.sqlite import SQLiteStore
 
 from .clock import FakeClock
@@ -115,6 +116,14 @@ def test_budget_and_manager_take_a_store_url(tmp_path: Path, clock: FakeClock) -
         ("sqlite:///no/such/dir/budget.db", "does not exist"),
         ("sqlite:///budget.db#frag", "fragment"),
         ("memory://somewhere", "takes no host"),
+        ("memory://?window_seconds=banana", "window_seconds must be a number"),
+        ("memory://?nonsense=1", "unknown option 'nonsense'"),
+        ("memory://?idle_ttl=60&idle_ttl=70", "given twice"),
+        ("memory://#frag", "fragment"),
+        ("sqlite:///budget.db?busy_timeout=1e308", "busy_timeout must be at most"),
+        ("sqlite:///budget.db?busy_timeout=inf", "busy_timeout must be a positive"),
+        ("sqlite:///budget.db?session_ttl=-1", "session_ttl must be a positive"),
+        ("redis://host?socket_timeout=1e308", "socket_timeout must be at most"),
     ],
 )
 def test_malformed_urls_name_the_problem_and_change_nothing(
@@ -137,8 +146,36 @@ def test_non_string_urls(url: object) -> None:
 def test_unknown_scheme_lists_the_known_ones() -> None:
     with pytest.raises(StoreConfigError) as info:
         Store.from_url("mongodb://localhost/budget")
-    assert "memory" in str(info.value) and "sqlite" in str(info.value)
+    for scheme in ("memory", "sqlite", "redis", "rediss", "redis+cluster", "rediss+cluster"):
+        assert f"{scheme}," in str(info.value) or f"{scheme})" in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def test_memory_url_takes_the_options_every_store_takes() -> None:
+    """memory:// parses and checks its query as SQLite and Redis do (issue 16, #11)."""
+    store = Store.from_url("memory://?window_seconds=3600&bucket_seconds=60&idle_ttl=off")
+    assert isinstance(store, MemoryStore)
+    assert (store.options.window_seconds, store.options.bucket_seconds) == (3600, 60)
+    assert store.options.idle_ttl is None
+    with pytest.raises(StoreConfigError, match="unknown store option"):
+        Store.from_url("memory://", bogus=1)
+    with pytest.raises(StoreConfigError, match="unknown store option"):
+        MemoryStore(bogus=1)
+
+
+def test_clear_errors_for_settings_and_names(tmp_path: Path) -> None:
+    """Errors name the problem instead of OverflowError or UnicodeEncodeError (issue 16, #12)."""
+    from agent_budget.stores.sqlite import SQLiteStore
+
+    with pytest.raises(StoreConfigError, match="busy_timeout"):
+        SQLiteStore(tmp_path / "x.db", busy_timeout=1e308)
+    with pytest.raises(StoreConfigError, match="retention_days"):
+        SQLiteStore(tmp_path / "x.db", retention_days=float("inf"))
+    with pytest.raises(ValueError, match="surrogate"):
+        BudgetScope("user:\udcff")
+    with pytest.raises(ValueError, match="surrogate"):
+        BudgetScope("ok", max_tokens_per_model={"gpt-\udcff": 5})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_third_party_store_registers_by_subclassing() -> None:
@@ -164,7 +201,7 @@ def test_redis_url_with_options() -> None:
     kwargs = _redis_kwargs(store)
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("127.0.0.1", 6390, 2)
     assert kwargs["socket_timeout"] == 1.5
-    assert kwargs["socket_connect_timeout"] == 2.0  # our fail-fast default
+    assert kwargs["socket_connect_timeout"] == 1.0  # our fail-fast default
     default = Store.from_url("redis://localhost")
     assert isinstance(default, RedisStore)
     assert (default.key_prefix, default.server_time) == ("ab", True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from decimal import Decimal
 from typing import Any, Literal
 
 from langchain.agents.middleware.types import (
@@ -33,24 +32,13 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from agent_budget import Budget, BudgetExceededError, BudgetManager, Reservation, TokenCounter
 from agent_budget.aio import off_loop
 from agent_budget.calls import DEFAULT_MAX_OUTPUT_TOKENS, CallLifecycle, accounting_for
+from agent_budget.landing import DEFAULT_FINAL_MESSAGE, FinalMessage, Landing
 from agent_budget.remaining import Remaining
 
 from .payload import chat_input_tokens, chat_model_request, message_outcome
 
 __all__ = ["DEFAULT_FINAL_MESSAGE", "BudgetMiddleware", "FinalMessage"]
 
-DEFAULT_FINAL_MESSAGE = (
-    "I have to stop here: the budget for this conversation is used up ({limit_type} of "
-    "scope {scope!r}). Please try again later, or ask for the limit to be raised."
-)
-"""The default text of the final message; ``{limit_type}``, ``{scope}``, ``{used}`` and
-``{limit}`` are filled in from the refusal."""
-
-FinalMessage = str | Callable[[BudgetExceededError], "str | AIMessage"]
-_NOTE = (
-    "Budget note: about {left} left before the {limit_type} limit of scope {scope!r} is "
-    "reached ({pct:.0%} used). Keep the remaining work short and finish the task."
-)
 _ModelResult = ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]
 
 
@@ -96,22 +84,9 @@ class BudgetMiddleware(AgentMiddleware[Any, Any, Any]):
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if on_exhausted not in ("finish", "raise"):
-            raise ValueError(f"on_exhausted must be 'finish' or 'raise', not {on_exhausted!r}")
-        if not isinstance(final_message, str) and not callable(final_message):
-            raise TypeError("final_message must be a str or a callable")
         if fallback_model is not None and not isinstance(fallback_model, BaseChatModel):
             raise TypeError("fallback_model must be a LangChain chat model")
-        if note_below is not None and (
-            isinstance(note_below, bool)
-            or not isinstance(note_below, (int, float))
-            or not 0 < note_below <= 1
-        ):
-            raise ValueError(f"note_below must be a fraction in (0, 1], got {note_below!r}")
-        if isinstance(min_output_tokens, bool) or not isinstance(min_output_tokens, int):
-            raise TypeError(f"min_output_tokens must be an int, got {min_output_tokens!r}")
-        if min_output_tokens < 1:
-            raise ValueError(f"min_output_tokens must be at least 1, got {min_output_tokens}")
+        self.landing = Landing(clamp, min_output_tokens, final_message, on_exhausted, note_below)
         self.calls = CallLifecycle(
             budget,
             framework="langchain-agent",
@@ -125,12 +100,7 @@ class BudgetMiddleware(AgentMiddleware[Any, Any, Any]):
             metadata=metadata,
             wait=wait,
         )
-        self.clamp = clamp
-        self.min_output_tokens = min_output_tokens
         self.fallback_model = fallback_model
-        self.final_message = final_message
-        self.on_exhausted = on_exhausted
-        self.note_below = note_below
 
     @property
     def name(self) -> str:
@@ -154,7 +124,7 @@ class BudgetMiddleware(AgentMiddleware[Any, Any, Any]):
             "scope": scope,
             "parent": parent,
             "session": session,
-            "min_output_tokens": self.min_output_tokens if self.clamp else None,
+            "min_output_tokens": self.landing.floor,
         }
 
     def _candidates(self, request: ModelRequest[Any]) -> list[ModelRequest[Any]]:
@@ -168,7 +138,7 @@ class BudgetMiddleware(AgentMiddleware[Any, Any, Any]):
         """The request as sent: its output cap set to the reservation's, and the note."""
         _name, cap, key = chat_model_request(request.model, request.model_settings)
         overrides: dict[str, Any] = {}
-        if self.clamp and cap != reservation.max_output_tokens:
+        if self.landing.clamp and cap != reservation.max_output_tokens:
             settings = dict(request.model_settings)
             settings[key] = reservation.max_output_tokens
             overrides["model_settings"] = settings
@@ -178,25 +148,8 @@ class BudgetMiddleware(AgentMiddleware[Any, Any, Any]):
             overrides["system_message"] = SystemMessage(content=text)
         return request.override(**overrides) if overrides else request
 
-    def _note(self, remaining: Remaining) -> str | None:
-        tightest = remaining.tightest
-        if self.note_below is None or tightest is None or not tightest.limit:
-            return None
-        if 1 - tightest.pct_used >= self.note_below:
-            return None
-        if tightest.unit == "usd":
-            left = f"${Decimal(tightest.remaining):.6f}".rstrip("0").rstrip(".")
-        else:
-            left = f"{tightest.remaining} tokens"
-        return _NOTE.format(
-            left=left,
-            limit_type=tightest.limit_type,
-            scope=tightest.scope,
-            pct=min(tightest.pct_used, 1.0),
-        )
-
     def _remaining(self, kwargs: Mapping[str, Any]) -> Remaining | None:
-        if self.note_below is None:
+        if self.landing.note_below is None:
             return None
         budget = self.calls.budget_for(kwargs["scope"], kwargs["parent"])
         return budget.remaining(kwargs["model"])
@@ -204,28 +157,11 @@ class BudgetMiddleware(AgentMiddleware[Any, Any, Any]):
     # -- the end of the turn -------------------------------------------------------------
 
     def _finish(self, refusal: BudgetExceededError) -> AIMessage:
-        if self.on_exhausted == "raise":
-            raise refusal
-        made = self.final_message
-        if callable(made):
-            produced = made(refusal)
-            message = produced if isinstance(produced, AIMessage) else AIMessage(str(produced))
-        else:
-            message = AIMessage(
-                made.format(
-                    limit_type=refusal.limit_type,
-                    scope=refusal.scope,
-                    used=refusal.used,
-                    limit=refusal.limit,
-                )
-            )
+        produced = self.landing.final(refusal)
+        message = produced if isinstance(produced, AIMessage) else AIMessage(str(produced))
         message.response_metadata = {
             **message.response_metadata,
-            "agent_budget": {
-                "exhausted": True,
-                "scope": refusal.scope,
-                "limit_type": refusal.limit_type,
-            },
+            "agent_budget": Landing.marker(refusal),
         }
         return message
 
@@ -253,7 +189,7 @@ class BudgetMiddleware(AgentMiddleware[Any, Any, Any]):
         refusal: BudgetExceededError | None = None
         for candidate in self._candidates(request):
             kwargs = self._start_kwargs(candidate)
-            note = self._note(left) if (left := self._remaining(kwargs)) else None
+            note = self.landing.note(self._remaining(kwargs))
             call_id = str(uuid.uuid4())
             try:
                 reservation = self.calls.start(call_id, **kwargs)
@@ -282,9 +218,9 @@ class BudgetMiddleware(AgentMiddleware[Any, Any, Any]):
         for candidate in self._candidates(request):
             kwargs = self._start_kwargs(candidate)
             note = None
-            if self.note_below is not None:
+            if self.landing.note_below is not None:
                 left = await off_loop(lambda kw=kwargs: self._remaining(kw))  # type: ignore[misc]
-                note = self._note(left) if left is not None else None
+                note = self.landing.note(left)
             call_id = str(uuid.uuid4())
             try:
                 reservation = await self.calls.astart(call_id, **kwargs)

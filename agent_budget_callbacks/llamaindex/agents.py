@@ -16,8 +16,7 @@ budget (``install(budget)``) skips those calls, so nothing is charged twice.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator, Callable, Generator, Sequence
-from decimal import Decimal
+from collections.abc import AsyncGenerator, Generator, Sequence
 from typing import Any, Literal
 
 from llama_index.core.base.llms.types import (
@@ -38,6 +37,7 @@ from pydantic import Field, PrivateAttr
 from agent_budget import Budget, BudgetExceededError, BudgetManager, Reservation, TokenCounter
 from agent_budget.aio import off_loop
 from agent_budget.calls import DEFAULT_MAX_OUTPUT_TOKENS, CallLifecycle, accounting_for
+from agent_budget.landing import DEFAULT_FINAL_MESSAGE, FinalMessage, Landing
 from agent_budget.remaining import Remaining
 
 from .payload import (
@@ -50,19 +50,6 @@ from .payload import (
 )
 
 __all__ = ["DEFAULT_FINAL_MESSAGE", "BudgetLLM"]
-
-DEFAULT_FINAL_MESSAGE = (
-    "I have to stop here: the budget for this conversation is used up ({limit_type} of "
-    "scope {scope!r}). Please try again later, or ask for the limit to be raised."
-)
-"""The default final answer; ``{limit_type}``, ``{scope}``, ``{used}`` and ``{limit}`` are
-filled in from the refusal."""
-
-_NOTE = (
-    "Budget note: about {left} left before the {limit_type} limit of scope {scope!r} is "
-    "reached ({pct:.0%} used). Keep the remaining work short and finish the task."
-)
-FinalMessage = str | Callable[[BudgetExceededError], str]
 
 
 class _Call:
@@ -95,11 +82,7 @@ class BudgetLLM(FunctionCallingLLM):
     fallback_llm: Any = Field(default=None, description="A cheaper LLM used on a refusal.")
 
     _calls: CallLifecycle = PrivateAttr()
-    _clamp: bool = PrivateAttr(default=True)
-    _min_output: int = PrivateAttr(default=64)
-    _final: Any = PrivateAttr(default=DEFAULT_FINAL_MESSAGE)
-    _raise: bool = PrivateAttr(default=False)
-    _note_below: float | None = PrivateAttr(default=None)
+    _landing: Landing = PrivateAttr(default_factory=Landing)
 
     def __init__(
         self,
@@ -126,20 +109,7 @@ class BudgetLLM(FunctionCallingLLM):
                 raise TypeError(f"{name} must be a LlamaIndex LLM, got {type(value).__name__}")
         if llm is None:
             raise TypeError("llm must be a LlamaIndex LLM")
-        if on_exhausted not in ("finish", "raise"):
-            raise ValueError(f"on_exhausted must be 'finish' or 'raise', not {on_exhausted!r}")
-        if not isinstance(final_message, str) and not callable(final_message):
-            raise TypeError("final_message must be a str or a callable")
-        if note_below is not None and (
-            isinstance(note_below, bool)
-            or not isinstance(note_below, (int, float))
-            or not 0 < note_below <= 1
-        ):
-            raise ValueError(f"note_below must be a fraction in (0, 1], got {note_below!r}")
-        if isinstance(min_output_tokens, bool) or not isinstance(min_output_tokens, int):
-            raise TypeError(f"min_output_tokens must be an int, got {min_output_tokens!r}")
-        if min_output_tokens < 1:
-            raise ValueError(f"min_output_tokens must be at least 1, got {min_output_tokens}")
+        landing = Landing(clamp, min_output_tokens, final_message, on_exhausted, note_below)
         super().__init__(llm=llm, fallback_llm=fallback_llm)
         self._calls = CallLifecycle(
             budget,
@@ -153,11 +123,7 @@ class BudgetLLM(FunctionCallingLLM):
             metadata=metadata,
             wait=wait,
         )
-        self._clamp = clamp
-        self._min_output = min_output_tokens
-        self._final = final_message
-        self._raise = on_exhausted == "raise"
-        self._note_below = note_below
+        self._landing = landing
 
     @classmethod
     def class_name(cls) -> str:
@@ -217,7 +183,7 @@ class BudgetLLM(FunctionCallingLLM):
             "model": _model_name(llm),
             "input_tokens": lambda: estimate_input_tokens(prompt, messages, kwargs, counter),
             "max_output_tokens": _output_cap(llm, kwargs),
-            "min_output_tokens": self._min_output if self._clamp else None,
+            "min_output_tokens": self._landing.floor,
         }
 
     def _granted(
@@ -229,7 +195,7 @@ class BudgetLLM(FunctionCallingLLM):
         that field win over a per-call kwarg, so such an LLM is sent as a shallow copy with
         the field lowered; others get the kwarg."""
         cap = hold.max_output_tokens
-        if not self._clamp or _output_cap(llm, kwargs) == cap:
+        if not self._landing.clamp or _output_cap(llm, kwargs) == cap:
             return llm, kwargs
         key = next((k for k in MAX_OUTPUT_KWARGS if k in kwargs), "max_tokens")
         if key not in kwargs and getattr(llm, "max_tokens", None) is not None:
@@ -238,25 +204,8 @@ class BudgetLLM(FunctionCallingLLM):
                 return copy(update={"max_tokens": cap}), kwargs
         return llm, {**kwargs, key: cap}
 
-    def _note(self, left: Remaining | None) -> str | None:
-        tightest = left.tightest if left is not None else None
-        if self._note_below is None or tightest is None or not tightest.limit:
-            return None
-        if 1 - tightest.pct_used >= self._note_below:
-            return None
-        if tightest.unit == "usd":
-            amount = f"${Decimal(tightest.remaining):.6f}".rstrip("0").rstrip(".")
-        else:
-            amount = f"{tightest.remaining} tokens"
-        return _NOTE.format(
-            left=amount,
-            limit_type=tightest.limit_type,
-            scope=tightest.scope,
-            pct=min(tightest.pct_used, 1.0),
-        )
-
     def _remaining(self, model: str | None) -> Remaining | None:
-        if self._note_below is None:
+        if self._landing.note_below is None:
             return None
         return self._calls.budget_for().remaining(model)
 
@@ -272,7 +221,7 @@ class BudgetLLM(FunctionCallingLLM):
         refusal: BudgetExceededError | None = None
         for llm in self._llms():
             start = self._start_kwargs(llm, messages, prompt, kwargs)
-            note = self._note(self._remaining(start["model"]))
+            note = self._landing.note(self._remaining(start["model"]))
             call_id = str(uuid.uuid4())
             try:
                 hold = self._calls.start(call_id, **start)
@@ -291,9 +240,10 @@ class BudgetLLM(FunctionCallingLLM):
         for llm in self._llms():
             start = self._start_kwargs(llm, messages, prompt, kwargs)
             note = None
-            if self._note_below is not None:
+            if self._landing.note_below is not None:
                 model = start["model"]
-                note = self._note(await off_loop(lambda m=model: self._remaining(m)))  # type: ignore[misc]
+                left = await off_loop(lambda m=model: self._remaining(m))  # type: ignore[misc]
+                note = self._landing.note(left)
             call_id = str(uuid.uuid4())
             try:
                 hold = await self._calls.astart(call_id, **start)
@@ -306,30 +256,20 @@ class BudgetLLM(FunctionCallingLLM):
         return refusal
 
     def _final_text(self, refusal: BudgetExceededError) -> str:
-        if self._raise:
-            raise refusal
-        made = self._final
-        if callable(made):
-            return str(made(refusal))
-        return str(made).format(
-            limit_type=refusal.limit_type,
-            scope=refusal.scope,
-            used=refusal.used,
-            limit=refusal.limit,
-        )
+        return str(self._landing.final(refusal))
 
     def _final_chat(self, refusal: BudgetExceededError) -> ChatResponse:
         text = self._final_text(refusal)
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
             delta=text,
-            additional_kwargs={"agent_budget": _marker(refusal)},
+            additional_kwargs={"agent_budget": Landing.marker(refusal)},
         )
 
     def _final_completion(self, refusal: BudgetExceededError) -> CompletionResponse:
         text = self._final_text(refusal)
         return CompletionResponse(
-            text=text, delta=text, additional_kwargs={"agent_budget": _marker(refusal)}
+            text=text, delta=text, additional_kwargs={"agent_budget": Landing.marker(refusal)}
         )
 
     def _end(self, call: _Call, response: Any) -> None:
@@ -489,10 +429,6 @@ class BudgetLLM(FunctionCallingLLM):
             await self._afail(call, exc, last)
             raise
         await self._aend(call, last)
-
-
-def _marker(refusal: BudgetExceededError) -> dict[str, Any]:
-    return {"exhausted": True, "scope": refusal.scope, "limit_type": refusal.limit_type}
 
 
 def _exhausted(response: Any) -> bool:

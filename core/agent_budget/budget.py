@@ -25,7 +25,12 @@ from . import (
 from .admission import notify_waiters
 from .alerting import AlertCallback, Alerter, warn_thresholds
 from .alerts import BudgetAlert
-from .errors import BudgetExceededError, StoreError, StoreUnavailableError
+from .errors import (
+    BudgetExceededError,
+    StoreError,
+    StorePermanentError,
+    StoreUnavailableError,
+)
 from .events import (
     Listeners,
     RecordListener,
@@ -35,7 +40,7 @@ from .events import (
     refusal_event,
 )
 from .lines import LinePlan, LineSpec, Mode, build_specs
-from .pending import pending_for
+from .outage import buffer_for, quarantine_alert
 from .rates import ModelRates, RateTable
 from .records import UsageRecord
 from .refusals import refusal_error
@@ -45,7 +50,7 @@ from .ring import Ring
 from .scope import BudgetScope, Limit
 from .stores import Level, Line, Store, open_store
 from .usage import Usage
-from .validate import check_tokens, to_decimal
+from .validate import check_metadata, check_tokens, to_decimal
 
 __all__ = ["Budget", "StoreErrorPolicy"]
 
@@ -125,7 +130,7 @@ class Budget:
             self._limits, to_decimal("alert_at_pct", scope.alert_at_pct)
         )
         self._max_alerts = max_alerts
-        self._pending = pending_for(self.store, max_pending)
+        self._pending = buffer_for(self.store, max_pending)
         self._fresh_state(max_records)
         if save_definition:
             definition = scope.to_dict()
@@ -341,14 +346,18 @@ class Budget:
             ) from exc
         log.warning("budget store unavailable; %s (fail_open): %s", what, exc)
 
-    def _flush_pending(self) -> None:
-        self._pending.flush(self.store)
+    def _flush_pending(self, *, answered: bool = False) -> int:
+        """Replay what the store missed (``answered``: it just answered a call); returns how
+        many operations it took."""
+        return self._pending.flush(
+            self.store, self.clock(), quarantine_alert(self._alerter), answered=answered
+        )
 
     @property
     def pending_commits(self) -> int:
         """Commits buffered while the store was unreachable (shared by every Budget over
         this store, so dropping a Budget object loses none of them)."""
-        return len(self._pending)
+        return self._pending.commits
 
     # -- the reservation protocol -----------------------------------------------------------
 
@@ -434,6 +443,10 @@ class Budget:
             raise TypeError("commit needs a Reservation made by this budget")
         if usage is not None and usage.__class__ is not Usage and not isinstance(usage, Usage):
             raise TypeError(f"usage must be a Usage, got {type(usage).__name__}")
+        if estimated is not None and estimated.__class__ is not bool:
+            raise TypeError(f"estimated must be a bool or None, got {estimated!r}")
+        if metadata is not None:
+            check_metadata("metadata", metadata)
         with reservation.lock:
             if reservation.record is not None:
                 return reservation.record
@@ -469,13 +482,22 @@ class Budget:
             if not reservation.held:
                 return True
             reservation.held = False
+        now = self.clock()
         try:
-            freed = bool(self.store.release(reservation.id, now=self.clock(), group=self.group))
+            freed = bool(self.store.release(reservation.id, now=now, group=self.group))
             notify_waiters(self.store)
             return freed
-        except StoreError:
+        except StorePermanentError:
             log.warning(
                 "could not release hold %s; it expires on its own", reservation.id, exc_info=True
+            )
+            return False
+        except StoreError:
+            self._pending.add_release(reservation.id, self.group, now)
+            log.warning(
+                "could not release hold %s now; it is released once the store answers",
+                reservation.id,
+                exc_info=True,
             )
             return False
 

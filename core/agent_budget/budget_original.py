@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import BudgetExceededError, StoreError
+from .errors import BudgetExceededError, StoreError, StorePermanentError
 from .records import UsageRecord
 from .refusals import exceeded_error
 from .stores import Level
-from .stores.base import session_scope
+from .stores.base import check_text, session_scope
 from .usage import Usage
-from .validate import check_tokens
+from .validate import check_metadata, check_tokens
 
 if TYPE_CHECKING:
     from .budget import Budget
@@ -57,6 +57,8 @@ def check(
         result = self.store.reserve(
             "check", lines, now=now, ttl=self.hold_ttl, group=self.group, dry_run=True
         )
+    except StorePermanentError:
+        raise
     except StoreError as exc:
         self._admit_despite_outage(exc, "check admits the call")
         return
@@ -99,8 +101,9 @@ def record(
     """
     if not isinstance(session_id, str):
         raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
-    if metadata is not None and not isinstance(metadata, Mapping):
-        raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+    check_text("model", model)
+    if metadata is not None:
+        check_metadata("metadata", metadata)
     usage = Usage(
         input_tokens,
         output_tokens,

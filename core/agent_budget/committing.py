@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .admission import notify_waiters
-from .errors import StoreError
+from .errors import StoreError, StorePermanentError
 from .events import RecordEvent
 from .lines import LinePlan
-from .pending import PendingCommit
+from .outage import quarantine_alert
 from .rates import ResolvedModel
-from .records import UsageRecord
+from .records import UsageRecord, record_payload
 from .usage import Usage
 
 if TYPE_CHECKING:
@@ -86,10 +86,20 @@ def commit_usage(
         lines = plan.lines(tokens, cost, session_id, now)
         try:
             result = store.commit(hold_id, lines, now=now, group=self.group, record=payload)
-        except StoreError:
-            self._pending.add(PendingCommit(hold_id, tuple(lines), now, self.group, payload))
+        except StoreError as exc:
+            if isinstance(exc, StorePermanentError):  # never storable: quarantined, alerted
+                self._pending.reject_commit(
+                    hold_id, lines, now, self.group, _spoolable(payload), error=exc,
+                    alert=quarantine_alert(self._alerter),
+                )  # fmt: skip
+            else:  # kept (spooled) for replay
+                self._pending.add_commit(
+                    hold_id, lines, now, self.group, _spoolable(payload), error=exc
+                )
             _keep(self, record, started_at or now)
             return record, plan, None, tokens, cost
+        if self._pending:  # the store answers: replay what waits for it
+            self._flush_pending(answered=True)
         totals = [result.levels[alert[0]][0] for alert in plan.alerts]
     with self._lock:
         self._records.append(record)
@@ -105,6 +115,14 @@ def commit_usage(
     if self._listeners.record:
         self._listeners.emit_record(RecordEvent(record, started_at or now))
     return record, plan, totals, tokens, cost
+
+
+def _spoolable(payload: Any) -> dict[str, Any] | None:
+    """A ledger entry as the outage spool keeps it (JSON): a store that keeps records as
+    objects (MemoryStore) gets the record's payload."""
+    if payload is None or isinstance(payload, dict):
+        return payload
+    return record_payload(payload) if isinstance(payload, UsageRecord) else dict(payload)
 
 
 def _keep(self: Budget, record: UsageRecord, started_at: float) -> None:

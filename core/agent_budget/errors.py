@@ -8,6 +8,8 @@ __all__ = [
     "BudgetWarning",
     "StoreConfigError",
     "StoreError",
+    "StorePermanentError",
+    "StoreTransientError",
     "StoreUnavailableError",
     "UnknownModelError",
     "UnknownScopeError",
@@ -90,6 +92,32 @@ class UnknownScopeError(BudgetError, KeyError):
 
 class StoreError(BudgetError):
     """A budget store failed; the driver's own exception is chained as ``__cause__``."""
+
+
+class StoreTransientError(StoreError):
+    """The store could not be reached or did not answer in time (connection refused, a
+    timeout, a server busy loading or failing over): the same operation may succeed later.
+
+    ``maybe_applied`` is False only when the operation certainly never reached the store
+    (the connection could not be made); otherwise its reply may have been lost after the
+    store applied it, so a retry must rely on the store's idempotency.
+    """
+
+    def __init__(self, message: str, *, maybe_applied: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_transient, (str(self), self.maybe_applied))
+
+
+def _rebuild_transient(message: str, maybe_applied: bool) -> StoreTransientError:
+    return StoreTransientError(message, maybe_applied=maybe_applied)
+
+
+class StorePermanentError(StoreError):
+    """The store refused this operation's input (data it cannot keep, a script error):
+    retrying it unchanged fails again, so it is never buffered for replay."""
 
 
 class StoreUnavailableError(StoreError):

@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .admission import Refused, largest_fitting_output, wait_queue_for
-from .errors import BudgetExceededError, StoreError
+from .errors import BudgetExceededError, StoreError, StorePermanentError
+from .outage import maybe_applied
 from .rates import ModelRates, ResolvedModel
 from .reservation import Reservation
-from .validate import MAX_TOKENS, check_tokens, to_decimal
+from .stores.base import check_text
+from .validate import MAX_TOKENS, check_metadata, check_tokens, to_decimal
 
 if TYPE_CHECKING:
     from .budget import Budget
@@ -114,8 +116,11 @@ def plan(
         check_ttl("ttl", ttl)
     if session_id.__class__ is not str:
         raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
-    if metadata is not None and not isinstance(metadata, Mapping):
-        raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+    # Everything the commit will need is checked now, so a commit cannot fail on input.
+    if model.__class__ is not str or not model.isascii():
+        check_text("model", model)
+    if metadata is not None:
+        check_metadata("metadata", metadata)
     if clamp is not False:
         if not isinstance(clamp, bool):
             raise TypeError(f"clamp must be a bool, got {clamp!r}")
@@ -187,16 +192,29 @@ def _once(budget: Budget, plan: Plan, cap: int) -> Reservation | Refused:
         return reservation
     # The general path (and the whole answer when the fast one did not hold).
     lines = lines_plan.lines(tokens, cost, session_id, now)
-    try:
-        result = budget.store.reserve(
-            reservation.id, lines, now=now, ttl=plan.ttl, group=budget.group
-        )
-    except StoreError as exc:
-        budget._admit_despite_outage(exc, "admitting the call")
-        budget._alerter.warn(
-            f"budget store unavailable, call admitted unchecked: {exc}", "store_unavailable"
-        )
-        return reservation
+    retried = False
+    while True:
+        try:
+            result = budget.store.reserve(
+                reservation.id, lines, now=now, ttl=plan.ttl, group=budget.group
+            )
+        except StorePermanentError:
+            raise
+        except StoreError as exc:
+            if maybe_applied(exc):  # it may hold budget after all: released once it answers
+                budget._pending.add_release(reservation.id, budget.group, now)
+            budget._admit_despite_outage(exc, "admitting the call")
+            budget._alerter.warn(
+                f"budget store unavailable, call admitted unchecked: {exc}", "store_unavailable"
+            )
+            return reservation
+        # The store answers: replay what waits for it. A refusal is tried once more when
+        # that replay freed something (a hold left by a reserve whose reply was lost).
+        if retried or not budget._pending or not budget._flush_pending(answered=True):
+            break
+        if result.admitted:
+            break
+        retried = True
     if not result.admitted:
         assert result.refused_at is not None
         return Refused(tuple(lines), result.levels, result.refused_at, lines_plan.specs)

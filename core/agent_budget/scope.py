@@ -136,7 +136,21 @@ class BudgetScope:
             labels.add(window.label)
 
     def limits(self, canonical: Callable[[str], str] = lambda m: m) -> tuple[Limit, ...]:
-        """Every cap of this scope, per-model keys passed through ``canonical``."""
+        """Every cap of this scope, per-model keys passed through ``canonical``.
+
+        Two keys of one per-model dict that name the same model (``"gpt-4o"`` and
+        ``"GPT-4o"``, ``"openai/gpt-4o"``, a dated snapshot) are a ValueError: only one cap
+        could be enforced, and which one would be an accident of dict order."""
+        for field_name in ("max_tokens_per_model", "max_cost_per_model_usd"):
+            seen: dict[str, str] = {}
+            for model in getattr(self, field_name):
+                name = canonical(model)
+                if name in seen:
+                    raise ValueError(
+                        f"{field_name} of scope {self.name!r} has two caps for model "
+                        f"{name!r}: keys {seen[name]!r} and {model!r}; keep one"
+                    )
+                seen[name] = model
         out: list[Limit] = []
         if self.max_tokens_per_session is not None:
             out.append(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 
 from .stores.base import SESSION_MARK, check_text
 
-__all__ = ["MAX_TOKENS", "check_name", "check_tokens", "to_decimal"]
+__all__ = ["MAX_TOKENS", "check_metadata", "check_name", "check_tokens", "to_decimal"]
 
 
 MAX_TOKENS = 10**12
@@ -70,4 +71,19 @@ def check_name(field: str, value: object) -> str:
             f"{field} {value!r} contains U+001F, which is reserved for session scope names"
         )
     check_text(field, value)
+    return value
+
+
+def check_metadata(field: str, value: object) -> Mapping[str, object]:
+    """Return ``value`` if it is a mapping with str keys: what every store's ledger can keep
+    as JSON (values that are not plain scalars are left out of the ledger, never an error).
+    Checked when a call is reserved, so its commit cannot fail on it."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{field} must be a mapping, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise TypeError(
+                f"{field} keys must be str (they are stored as JSON), got "
+                f"{type(key).__name__} {key!r}"
+            )
     return value

@@ -68,12 +68,13 @@ What happened, for reports (``stores/ledger.py`` holds the shared row fields and
 from __future__ import annotations
 
 import abc
+import asyncio
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from ..errors import StoreConfigError
 
@@ -81,6 +82,7 @@ if TYPE_CHECKING:
     from ..records import UsageRecord
 
 __all__ = [
+    "BUILTIN_SCHEMES",
     "MAX_WINDOW_SECONDS",
     "PERIOD_HORIZON",
     "SESSION_MARK",
@@ -91,10 +93,12 @@ __all__ = [
     "ReserveResult",
     "Store",
     "StoreOptions",
+    "StoreURL",
     "bucket_start",
     "check_text",
     "is_session_scope",
     "is_windowed",
+    "make_options",
     "number_option",
     "roll_bucket",
     "roll_metric",
@@ -279,7 +283,10 @@ class StoreOptions:
     for idempotency; ``idle_ttl`` (seconds, or None for never) drops an ordinary scope's
     counters after that long without use; ``session_ttl`` (seconds, default 7 days, or None
     for never) does the same for session scopes (:func:`session_scope`). Neither drops a
-    scope while something in it still counts (see the module docstring).
+    scope while something in it still counts (see the module docstring). ``spool`` is where
+    commits made while the store is down wait for it, durably (see
+    :mod:`agent_budget.outage`): None for the default place, a directory, or ``"off"`` to
+    keep them in memory only.
     """
 
     window_seconds: int = 86_400
@@ -287,8 +294,14 @@ class StoreOptions:
     tombstone_ttl: float = 3_600.0
     idle_ttl: float | None = None
     session_ttl: float | None = 7 * 86_400.0
+    spool: str | None = None
 
     def __post_init__(self) -> None:
+        if self.spool is not None and (not isinstance(self.spool, str) or not self.spool):
+            raise StoreConfigError(
+                f"spool must be 'off', a directory path or None (the default place), "
+                f"got {self.spool!r}"
+            )
         for name in ("window_seconds", "bucket_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -322,23 +335,51 @@ class StoreOptions:
 
 
 def number_option(
-    name: str, kind: type[int] | type[float], *, allow_none: bool = False, positive: bool = True
+    name: str,
+    kind: type[int] | type[float],
+    *,
+    allow_none: bool = False,
+    positive: bool = True,
+    maximum: float | None = None,
 ) -> Callable[[str], Any]:
-    """A parser for one numeric store option given as URL query text (``?idle_ttl=60``)."""
+    """A parser for one numeric store option given as URL query text (``?idle_ttl=60``);
+    it also checks a value given as a number (a keyword)."""
 
-    def parse(text: str) -> Any:
-        if allow_none and text.strip().lower() in ("", "none", "off"):
+    def parse(text: Any) -> Any:
+        if allow_none and (text is None or str(text).strip().lower() in ("", "none", "off")):
             return None
+        if isinstance(text, bool):
+            raise StoreConfigError(f"option {name} must be a number, got {text!r}")
         try:
             value = kind(text)
-        except ValueError:
+        except (TypeError, ValueError, OverflowError):
             raise StoreConfigError(f"option {name} must be a number, got {text!r}") from None
         if not math.isfinite(value) or (positive and value <= 0):
             adjective = "positive" if positive else "finite"
             raise StoreConfigError(f"option {name} must be a {adjective} number, got {text!r}")
+        if maximum is not None and value > maximum:
+            raise StoreConfigError(f"option {name} must be at most {maximum:g}, got {text!r}")
         return value
 
     return parse
+
+
+def make_options(options: StoreOptions | None, fields: Mapping[str, Any]) -> StoreOptions:
+    """The StoreOptions a store was given: ``options=`` or its fields as keywords (not both);
+    an unknown name is a StoreConfigError listing the known ones."""
+    if options is not None:
+        if fields:
+            raise StoreConfigError("pass either options= or StoreOptions fields, not both")
+        if not isinstance(options, StoreOptions):
+            raise StoreConfigError(f"options must be a StoreOptions, got {options!r}")
+        return options
+    known = StoreOptions.__dataclass_fields__
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        raise StoreConfigError(
+            f"unknown store option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
+    return StoreOptions(**fields)
 
 
 STORE_QUERY_OPTIONS: dict[str, Callable[[str], Any]] = {
@@ -347,8 +388,61 @@ STORE_QUERY_OPTIONS: dict[str, Callable[[str], Any]] = {
     "tombstone_ttl": number_option("tombstone_ttl", float),
     "idle_ttl": number_option("idle_ttl", float, allow_none=True),
     "session_ttl": number_option("session_ttl", float, allow_none=True),
+    "spool": str,
 }
 """Parsers of the :class:`StoreOptions` fields every store URL accepts in its query string."""
+
+BUILTIN_SCHEMES = ("memory", "sqlite", "redis", "rediss", "redis+cluster", "rediss+cluster")
+"""Schemes of the stores that ship with agent-budget (imported on first use)."""
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    """A store URL, split and checked once for every store (see :meth:`Store.from_url`)."""
+
+    text: str
+    scheme: str
+    netloc: str
+    path: str
+    parts: SplitResult
+
+
+def _split_url(url: object) -> StoreURL:
+    if not isinstance(url, str) or not url.strip():
+        raise StoreConfigError(f"store URL must be a non-empty string, got {url!r}")
+    if "://" not in url:
+        raise StoreConfigError(
+            f"malformed store URL {url!r}: expected scheme://..., e.g. memory:// or "
+            "sqlite:///path/budget.db"
+        )
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise StoreConfigError(f"malformed store URL {url!r}: {exc}") from None
+    if parts.fragment:
+        raise StoreConfigError(f"malformed store URL {url!r}: unexpected #fragment")
+    return StoreURL(url, parts.scheme.lower(), parts.netloc, parts.path, parts)
+
+
+def _parse_query(location: StoreURL, parsers: Mapping[str, Callable[[str], Any]]) -> dict[str, Any]:
+    """The query options of a URL, each parsed; unknown or repeated names are errors."""
+    found: dict[str, Any] = {}
+    try:
+        pairs = parse_qsl(location.parts.query, keep_blank_values=True, strict_parsing=False)
+    except ValueError as exc:
+        raise StoreConfigError(f"malformed query in store URL {location.text!r}: {exc}") from None
+    for name, value in pairs:
+        parser = parsers.get(name)
+        if parser is None:
+            known = ", ".join(sorted(parsers))
+            raise StoreConfigError(
+                f"unknown option {name!r} in {location.scheme} URL {location.text!r} "
+                f"(known: {known})"
+            )
+        if name in found:
+            raise StoreConfigError(f"option {name!r} given twice in {location.text!r}")
+        found[name] = parser(value)
+    return found
 
 
 class Store(abc.ABC):
@@ -370,31 +464,48 @@ class Store(abc.ABC):
         for scheme in cls.schemes:
             Store._registry[scheme] = cls
 
+    url_options: ClassVar[Mapping[str, Callable[[str], Any]]] = {}
+    """Query options this backend's URLs take besides the :class:`StoreOptions` fields, each
+    with the parser of its text."""
+
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Store:
-        """Open the store a URL names: ``memory://``, ``sqlite:///path``, ``redis://...``."""
-        if not isinstance(url, str) or not url.strip():
-            raise StoreConfigError(f"store URL must be a non-empty string, got {url!r}")
-        if "://" not in url:
-            raise StoreConfigError(
-                f"malformed store URL {url!r}: expected scheme://..., e.g. memory:// or "
-                "sqlite:///path/budget.db"
-            )
-        try:
-            parsed = urlsplit(url)
-        except ValueError as exc:
-            raise StoreConfigError(f"malformed store URL {url!r}: {exc}") from None
-        scheme = parsed.scheme.lower()
-        _load_builtin_backends(scheme)
-        backend = Store._registry.get(scheme)
+        """Open the store a URL names: ``memory://``, ``sqlite:///path``, ``redis://...``.
+
+        Every store's URL is split and its query checked here, the same way: an unknown or
+        repeated option, a bad value, a ``#fragment`` or an unknown scheme is a
+        :class:`StoreConfigError` naming the problem. Keywords override query options.
+        """
+        location = _split_url(url)
+        _load_builtin_backends(location.scheme)
+        backend = Store._registry.get(location.scheme)
         if backend is None:
-            known = ", ".join(sorted(set(Store._registry) | set(BUILTIN_SCHEMES)))
-            raise StoreConfigError(f"unknown store scheme {scheme!r} in {url!r} (known: {known})")
-        return backend._from_url(url, parsed, **options)
+            known = ", ".join(sorted({*BUILTIN_SCHEMES, *Store._registry}))
+            raise StoreConfigError(
+                f"unknown store scheme {location.scheme!r} in {url!r} (known: {known})"
+            )
+        query = _parse_query(location, {**STORE_QUERY_OPTIONS, **backend.url_options})
+        return backend._open(location, {**query, **options})
+
+    @classmethod
+    def _open(cls, location: StoreURL, options: dict[str, Any]) -> Store:
+        """Make the store ``location`` names; ``options`` are its parsed query options with
+        the caller's keywords over them. Backends override this (or, as before,
+        ``_from_url(url, parts, **options)``)."""
+        return cls._from_url(location.text, location.parts, **options)
 
     @classmethod
     def _from_url(cls, url: str, parsed: SplitResult, **options: Any) -> Store:
         raise StoreConfigError(f"{cls.__name__} cannot be opened from a URL")
+
+    # -- what the outage buffer needs ----------------------------------------------------------
+
+    def spool_key(self) -> str | None:
+        """A name of this store's data, the same in every process that opens it on this host
+        (a file path, a server address and key prefix), under which commits made while it
+        is down are spooled to a local file for the next process; None keeps them in this
+        process's memory only (the default, and MemoryStore's)."""
+        return None
 
     # -- the atomic operations -------------------------------------------------------------
 
@@ -458,6 +569,70 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def delete_scope(self, name: str) -> None:
         """Forget a scope's definition (its counters stay until idle expiry)."""
+
+    # -- the same operations for asyncio ---------------------------------------------------
+    # By default each runs its sync form in a worker thread, so the event loop never waits
+    # on I/O; MemoryStore answers inline (no I/O) and RedisStore uses redis.asyncio.
+
+    async def areserve(
+        self,
+        hold_id: str,
+        lines: Sequence[Line],
+        *,
+        now: float,
+        ttl: float,
+        group: str,
+        dry_run: bool = False,
+    ) -> ReserveResult:
+        """:meth:`reserve` without blocking the event loop."""
+        return await asyncio.to_thread(
+            self.reserve, hold_id, lines, now=now, ttl=ttl, group=group, dry_run=dry_run
+        )
+
+    async def acommit(
+        self,
+        hold_id: str,
+        lines: Sequence[Line],
+        *,
+        now: float,
+        group: str,
+        record: Mapping[str, Any] | None = None,
+    ) -> CommitResult:
+        """:meth:`commit` without blocking the event loop."""
+        return await asyncio.to_thread(
+            self.commit, hold_id, lines, now=now, group=group, record=record
+        )
+
+    async def arelease(self, hold_id: str, *, now: float, group: str) -> bool:
+        """:meth:`release` without blocking the event loop."""
+        return await asyncio.to_thread(self.release, hold_id, now=now, group=group)
+
+    async def aread(
+        self,
+        scope: str,
+        *,
+        now: float,
+        group: str,
+        periods: Mapping[str, int] | None = None,
+    ) -> dict[str, Level]:
+        """:meth:`read` without blocking the event loop."""
+        return await asyncio.to_thread(self.read, scope, now=now, group=group, periods=periods)
+
+    async def areset(self, scope: str, prefix: str, *, now: float, group: str) -> None:
+        """:meth:`reset` without blocking the event loop."""
+        await asyncio.to_thread(self.reset, scope, prefix, now=now, group=group)
+
+    async def asave_scope(self, name: str, data: Mapping[str, Any]) -> None:
+        """:meth:`save_scope` without blocking the event loop."""
+        await asyncio.to_thread(self.save_scope, name, data)
+
+    async def aload_scopes(self) -> dict[str, dict[str, Any]]:
+        """:meth:`load_scopes` without blocking the event loop."""
+        return await asyncio.to_thread(self.load_scopes)
+
+    async def aclose(self) -> None:
+        """:meth:`close`, from a coroutine (closing asyncio connections too)."""
+        self.close()
 
     # -- what happened: the ledger of calls and the events log, for reports ---------------
     # Defaults for stores that keep neither; every built-in store overrides them.
@@ -581,10 +756,6 @@ class Store(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-BUILTIN_SCHEMES = ("memory", "sqlite", "redis", "rediss", "redis+cluster", "rediss+cluster")
-"""Schemes of the stores that ship with agent-budget (imported on first use)."""
 
 
 @lru_cache(maxsize=1)

@@ -3,49 +3,63 @@
 Each operation is one round trip, atomic on the server: one FCALL of a function from the
 Lua library in ``stores/lua/`` (loaded on first use, Redis 7+), or one EVALSHA of the same
 code as a script where the server has no functions. Holds sit in a sorted set scored by
-expiry and are reaped lazily by the Lua code; amounts are integers (never INCRBYFLOAT);
-finished hold ids are remembered in tombstone keys with a TTL, so commits are idempotent.
-Every key of one group (the root scope of a budget tree) carries the hash tag ``{group}``,
-so an operation touches one Redis Cluster slot. redis-py is imported only when a RedisStore
-is made.
+expiry and are reaped lazily by the Lua code; amounts are exact integers of any size (never
+INCRBYFLOAT); finished hold ids are remembered in tombstone keys with a TTL, so commits are
+idempotent. Every key of one group (the root scope of a budget tree) carries the hash tag
+``{group}``, so an operation touches one Redis Cluster slot. The same operations run on an
+asyncio client (``redis.asyncio``) for the ``a*`` methods. redis-py is imported only when a
+RedisStore is made.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import json
 import threading
+import time
+import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import cache, lru_cache
-from importlib import resources
+from functools import cache
 from typing import Any
-from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlunsplit
+from urllib.parse import unquote, urlencode, urlunsplit
 
-from ..errors import StoreConfigError, StoreError
+from ..errors import StoreConfigError, StoreError, StorePermanentError, StoreTransientError
 from . import redis_ledger
 from .base import (
-    STORE_QUERY_OPTIONS,
     CommitResult,
     Level,
     Line,
     ReserveResult,
     Store,
     StoreOptions,
-    check_text,
-    is_windowed,
-    new_tuple,
+    StoreURL,
+    make_options,
     number_option,
 )
 from .ledger import EventFilter, LedgerFilter
+from .redis_code import (
+    HOLD_IN_USE,
+    classify,
+    encode_lines,
+    levels,
+    library,
+    no_functions,
+    script,
+    text,
+)
 
-__all__ = ["RedisStore"]
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_SOCKET_TIMEOUT", "RedisStore"]
 
 _SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
 _CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
-_OPERATIONS = ("reserve", "commit", "release", "read", "reset")
-_HOLD_IN_USE = "AB_HOLD_IN_USE"
+
+DEFAULT_SOCKET_TIMEOUT = 2.0
+"""Seconds a Redis command may take before it fails (redis-py's ``socket_timeout``)."""
+DEFAULT_CONNECT_TIMEOUT = 1.0
+"""Seconds to open a connection (``socket_connect_timeout``)."""
+_RETRY_PAUSE = 0.02
 
 # redis-py connection options that may appear in a URL's query string (as strings).
 _REDIS_QUERY_OPTIONS = frozenset(
@@ -71,48 +85,62 @@ _REDIS_QUERY_OPTIONS = frozenset(
         "timeout",
     }
 )
+_NUMERIC_QUERY = {"socket_timeout": 3_600.0, "socket_connect_timeout": 3_600.0, "timeout": 3_600.0}
 
 
-@dataclass(frozen=True)
-class _Script:
-    name: str
-    source: str
-    sha: str
+class _Passthrough(str):
+    """A query option handed to redis-py as it was written."""
 
 
-def _lua(name: str) -> str:
-    folder = resources.files("agent_budget.stores").joinpath("lua")
-    return folder.joinpath(f"{name}.lua").read_text("utf-8")
+def _bool_option(name: str) -> Callable[[Any], bool]:
+    def parse(value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        lowered = str(value).strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise StoreConfigError(f"option {name} must be a boolean (1/0, true/false), got {value!r}")
+
+    return parse
 
 
-@cache
-def _script(name: str) -> _Script:
-    """One operation as a script for EVALSHA: the shared code, then the operation, and its SHA1."""
-    source = _lua("_common") + "\nbegin(KEYS, ARGV)\n" + _lua(name)
-    return _Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
+def _passthrough(name: str) -> Callable[[str], _Passthrough]:
+    check = (
+        number_option(name, float, maximum=_NUMERIC_QUERY[name]) if name in _NUMERIC_QUERY else None
+    )
+
+    def parse(value: str) -> _Passthrough:
+        if check is not None:
+            check(value)
+        return _Passthrough(value)
+
+    return parse
 
 
-@dataclass(frozen=True)
-class _Library:
-    source: str
-    functions: dict[str, str]  # operation -> function name
-
-
-@cache
-def _library() -> _Library:
-    """Every operation as one Redis Function library (Redis 7+): the shared code is compiled
-    once when the library loads, not on every call. Its name carries a digest of its code, so
-    two agent-budget versions on one server never replace each other's functions."""
-    common = _lua("_common")
-    bodies = {op: _lua(op) for op in _OPERATIONS}
-    tag = hashlib.sha1((common + "".join(bodies.values())).encode("utf-8")).hexdigest()[:16]
-    source = f"#!lua name=agent_budget_{tag}\n{common}"
-    for op, body in bodies.items():
-        source += (
-            f"\nredis.register_function('ab_{tag}_{op}', function(KEYS, ARGV)\n"
-            f"begin(KEYS, ARGV)\n{body}\nend)\n"
-        )
-    return _Library(source, {op: f"ab_{tag}_{op}" for op in _OPERATIONS})
+_STORE_OPTIONS = frozenset(
+    {
+        "key_prefix",
+        "server_time",
+        "functions",
+        "retries",
+        "ledger_maxlen",
+        "retention_days",
+        "read_only",
+        "options",
+    }
+)
+_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "key_prefix": str,
+    "server_time": _bool_option("server_time"),
+    "functions": _bool_option("functions"),
+    "read_only": _bool_option("read_only"),
+    "retries": number_option("retries", int, positive=False, maximum=10),
+    "ledger_maxlen": number_option("ledger_maxlen", int, positive=False),
+    "retention_days": number_option("retention_days", float, allow_none=True),
+    **{name: _passthrough(name) for name in _REDIS_QUERY_OPTIONS},
+}
 
 
 def _redis_module() -> Any:
@@ -130,39 +158,6 @@ def _driver_errors() -> tuple[type[BaseException], ...]:
     from redis.exceptions import RedisClusterException
 
     return (redis.exceptions.RedisError, RedisClusterException, OSError)
-
-
-def _bool_option(name: str, text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise StoreConfigError(f"option {name} must be a boolean (1/0, true/false), got {text!r}")
-
-
-def _parse_store_query(name: str, text: str) -> Any:
-    if name == "key_prefix":
-        return text
-    if name in ("server_time", "functions", "read_only"):
-        return _bool_option(name, text)
-    if name in ("retries", "ledger_maxlen"):
-        return number_option(name, int, positive=False)(text)
-    if name == "retention_days":
-        return number_option(name, float, allow_none=True)(text)
-    return STORE_QUERY_OPTIONS[name](text)
-
-
-_STORE_QUERY_OPTIONS = (
-    "key_prefix",
-    "server_time",
-    "functions",
-    "retries",
-    "ledger_maxlen",
-    "retention_days",
-    "read_only",
-    *STORE_QUERY_OPTIONS,
-)
 
 
 def _split_hosts(url: str, netloc: str) -> tuple[str, list[tuple[str, int]]]:
@@ -200,17 +195,21 @@ class RedisStore(Store):
     """Budget state in Redis: atomic Lua functions or scripts, one round trip per operation.
 
     ``client`` is a ``redis.Redis`` or ``redis.cluster.RedisCluster`` (or a zero-argument
-    callable making one on first use). ``key_prefix`` starts every key. With
-    ``server_time=True`` (the default) the scripts read the server's clock, one clock for
-    every host; ``False`` uses the ``now`` each caller passes (tests with a fake clock).
-    ``functions=True`` (the default) runs the operations as Redis Functions where the server
-    allows, else as EVALSHA scripts; ``False`` always uses scripts. Each group keeps a ledger
-    stream of committed calls, capped at about ``ledger_maxlen`` entries (0: no ledger) and
-    ``retention_days`` (None: by length only). ``read_only=True`` refuses every write and
-    reads with plain commands only (no function or script is loaded).
+    callable making one on first use); ``async_client`` the same for ``redis.asyncio``
+    (without one, the ``a*`` methods run the sync calls in a worker thread). ``key_prefix``
+    starts every key. With ``server_time=True`` (the default) the scripts read the server's
+    clock, one clock for every host; ``False`` uses the ``now`` each caller passes (tests
+    with a fake clock). ``functions=True`` (the default) runs the operations as Redis
+    Functions where the server allows, else as EVALSHA scripts; ``False`` always uses
+    scripts. ``retries`` is how many times a call that failed on its connection is tried
+    again on a new one (never after a timeout). Each group keeps a ledger stream of committed
+    calls, capped at about ``ledger_maxlen`` entries (0: no ledger) and ``retention_days``
+    (None: by length only). ``read_only=True`` refuses every write and reads with plain
+    commands only (no function or script is loaded).
     """
 
     schemes = _SCHEMES
+    url_options = _URL_OPTIONS
 
     def __init__(
         self,
@@ -219,15 +218,15 @@ class RedisStore(Store):
         key_prefix: str = "ab",
         server_time: bool = True,
         functions: bool = True,
+        retries: int = 1,
+        async_client: Any = None,
         ledger_maxlen: int = 100_000,
         retention_days: float | None = 30.0,
         read_only: bool = False,
         options: StoreOptions | None = None,
         **kwargs: Any,
     ) -> None:
-        if options is not None and kwargs:
-            raise StoreConfigError("pass either options= or StoreOptions fields, not both")
-        self.options = options or StoreOptions(**kwargs)
+        self.options = make_options(options, kwargs)
         if (
             not isinstance(key_prefix, str)
             or not key_prefix
@@ -241,25 +240,43 @@ class RedisStore(Store):
             raise StoreConfigError(f"server_time must be a bool, got {server_time!r}")
         if not isinstance(functions, bool):
             raise StoreConfigError(f"functions must be a bool, got {functions!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10:
+            raise StoreConfigError(f"retries must be an int from 0 to 10, got {retries!r}")
         self._functions = functions
+        self._afunctions = functions
         self._ledger_spec = _ledger_spec(ledger_maxlen, retention_days, server_time)
         self._ledger_groups: set[str] = set()
         self.read_only = bool(read_only)
         self.key_prefix = key_prefix
         self.server_time = server_time
+        self.retries = retries
         self._client_lock = threading.Lock()
         self._closed = False
         self._bases: dict[str, str] = {}
+        self._spool_key: str | None = None
+        redis = _redis_module()
+        self._redis = redis
         if client is None:
-            redis = _redis_module()
-            self._client: Any = redis.Redis()
-            self._factory: Callable[[], Any] | None = None
-        elif callable(client) and not hasattr(client, "evalsha"):
-            self._client = None
-            self._factory = client
+            client = redis.Redis(
+                socket_timeout=DEFAULT_SOCKET_TIMEOUT,
+                socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT,
+            )
+        if callable(client) and not hasattr(client, "evalsha"):
+            self._client: Any = None
+            self._factory: Callable[[], Any] | None = client
         else:
             self._client = client
             self._factory = None
+        if async_client is None:
+            self._async_factory: Callable[[], Any] | None = None
+        elif callable(async_client) and not hasattr(async_client, "evalsha"):
+            self._async_factory = async_client
+        else:
+            self._async_factory = lambda: async_client
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._certain = False  # set by _open for clients that do not retry on their own
         opts = self.options
         idle = "" if opts.idle_ttl is None else repr(float(opts.idle_ttl))
         session = "" if opts.session_ttl is None else repr(float(opts.session_ttl))
@@ -282,61 +299,54 @@ class RedisStore(Store):
     # -- opening -----------------------------------------------------------------------------
 
     @classmethod
-    def _from_url(cls, url: str, parsed: SplitResult, **options: Any) -> Store:
+    def _open(cls, location: StoreURL, options: dict[str, Any]) -> Store:
         redis = _redis_module()
-        scheme = parsed.scheme.lower()
+        url = location.text
+        scheme = location.scheme
         cluster = scheme in _CLUSTER_SCHEMES
         base_scheme = scheme.split("+")[0]
-        if parsed.fragment:
-            raise StoreConfigError(f"malformed Redis URL {url!r}: unexpected #fragment")
-        db_text = parsed.path.strip("/")
+        db_text = location.path.strip("/")
         if db_text and not db_text.isdigit():
             raise StoreConfigError(
                 f"malformed Redis URL {url!r}: the path must be a database number, "
-                f"got {parsed.path!r}"
+                f"got {location.path!r}"
             )
-        userinfo, nodes = _split_hosts(url, parsed.netloc) if parsed.netloc else ("", [])
+        userinfo, nodes = _split_hosts(url, location.netloc) if location.netloc else ("", [])
         if not cluster and len(nodes) > 1:
             raise StoreConfigError(
                 f"several hosts in {url!r}: use {base_scheme}+cluster:// for Redis Cluster"
             )
         store_opts: dict[str, Any] = {}
         passthrough: list[tuple[str, str]] = []
-        for name, value in parse_qsl(parsed.query, keep_blank_values=True):
-            if name in store_opts or any(name == n for n, _ in passthrough):
-                raise StoreConfigError(f"option {name!r} given twice in {url!r}")
-            if name in _STORE_QUERY_OPTIONS:
-                store_opts[name] = _parse_store_query(name, value)
-            elif name in _REDIS_QUERY_OPTIONS:
-                passthrough.append((name, value))
+        client_opts: dict[str, Any] = {}
+        for name, value in options.items():
+            if isinstance(value, _Passthrough):
+                passthrough.append((name, str(value)))
+            elif name in _STORE_OPTIONS or name in StoreOptions.__dataclass_fields__:
+                store_opts[name] = value
             else:
-                known = ", ".join(sorted({*_STORE_QUERY_OPTIONS, *_REDIS_QUERY_OPTIONS}))
-                raise StoreConfigError(
-                    f"unknown option {name!r} in Redis URL {url!r} (known: {known})"
-                )
-        for name in list(options):
-            if name in _STORE_QUERY_OPTIONS:
-                store_opts[name] = options.pop(name)
-        if "options" in options:
-            store_opts["options"] = options.pop("options")
-        valid = _client_parameters(cluster)
-        unknown = sorted(set(options) - valid)
+                client_opts[name] = value
+        unknown = sorted(set(client_opts) - _client_parameters(cluster))
         if unknown:
             raise StoreConfigError(f"unknown Redis store option(s): {', '.join(unknown)}")
-        retries = store_opts.pop("retries", 1)
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise StoreConfigError(f"retries must be a non-negative int, got {retries!r}")
-        client_kwargs = _client_defaults(retries)
-        client_kwargs.update(options)
         host, port = nodes[0] if nodes else ("localhost", 6379)
         host_text = f"[{host}]" if ":" in host else host
         first = urlunsplit(
-            (base_scheme, f"{userinfo}{host_text}:{port}", parsed.path, urlencode(passthrough), "")
+            (
+                base_scheme,
+                f"{userinfo}{host_text}:{port}",
+                location.path,
+                urlencode(passthrough),
+                "",
+            )
         )
         try:
             parsed_kwargs = redis.connection.parse_url(first)
         except ValueError as exc:
             raise StoreConfigError(f"malformed Redis URL {url!r}: {exc}") from None
+        sync_kwargs = {**_client_defaults(asynchronous=False, cluster=cluster), **client_opts}
+        async_kwargs = {**_client_defaults(asynchronous=True, cluster=cluster), **client_opts}
+        prefix = store_opts.get("key_prefix", "ab")
         if cluster:
             if parsed_kwargs.get("db", 0) != 0:
                 raise StoreConfigError(f"Redis Cluster has only database 0, not in {url!r}")
@@ -347,19 +357,48 @@ class RedisStore(Store):
 
                 return RedisCluster(
                     url=first,
-                    startup_nodes=[
-                        ClusterNode(h, p)  # type: ignore[no-untyped-call]
-                        for h, p in extra_nodes
-                    ],
-                    **client_kwargs,
+                    startup_nodes=[ClusterNode(h, p) for h, p in extra_nodes],  # type: ignore[no-untyped-call]
+                    **sync_kwargs,
                 )
 
-            return cls(make_cluster, **store_opts)
+            def make_async_cluster() -> Any:
+                from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+                return RedisCluster.from_url(
+                    first, startup_nodes=[ClusterNode(h, p) for h, p in extra_nodes], **async_kwargs
+                )
+
+            store = cls(make_cluster, async_client=make_async_cluster, **store_opts)
+            store._spool_key = (
+                "redis+cluster:"
+                + ",".join(sorted(f"{h}:{p}" for h, p in (nodes or [("localhost", 6379)])))
+                + f"/{prefix}"
+            )
+            return store
         try:
-            client = redis.Redis.from_url(first, **client_kwargs)
+            client = redis.Redis.from_url(first, **sync_kwargs)
         except (TypeError, ValueError) as exc:
             raise StoreConfigError(f"malformed Redis URL {url!r}: {exc}") from None
-        return cls(client, **store_opts)
+
+        def make_async() -> Any:
+            from redis.asyncio import Redis as AsyncRedis
+
+            return AsyncRedis.from_url(first, **async_kwargs)
+
+        store = cls(client, async_client=make_async, **store_opts)
+        store._certain = "retry" not in client_opts
+        store._spool_key = f"redis:{host}:{port}/{parsed_kwargs.get('db', 0)}/{prefix}"
+        return store
+
+    def spool_key(self) -> str | None:
+        if self._spool_key is not None:
+            return self._spool_key
+        client = self._client
+        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+        if not kwargs or "host" not in kwargs:
+            return None
+        where = f"{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+        return f"redis:{where}/{self.key_prefix}"
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -376,8 +415,22 @@ class RedisStore(Store):
                     try:
                         self._client = self._factory()
                     except self._errors as exc:
-                        raise StoreError(f"cannot reach Redis: {exc}") from exc
+                        raise StoreTransientError(f"cannot reach Redis: {exc}") from exc
                 client = self._client
+        return client
+
+    def _aclient(self) -> Any:
+        """The asyncio client of the running event loop (one per loop, made on first use)."""
+        if self._closed:
+            raise StoreError("the Redis store is closed")
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            assert self._async_factory is not None
+            try:
+                client = self._aclients[loop] = self._async_factory()
+            except self._errors as exc:
+                raise StoreTransientError(f"cannot reach Redis: {exc}") from exc
         return client
 
     def _base(self, group: str) -> str:
@@ -389,51 +442,106 @@ class RedisStore(Store):
             self._bases[group] = base
         return base
 
+    def _args(self, group: str, now: float, args: tuple[str, ...]) -> tuple[str, ...]:
+        return (self._base(group), f"{float(now)!r} {self._settings}", *args)
+
+    def _failure(self, exc: BaseException, name: str, applied: bool) -> tuple[Exception, bool]:
+        """The error to raise for a failed attempt (carrying whether any attempt so far may
+        have been applied), and whether to try again."""
+        if isinstance(exc, self._response_error) and HOLD_IN_USE in str(exc):
+            return ValueError(str(exc).replace(HOLD_IN_USE, "").strip()), False
+        certain = self._certain and not _has_own_retries(self._client)
+        error, again = classify(exc, name, certain=certain, redis_module=self._redis)
+        if isinstance(error, StoreTransientError):
+            error.maybe_applied = applied or error.maybe_applied
+        return error, again
+
     def _eval(self, name: str, group: str, now: float, *args: str) -> Any:
         """Run one operation: one FCALL, or one EVALSHA where the server has no functions
-        (plus a FUNCTION LOAD or SCRIPT LOAD the first time and after a restart)."""
-        if self.read_only:
-            raise StoreError(f"the Redis store is open read-only: cannot {name}")
-        client = self.client
-        keys_and_args = (self._base(group), f"{float(now)!r} {self._settings}", *args)
-        try:
-            if self._functions:
-                try:
-                    return self._fcall(client, name, keys_and_args)
-                except self._response_error as exc:
-                    if not _no_functions(exc):
-                        raise
-                    self._functions = False  # Redis < 7, or FUNCTION denied: use scripts
-            script = _script(name)
+        (plus a FUNCTION LOAD or SCRIPT LOAD the first time and after a restart); tried again
+        on a new connection when one failed, up to ``retries`` times."""
+        self._writable(name)
+        keys_and_args = self._args(group, now, args)
+        applied = False
+        for attempt in range(self.retries + 1):
+            client = self.client
             try:
-                return client.evalsha(script.sha, 1, *keys_and_args)
-            except self._no_script:
-                client.script_load(script.source)
-                return client.evalsha(script.sha, 1, *keys_and_args)
-        except self._response_error as exc:
-            if _HOLD_IN_USE in str(exc):
-                raise ValueError(str(exc).replace(_HOLD_IN_USE, "").strip()) from None
-            raise StoreError(f"Redis store {name} failed: {exc}") from exc
-        except self._errors as exc:
-            raise StoreError(f"Redis store {name} failed: {exc}") from exc
+                return self._run(client, name, keys_and_args)
+            except self._errors as exc:
+                error, again = self._failure(exc, name, applied)
+                applied = getattr(error, "maybe_applied", applied)
+                if not again or attempt == self.retries:
+                    raise error from (None if isinstance(error, ValueError) else exc)
+            time.sleep(_RETRY_PAUSE * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _fcall(self, client: Any, name: str, keys_and_args: tuple[str, ...]) -> Any:
-        library = _library()
-        function = library.functions[name]
+    def _run(self, client: Any, name: str, keys_and_args: tuple[str, ...]) -> Any:
+        if self._functions:
+            function = library().functions[name]
+            try:
+                try:
+                    return client.fcall(function, 1, *keys_and_args)
+                except self._response_error as exc:
+                    if "function not found" not in str(exc).lower():
+                        raise
+                # First use on this server, or it restarted or was flushed: load, call again.
+                client.function_load(library().source, replace=True)
+                return client.fcall(function, 1, *keys_and_args)
+            except self._response_error as exc:
+                if not no_functions(exc):
+                    raise
+                self._functions = False  # Redis < 7, or FUNCTION denied: use scripts
+        code = script(name)
         try:
-            return client.fcall(function, 1, *keys_and_args)
-        except self._response_error as exc:
-            if "function not found" not in str(exc).lower():
-                raise
-        # First use on this server, or it restarted or was flushed: load, then call again.
-        client.function_load(library.source, replace=True)
-        return client.fcall(function, 1, *keys_and_args)
+            return client.evalsha(code.sha, 1, *keys_and_args)
+        except self._no_script:
+            client.script_load(code.source)
+            return client.evalsha(code.sha, 1, *keys_and_args)
+
+    async def _aeval(self, name: str, group: str, now: float, *args: str) -> Any:
+        """:meth:`_eval` on the event loop's asyncio client."""
+        self._writable(name)
+        keys_and_args = self._args(group, now, args)
+        applied = False
+        for attempt in range(self.retries + 1):
+            client = self._aclient()
+            try:
+                return await self._arun(client, name, keys_and_args)
+            except self._errors as exc:
+                error, again = self._failure(exc, name, applied)
+                applied = getattr(error, "maybe_applied", applied)
+                if not again or attempt == self.retries:
+                    raise error from (None if isinstance(error, ValueError) else exc)
+            await asyncio.sleep(_RETRY_PAUSE * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _arun(self, client: Any, name: str, keys_and_args: tuple[str, ...]) -> Any:
+        if self._afunctions:
+            function = library().functions[name]
+            try:
+                try:
+                    return await client.fcall(function, 1, *keys_and_args)
+                except self._response_error as exc:
+                    if "function not found" not in str(exc).lower():
+                        raise
+                await client.function_load(library().source, replace=True)
+                return await client.fcall(function, 1, *keys_and_args)
+            except self._response_error as exc:
+                if not no_functions(exc):
+                    raise
+                self._afunctions = False
+        code = script(name)
+        try:
+            return await client.evalsha(code.sha, 1, *keys_and_args)
+        except self._no_script:
+            await client.script_load(code.source)
+            return await client.evalsha(code.sha, 1, *keys_and_args)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return fn(*args)
         except self._errors as exc:
-            raise StoreError(f"Redis store call failed: {exc}") from exc
+            raise self._failure(exc, getattr(fn, "__name__", "call"), False)[0] from exc
 
     # -- operations ----------------------------------------------------------------------------
 
@@ -447,14 +555,27 @@ class RedisStore(Store):
         group: str,
         dry_run: bool = False,
     ) -> ReserveResult:
-        blob = _encode(lines, limits=True)
+        blob = encode_lines(lines, limits=True)
         ttl_dry = f"{float(ttl)!r} {'1' if dry_run else '0'}"
-        reply = self._eval("reserve", group, now, hold_id, ttl_dry, blob)
-        fields = reply.split()
-        refused = int(fields[1])
-        return ReserveResult(
-            fields[0] in (b"1", "1"), _levels(fields[2:]), None if refused < 0 else refused
-        )
+        return _reserve_result(self._eval("reserve", group, now, hold_id, ttl_dry, blob))
+
+    async def areserve(
+        self,
+        hold_id: str,
+        lines: Sequence[Line],
+        *,
+        now: float,
+        ttl: float,
+        group: str,
+        dry_run: bool = False,
+    ) -> ReserveResult:
+        if self._async_factory is None:
+            return await super().areserve(
+                hold_id, lines, now=now, ttl=ttl, group=group, dry_run=dry_run
+            )
+        blob = encode_lines(lines, limits=True)
+        ttl_dry = f"{float(ttl)!r} {'1' if dry_run else '0'}"
+        return _reserve_result(await self._aeval("reserve", group, now, hold_id, ttl_dry, blob))
 
     def commit(
         self,
@@ -465,17 +586,33 @@ class RedisStore(Store):
         group: str,
         record: Mapping[str, Any] | None = None,
     ) -> CommitResult:
-        blob = _encode(lines, limits=False)
-        if record is not None and self._ledger_spec and not self.read_only:
-            redis_ledger.note_group(self, group)
-            ledger = (self._ledger_spec, redis_ledger.encode_record(record))
-            fields = self._eval("commit", group, now, hold_id, blob, *ledger).split()
-        else:
-            fields = self._eval("commit", group, now, hold_id, blob).split()
-        return CommitResult(fields[0] in (b"1", "1"), _levels(fields[1:]))
+        blob = encode_lines(lines, limits=False)
+        return _commit_result(
+            self._eval("commit", group, now, hold_id, blob, *self._ledger_args(record, group))
+        )
+
+    async def acommit(
+        self,
+        hold_id: str,
+        lines: Sequence[Line],
+        *,
+        now: float,
+        group: str,
+        record: Mapping[str, Any] | None = None,
+    ) -> CommitResult:
+        if self._async_factory is None:
+            return await super().acommit(hold_id, lines, now=now, group=group, record=record)
+        blob = encode_lines(lines, limits=False)
+        ledger = await asyncio.to_thread(self._ledger_args, record, group) if record else ()
+        return _commit_result(await self._aeval("commit", group, now, hold_id, blob, *ledger))
 
     def release(self, hold_id: str, *, now: float, group: str) -> bool:
         return bool(int(self._eval("release", group, now, hold_id)))
+
+    async def arelease(self, hold_id: str, *, now: float, group: str) -> bool:
+        if self._async_factory is None:
+            return await super().arelease(hold_id, now=now, group=group)
+        return bool(int(await self._aeval("release", group, now, hold_id)))
 
     def read(
         self,
@@ -487,15 +624,29 @@ class RedisStore(Store):
     ) -> dict[str, Level]:
         if self.read_only:
             return self.peek(scope, now=now, group=group, periods=periods)
-        extra = (json.dumps({k: _int(v) for k, v in periods.items()}),) if periods else ()
-        reply = self._eval("read", group, now, scope, *extra)
-        return {
-            _text(reply[i]): Level(int(reply[i + 1]), int(reply[i + 2]))
-            for i in range(0, len(reply), 3)
-        }
+        return _read_result(self._eval("read", group, now, scope, *_periods_arg(periods)))
+
+    async def aread(
+        self,
+        scope: str,
+        *,
+        now: float,
+        group: str,
+        periods: Mapping[str, int] | None = None,
+    ) -> dict[str, Level]:
+        if self._async_factory is None or self.read_only:
+            return await super().aread(scope, now=now, group=group, periods=periods)
+        reply = await self._aeval("read", group, now, scope, *_periods_arg(periods))
+        return _read_result(reply)
 
     def reset(self, scope: str, prefix: str, *, now: float, group: str) -> None:
         self._eval("reset", group, now, scope, prefix)
+
+    async def areset(self, scope: str, prefix: str, *, now: float, group: str) -> None:
+        if self._async_factory is None:
+            return await super().areset(scope, prefix, now=now, group=group)
+        await self._aeval("reset", group, now, scope, prefix)
+        return None
 
     @property
     def _defs_key(self) -> str:
@@ -503,22 +654,29 @@ class RedisStore(Store):
 
     def save_scope(self, name: str, data: Mapping[str, Any]) -> None:
         self._writable("save a scope")
-        text = json.dumps(dict(data), sort_keys=True)
-        self._call(self.client.hset, self._defs_key, name, text)
+        text_ = json.dumps(dict(data), sort_keys=True)
+        self._call(self.client.hset, self._defs_key, name, text_)
 
     def load_scopes(self) -> dict[str, dict[str, Any]]:
         raw = self._call(self.client.hgetall, self._defs_key)
-        return {_text(k): json.loads(_text(v)) for k, v in raw.items()}
+        return {text(k): json.loads(text(v)) for k, v in raw.items()}
 
     def delete_scope(self, name: str) -> None:
         self._writable("delete a scope")
         self._call(self.client.hdel, self._defs_key, name)
 
+    def _ledger_args(self, record: Mapping[str, Any] | None, group: str) -> tuple[str, ...]:
+        """The commit function's ledger arguments for ``record`` (none without a ledger)."""
+        if record is None or not self._ledger_spec or self.read_only:
+            return ()
+        redis_ledger.note_group(self, group)
+        return (self._ledger_spec, redis_ledger.encode_record(record))
+
     # -- the ledger and events (plain commands; see redis_ledger) ---------------------------
 
     def _writable(self, what: str) -> None:
         if self.read_only:
-            raise StoreError(f"the Redis store is open read-only: cannot {what}")
+            raise StorePermanentError(f"the Redis store is open read-only: cannot {what}")
 
     def ledger(
         self,
@@ -609,11 +767,26 @@ class RedisStore(Store):
         with self._client_lock:
             client, self._client = self._client, None
             self._closed = True
+            aclients = list(self._aclients.items())
+            self._aclients.clear()
         if client is not None:
             try:
                 client.close()
             except self._errors:
                 pass
+        for loop, aclient in aclients:
+            _close_async_client(loop, aclient)
+
+    async def aclose(self) -> None:
+        """Close the running loop's asyncio client (then the rest, as :meth:`close`)."""
+        loop = asyncio.get_running_loop()
+        aclient = self._aclients.pop(loop, None)
+        if aclient is not None:
+            try:
+                await aclient.aclose()
+            except self._errors:
+                pass
+        self.close()
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.key_prefix!r}, server_time={self.server_time})"
@@ -636,94 +809,67 @@ def _ledger_spec(maxlen: object, retention_days: object, server_time: bool) -> s
     return f"{maxlen} {age} {'1' if server_time else '0'}"
 
 
-def _int(value: int) -> int:
-    if value.__class__ is int:
-        return value
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"store amounts must be ints, got {value!r}")
-    return int(value)
+def _reserve_result(reply: Any) -> ReserveResult:
+    fields = reply.split()
+    refused = int(fields[1])
+    return ReserveResult(
+        fields[0] in (b"1", "1"), levels(fields[2:]), None if refused < 0 else refused
+    )
 
 
-@lru_cache(maxsize=4096)
-def _json_head(scope: str, metric: str) -> tuple[str, bool]:
-    """The start of one line as the scripts read it (a JSON array, decoded by cjson):
-    ``["scope","metric",`` in escaped ASCII, so any name survives; and whether the metric
-    is a window. Checks the names first (ValueError before anything is sent)."""
-    check_text("scope name", scope)
-    check_text("metric", metric)
-    return f"[{_quote(scope)},{_quote(metric)},", is_windowed(metric)
+def _commit_result(reply: Any) -> CommitResult:
+    fields = reply.split()
+    return CommitResult(fields[0] in (b"1", "1"), levels(fields[1:]))
 
 
-_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
-
-
-_SMALL = 10**14
-
-
-def _encode(lines: Sequence[Line], *, limits: bool) -> str:
-    """Lines as the scripts read them: ``[[scope, metric, amount(, limit or null(,
-    period))], ...]``. An amount or limit of 1e14 or more travels as a decimal string (cjson
-    reads numbers as doubles, and the scripts print numbers exactly only below 1e14); the
-    JSON then starts with a space, telling the scripts to read the strings (and nulls)."""
-    parts = []
-    slow = False
-    for line in lines:
-        head, windowed = _json_head(line[0], line[1])
-        amount = _int(line[2])
-        if not -_SMALL < amount < _SMALL:
-            slow = True
-            amount_text = f'"{amount}"'
-        else:
-            amount_text = str(amount)
-        limit = line[3] if limits else None
-        if limit is None:
-            cap = "null"
-        else:
-            limit = _int(limit)
-            if not -_SMALL < limit < _SMALL:
-                slow = True
-                cap = f'"{limit}"'
-            else:
-                cap = str(limit)
-        period = line[4]
-        if period is not None:
-            if windowed:
-                raise ValueError(f"a rolling window ({line[1]!r}) cannot carry a period")
-            if limit is None:
-                slow = True
-            parts.append(f"{head}{amount_text},{cap},{_int(period)}]")
-        elif limit is not None:
-            parts.append(f"{head}{amount_text},{cap}]")
-        else:
-            parts.append(f"{head}{amount_text}]")
-    return (" [" if slow else "[") + ",".join(parts) + "]"
-
-
-def _no_functions(exc: BaseException) -> bool:
-    """True when the server cannot run our functions (no FUNCTION/FCALL before Redis 7, or
-    an ACL that denies them): scripts serve instead."""
-    text = str(exc).lower()
-    return "unknown command" in text or "noperm" in text or "no permissions" in text
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _levels(flat: Sequence[Any]) -> tuple[Level, ...]:
-    numbers = [int(x) for x in flat]
-    return tuple([new_tuple(Level, pair) for pair in zip(numbers[::2], numbers[1::2], strict=True)])
-
-
-def _client_defaults(retries: int) -> dict[str, Any]:
-    """Short timeouts and few retries: a budget check must fail fast when Redis is down."""
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
-
+def _read_result(reply: Any) -> dict[str, Level]:
     return {
-        "socket_timeout": 5.0,
-        "socket_connect_timeout": 2.0,
-        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries),
+        text(reply[i]): Level(int(reply[i + 1]), int(reply[i + 2])) for i in range(0, len(reply), 3)
+    }
+
+
+def _periods_arg(periods: Mapping[str, int] | None) -> tuple[str, ...]:
+    if not periods:
+        return ()
+    return (json.dumps({str(k): int(v) for k, v in periods.items()}),)
+
+
+def _has_own_retries(client: Any) -> bool:
+    """Whether a client retries failed commands itself (hiding whether the first attempt was
+    sent); a cluster client always may."""
+    if client is None or hasattr(client, "get_nodes"):
+        return True
+    get_retry = getattr(client, "get_retry", None)
+    retry = get_retry() if callable(get_retry) else None
+    return retry is None or bool(getattr(retry, "_retries", 1))
+
+
+def _close_async_client(loop: asyncio.AbstractEventLoop, client: Any) -> None:
+    """Close an asyncio client from outside its loop: on the loop if it still runs."""
+    try:
+        if loop.is_closed():
+            return
+        if loop.is_running():
+            asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+    except RuntimeError:
+        pass
+
+
+def _client_defaults(*, asynchronous: bool, cluster: bool) -> dict[str, Any]:
+    """Timeouts that fail fast and no retries inside redis-py (the store retries a failed
+    connection itself, knowing whether a command may have been sent). A cluster client
+    keeps a few retries of its own: it re-reads the topology between them."""
+    from redis.backoff import ExponentialBackoff, NoBackoff
+
+    if asynchronous:
+        from redis.asyncio.retry import Retry
+    else:
+        from redis.retry import Retry  # type: ignore[assignment]
+    retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), 2) if cluster else Retry(NoBackoff(), 0)
+    return {
+        "socket_timeout": DEFAULT_SOCKET_TIMEOUT,
+        "socket_connect_timeout": DEFAULT_CONNECT_TIMEOUT,
+        "retry": retry,
     }
 
 

@@ -21,21 +21,23 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import SplitResult, parse_qsl, unquote
+from urllib.parse import unquote
 
-from ..errors import StoreConfigError, StoreError
+from ..errors import StoreConfigError, StoreError, StorePermanentError, StoreTransientError
 from .base import (
+    MAX_WINDOW_SECONDS,
     PERIOD_HORIZON,
-    STORE_QUERY_OPTIONS,
     CommitResult,
     Level,
     Line,
     ReserveResult,
     Store,
     StoreOptions,
+    StoreURL,
     bucket_start,
     check_text,
     is_windowed,
+    make_options,
     number_option,
     window_of,
 )
@@ -112,12 +114,13 @@ _HELD_RECHECK = 60.0
 _SWEEP_BATCH = 500
 
 
-_QUERY_OPTIONS: dict[str, Callable[[str], Any]] = {
-    "retention_days": number_option("retention_days", float, allow_none=True),
-    "busy_timeout": number_option("busy_timeout", float),
+_QUERY_OPTIONS: dict[str, Callable[[Any], Any]] = {
+    "retention_days": number_option(
+        "retention_days", float, allow_none=True, maximum=MAX_WINDOW_SECONDS / 86_400
+    ),
+    "busy_timeout": number_option("busy_timeout", float, maximum=3_600.0),
     "synchronous": str,
     "read_only": lambda text: text.strip().lower() in ("1", "true", "yes", "on"),
-    **STORE_QUERY_OPTIONS,
 }
 
 
@@ -142,6 +145,7 @@ class SQLiteStore(Store):
 
     schemes = ("sqlite",)
     groups_natively = True
+    url_options = _QUERY_OPTIONS
 
     def __init__(
         self,
@@ -154,10 +158,13 @@ class SQLiteStore(Store):
         options: StoreOptions | None = None,
         **kwargs: Any,
     ) -> None:
-        self.options = options or StoreOptions(**kwargs)
-        if options is not None and kwargs:
-            raise StoreConfigError("pass either options= or StoreOptions fields, not both")
-        text = os.fspath(path)
+        self.options = make_options(options, kwargs)
+        try:
+            text = os.fspath(path)
+        except TypeError:
+            raise StoreConfigError(
+                f"SQLiteStore needs a database file path, got {path!r}"
+            ) from None
         if not isinstance(text, str) or not text or text == ":memory:" or "\0" in text:
             raise StoreConfigError(
                 f"SQLiteStore needs a database file path, got {path!r} (use memory:// for an "
@@ -170,9 +177,8 @@ class SQLiteStore(Store):
             )
         if not parent.is_dir():
             raise StoreConfigError(f"directory {str(parent)!r} of the SQLite store does not exist")
-        if retention_days is not None:
-            _QUERY_OPTIONS["retention_days"](str(retention_days))
-        _QUERY_OPTIONS["busy_timeout"](str(busy_timeout))
+        retention_days = _QUERY_OPTIONS["retention_days"](retention_days)
+        busy_timeout = _QUERY_OPTIONS["busy_timeout"](busy_timeout)
         sync = str(synchronous).upper()
         if sync not in ("NORMAL", "FULL", "EXTRA"):
             raise StoreConfigError(
@@ -191,36 +197,31 @@ class SQLiteStore(Store):
         self._closed = False
         if self.read_only:
             self._read(lambda conn: None)
-        else:
-            self._transaction(lambda conn: None)
+            return
+        try:
+            self._transaction(lambda conn: None)  # creates the file: a bad path fails here
+        except StoreTransientError as exc:
+            if not (isinstance(exc.__cause__, sqlite3.Error) and _is_busy(exc.__cause__)):
+                raise  # another writer holds the file: the first operation sets it up
 
     @classmethod
-    def _from_url(cls, url: str, parsed: SplitResult, **options: Any) -> Store:
-        if parsed.netloc:
+    def _open(cls, location: StoreURL, options: dict[str, Any]) -> Store:
+        url = location.text
+        if location.netloc:
             raise StoreConfigError(
                 f"malformed sqlite URL {url!r}: it takes no host; use sqlite:///relative.db "
                 "or sqlite:////absolute/path.db"
             )
-        path = unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path)
+        raw = location.path
+        path = unquote(raw[1:] if raw.startswith("/") else raw)
         if not path:
             raise StoreConfigError(
                 f"malformed sqlite URL {url!r}: no database path (sqlite:///budget.db)"
             )
-        if parsed.fragment:
-            raise StoreConfigError(f"malformed sqlite URL {url!r}: unexpected #fragment")
-        found: dict[str, Any] = {}
-        for name, value in parse_qsl(parsed.query, keep_blank_values=True):
-            parser = _QUERY_OPTIONS.get(name)
-            if parser is None:
-                known = ", ".join(sorted(_QUERY_OPTIONS))
-                raise StoreConfigError(
-                    f"unknown option {name!r} in sqlite URL {url!r} (known: {known})"
-                )
-            if name in found:
-                raise StoreConfigError(f"option {name!r} given twice in {url!r}")
-            found[name] = parser(value)
-        found.update(options)
-        return cls(path, **found)
+        return cls(path, **options)
+
+    def spool_key(self) -> str:
+        return "sqlite:" + str(Path(self.path).resolve())
 
     # -- connections and transactions ------------------------------------------------------
 
@@ -235,7 +236,9 @@ class SQLiteStore(Store):
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+            raise StoreTransientError(
+                f"cannot open SQLite store {self.path!r}: {exc}", maybe_applied=False
+            ) from exc
         try:
             self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
@@ -275,18 +278,20 @@ class SQLiteStore(Store):
 
     def _conn(self) -> sqlite3.Connection:
         if self._closed:
-            raise StoreError("the SQLite store is closed")
+            raise StorePermanentError("the SQLite store is closed")
         pid = os.getpid()
         entry = getattr(self._local, "entry", None)
         if entry is not None and entry[0] == pid:
             conn: sqlite3.Connection = entry[1]
-            return conn
-        conn = self._connect()
-        self._local.entry = (pid, conn)
-        with self._lock:
-            # Connections inherited from a parent process are dropped, never closed here.
-            self._connections = [(p, c) for p, c in self._connections if p == pid]
-            self._connections.append((pid, conn))
+            if self._schema_ready_pid == pid:
+                return conn
+        else:
+            conn = self._connect()
+            self._local.entry = (pid, conn)
+            with self._lock:
+                # Connections inherited from a parent process are dropped, never closed here.
+                self._connections = [(p, c) for p, c in self._connections if p == pid]
+                self._connections.append((pid, conn))
         if self._schema_ready_pid != pid and not self.read_only:
             self._retry(lambda: self._create_schema(conn))
             self._schema_ready_pid = pid
@@ -317,14 +322,28 @@ class SQLiteStore(Store):
                 return fn()
             except sqlite3.Error as exc:
                 if not _is_busy(exc) or time.monotonic() >= deadline:
-                    raise StoreError(f"SQLite store {self.path!r} failed: {exc}") from exc
+                    raise self._error(exc, applied=False) from exc
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.05)
+
+    def _error(self, exc: BaseException, *, applied: bool) -> StoreError:
+        """The library's error for a failed transaction. Data SQLite refuses is permanent;
+        a busy, full, unreadable or missing file is transient (the transaction was rolled
+        back, unless it failed at COMMIT: ``applied``)."""
+        message = f"SQLite store {self.path!r} failed: {exc}"
+        if isinstance(exc, sqlite3.OperationalError) or (
+            isinstance(exc, sqlite3.DatabaseError)
+            and not isinstance(
+                exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.DataError)
+            )
+        ):
+            return StoreTransientError(message, maybe_applied=applied)
+        return StorePermanentError(message)
 
     def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body`` in one BEGIN IMMEDIATE transaction, retried while the file is busy."""
         if self.read_only:
-            raise StoreError(f"the SQLite store {self.path!r} is open read-only")
+            raise StorePermanentError(f"the SQLite store {self.path!r} is open read-only")
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.001
         while True:
@@ -333,10 +352,12 @@ class SQLiteStore(Store):
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 if not _is_busy(exc) or time.monotonic() >= deadline:
-                    raise StoreError(f"SQLite store {self.path!r} failed: {exc}") from exc
+                    raise self._error(exc, applied=False) from exc
             else:
+                committing = False
                 try:
                     result = body(conn)
+                    committing = True
                     conn.execute("COMMIT")
                     return result
                 except BaseException as exc:
@@ -344,10 +365,12 @@ class SQLiteStore(Store):
                         conn.execute("ROLLBACK")
                     except sqlite3.Error:
                         pass
+                    if isinstance(exc, (OverflowError, UnicodeError)):
+                        raise self._error(exc, applied=False) from exc
                     if not isinstance(exc, sqlite3.Error):
                         raise
                     if not _is_busy(exc) or time.monotonic() >= deadline:
-                        raise StoreError(f"SQLite store {self.path!r} failed: {exc}") from exc
+                        raise self._error(exc, applied=committing) from exc
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.05)
 

@@ -178,7 +178,7 @@ def record_params(now: float, hold_id: str, record: Mapping[str, Any]) -> tuple[
         int(get("cache_read_tokens", 0)),
         int(get("cache_write_tokens", 0)),
         int(get("reasoning_tokens", 0)),
-        int(get("cost_nanos", 0)),
+        _exact(int(get("cost_nanos", 0))),
         1 if get("estimated") else 0,
         str(get("price_source", "")),
         int(get("cache_write_1h_tokens", 0)),
@@ -188,6 +188,12 @@ def record_params(now: float, hold_id: str, record: Mapping[str, Any]) -> tuple[
         str(get("price_tier", "")),
         text,
     )
+
+
+def _exact(value: int) -> int | bytes:
+    """An integer as SQLite keeps it exactly: INTEGER within 64 bits, else its decimal
+    digits as a BLOB (as the counters do; ``int()`` reads both back)."""
+    return value if -(2**63) <= value < 2**63 else str(value).encode("ascii")
 
 
 def _expressions(conn: sqlite3.Connection) -> dict[str, str]:

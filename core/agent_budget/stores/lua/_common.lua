@@ -25,6 +25,9 @@
 
 -- Per-operation state, set by begin(). NOW is a number; NOWS the same instant as text.
 local BASE, WINDOW, BUCKET, IDLE, TOMB, SESSION, NOW, NOWS, HOLDS, EXPIRY, SCOPES
+-- Whether this call met an integer too big for a double (the reply is then formatted piece
+-- by piece) or a scope with an idle or session ttl (else touch and expiry have no work).
+local BIG, ANY_TTL
 local MARGIN = 60
 -- A period counter keeps its scope from idle expiry this long after its period start
 -- (stores/base.py PERIOD_HORIZON); a held scope is looked at again this soon.
@@ -61,6 +64,7 @@ local function begin(keys, argv)
   HOLDS = BASE .. 'holds'
   EXPIRY = BASE .. 'expiry'
   SCOPES = {}
+  BIG, ANY_TTL = false, false
   if META_SIZE > 4096 then
     META, META_SIZE = {}, 0
   end
@@ -100,17 +104,16 @@ end
 -- Text of at most 14 characters as a number, longer text kept.
 local function small(t)
   if #t < 15 then return TONUMBER(t) end
+  BIG = true
   return t
 end
 
 -- A stored or decoded value (number or text) in the form the arithmetic takes.
 local function val(v)
-  if TYPE(v) == 'number' then
-    if v > -SMALL and v < SMALL then return v end
-    return fmt(v)
-  end
-  local n = TONUMBER(v)
+  local n = TONUMBER(v)  -- a number as it is, numeric text as the double it reads as
   if n ~= nil and n > -SMALL and n < SMALL then return n end
+  BIG = true
+  if TYPE(v) == 'number' then return fmt(v) end
   return small(canon(v))
 end
 
@@ -191,6 +194,7 @@ local function add(a, b)
   if TYPE(a) == 'number' and TYPE(b) == 'number' then
     local n = a + b
     if n > -SMALL and n < SMALL then return n end
+    BIG = true
     return fmt(n)
   end
   return small(big_add(text(a), text(b)))
@@ -221,10 +225,10 @@ local function cmp(a, b)
   return na and -c or c
 end
 
--- Integers (and flags) as one space-separated reply, formatted by one C call (%s prints
--- numbers below 1e14 and big text exactly).
+-- Integers (and flags) as one space-separated reply, formatted by one C call: %d while all
+-- are numbers, else %s (which prints numbers below 1e14 and big text exactly).
 local function reply(values)
-  return string.format(string.rep('%s ', #values), unpack(values))
+  return string.format(string.rep(BIG and '%s ' or '%d ', #values), unpack(values))
 end
 
 -- -- counters --------------------------------------------------------------------------------
@@ -274,6 +278,7 @@ local function load(scope)
     for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
     local ttl = IDLE
     if string.find(scope, SESSION_MARK, 1, true) then ttl = SESSION end
+    if ttl ~= nil then ANY_TTL = true end
     s = { name = scope, key = key, f = f, w = {}, checked = false, dirty = false, ttl = ttl }
     SCOPES[scope] = s
   end
@@ -375,12 +380,13 @@ end
 
 -- The committed value in the period a line with this period (or nil) counts in.
 local function current(s, metric, period)
-  if newer(s, meta(metric), period) then return 0 end
+  if period ~= nil and newer(s, meta(metric), period) then return 0 end
   return committed(s, metric)
 end
 
 -- Move a counter to the newer period a line brings: its committed value restarts.
 local function advance(s, metric, period)
+  if period == nil then return end
   local m = meta(metric)
   if newer(s, m, period) then
     hset(s, m.t, 0)
@@ -480,6 +486,7 @@ end
 
 -- Mark every scope the lines name that can expire as used now.
 local function touch(lines)
+  if not ANY_TTL then return end
   for _, e in ipairs(lines) do
     local s = load(e[1])
     if s.ttl ~= nil and s.f['u'] ~= NOWS then hset(s, 'u', NOWS) end
@@ -584,6 +591,7 @@ end
 -- With an idle ttl the holds keys get one too, always outliving the counters they refer
 -- to (without one, ordinary scopes never expire, so neither do the holds keys).
 local function expire_written(hold_ttl)
+  if not ANY_TTL then return end  -- no scope of this call expires (nor, then, do the holds)
   local hold_ms = nil
   if hold_ttl ~= nil then hold_ms = math.ceil((hold_ttl + MARGIN) * 1000) end
   local longest = nil
