@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from . import (
     budget_async,
+    budget_events,
     budget_original,
     budget_pricing,
     budget_reads,
@@ -25,19 +26,12 @@ from . import (
 from .admission import notify_waiters
 from .alerting import AlertCallback, Alerter, warn_thresholds
 from .alerts import BudgetAlert
+from .budget_events import MAKING, NO_LISTENERS
 from .errors import (
     BudgetExceededError,
     StoreError,
     StorePermanentError,
     StoreUnavailableError,
-)
-from .events import (
-    Listeners,
-    RecordListener,
-    RefusalEvent,
-    RefusalListener,
-    alert_event,
-    refusal_event,
 )
 from .lines import LinePlan, LineSpec, Mode, build_specs
 from .outage import buffer_for, quarantine_alert
@@ -57,9 +51,6 @@ __all__ = ["Budget", "StoreErrorPolicy"]
 log = logging.getLogger("agent_budget")
 
 StoreErrorPolicy = Literal["fail_closed", "fail_open"]
-
-_NO_LISTENERS = Listeners()  # shared by budgets with none (never added to: copied first)
-_MAKING = threading.Lock()  # makes a budget's alerter or listeners once
 
 
 class Budget:
@@ -144,44 +135,17 @@ class Budget:
         self._session_epoch = 0  # last reset_session() here; per-id session lines carry it
         self._made_alerter: Alerter | None = None
         self._alert_hooks: tuple[AlertCallback, ...] = ()  # given to the alerter when made
-        self._listeners = _NO_LISTENERS  # replaced by its own at the first listener
+        self._listeners = NO_LISTENERS  # replaced by its own at the first listener
         self._first_use: Callable[[Budget], None] | None = None  # set by a BudgetManager
         self._lock = threading.Lock()
         self._records: Ring[UsageRecord] = Ring(max_records)
-
-    def _clone(
-        self,
-        name: str,
-        parent: Budget | None,
-        alert_hooks: tuple[AlertCallback, ...] = (),
-    ) -> Budget:
-        """A budget like this one (limits, rates, store, settings) for scope ``name`` under
-        ``parent``, sharing everything that does not depend on the name: how a manager
-        makes a template's scopes without validating and pricing the same limits again."""
-        clone: Budget = object.__new__(Budget)
-        clone.__dict__.update(self.__dict__)
-        scope = object.__new__(BudgetScope)
-        scope.__dict__.update(self._scope.__dict__)
-        scope.name = name
-        clone._scope = scope
-        clone.parent = parent
-        if parent is None:
-            clone._chain = (clone,)
-            clone._group = name
-        else:
-            clone._chain = (clone, *parent._chain)
-            clone._group = clone._chain[-1].name
-            clone._check_chain()
-        clone._fresh_state(self._records.maxlen)
-        clone._alert_hooks = alert_hooks
-        return clone
 
     @property
     def _alerter(self) -> Alerter:
         """This scope's alert policy and recent alerts, made at first use."""
         alerter = self._made_alerter
         if alerter is None:
-            with _MAKING:
+            with MAKING:
                 alerter = self._made_alerter
                 if alerter is None:
                     alerter = Alerter(self.name, self.clock, self._warn_at_pct, self._max_alerts)
@@ -190,13 +154,6 @@ class Budget:
                         alerter.add_callback(hook)
                     self._made_alerter = alerter
         return alerter
-
-    def _own_listeners(self) -> Listeners:
-        if self._listeners is _NO_LISTENERS:
-            with _MAKING:
-                if self._listeners is _NO_LISTENERS:
-                    self._listeners = Listeners()
-        return self._listeners
 
     # -- identity ------------------------------------------------------------------------
 
@@ -233,62 +190,20 @@ class Budget:
                 raise ValueError("a budget and its parents must share one store")
             node = node.parent
 
-    # -- alerts and listeners ---------------------------------------------------------------
-
-    def on_alert(self, callback: AlertCallback) -> None:
-        """Call ``callback(alert)`` on every alert of this scope; exceptions are logged."""
-        self._alerter.add_callback(callback)
+    # -- alerts and listeners (in budget_events) ----------------------------------------------
 
     @property
     def alerts(self) -> list[BudgetAlert]:
         return self._alerter.alerts
 
-    def on_record(self, callback: RecordListener) -> None:
-        """Call ``callback(RecordEvent)`` after each call of this scope is recorded (the
-        record and when the call started); exceptions are logged."""
-        self._own_listeners().add_record(callback)
-
-    def on_refusal(self, callback: RefusalListener) -> None:
-        """Call ``callback(RefusalEvent)`` when a call made on this scope is refused, by its
-        own limits or an ancestor's; exceptions are logged."""
-        self._own_listeners().add_refusal(callback)
-
-    def remove_listener(self, callback: Callable[..., None]) -> bool:
-        """Stop calling an ``on_record`` / ``on_refusal`` callback; True if it was there."""
-        return self._own_listeners().remove(callback)
-
-    def _note_first_use(self) -> None:
-        """Tell the manager that made this scope that it has recorded usage (once)."""
-        callback, self._first_use = self._first_use, None
-        if callback is not None:
-            callback(self)
-
-    def _log_alert(self, alert: BudgetAlert) -> None:
-        """Keep an alert in the store's events log (not an outage alert: the store is down)."""
-        if alert.limit_type == "store_unavailable":
-            return
-        limit = next((lim for lim in self._limits if lim.limit_type == alert.limit_type), None)
-        event = alert_event(alert, limit.unit if limit is not None else "")
-        self._store_call(self.store.record_event, event, group=self.group, quiet=True)
-
-    def _refused(self, error: BudgetExceededError, model: str, session_id: str) -> None:
-        """Note a refusal in the store's events log (best effort) and tell the listeners."""
-        unit = next(
-            (
-                lim.unit
-                for budget in self._chain
-                if budget.name == error.scope
-                for lim in budget._limits
-                if lim.limit_type == error.limit_type
-            ),
-            "",
-        )
-        event = RefusalEvent(error, self.name, model, session_id, unit, self.clock())
-        self._store_call(
-            self.store.record_event, refusal_event(event), group=self.group, quiet=True
-        )
-        if self._listeners.refusal:
-            self._listeners.emit_refusal(event)
+    on_alert = budget_events.on_alert
+    on_record = budget_events.on_record
+    on_refusal = budget_events.on_refusal
+    remove_listener = budget_events.remove_listener
+    _own_listeners = budget_events.own_listeners
+    _note_first_use = budget_events.note_first_use
+    _log_alert = budget_events.log_alert
+    _refused = budget_events.refused
 
     @property
     def _warn_at(self) -> dict[str, int]:

@@ -9,8 +9,10 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, overload
+from typing import Any
 
+from . import manager_reads
+from .alerting import AlertCallback
 from .alerts import BudgetAlert
 from .budget import Budget, StoreErrorPolicy
 from .errors import BudgetWarning, StoreError, UnknownScopeError
@@ -20,7 +22,6 @@ from .records import UsageRecord
 from .reservation import Reservation
 from .scope import BudgetScope
 from .stores import Store, open_store
-from .summary import BudgetSummary, ExactBudgetSummary
 from .validate import check_name, check_tokens
 
 __all__ = ["BudgetManager", "ScopeTemplate"]
@@ -225,7 +226,7 @@ class BudgetManager:
         if prototype is None or prototype[0] is not template:
             made = self._make(template.scope, None, None, save=False)
             prototype = self._prototypes[template.prefix] = (template, made)
-        budget = prototype[1]._clone(name, parent, self._alert_hooks)
+        budget = clone_budget(prototype[1], name, parent, self._alert_hooks)
         if self._hooked:
             self._hook(budget)
         return budget
@@ -338,42 +339,6 @@ class BudgetManager:
         with self._lock:
             return [*self._registered.values(), *self._cached.values()]
 
-    def _names(self, saved: Mapping[str, Any]) -> list[str]:
-        with self._lock:
-            names = list(self._registered) + [n for n in self._cached if n not in self._registered]
-        known = set(names)
-        names.extend(name for name in saved if name not in known)
-        return names
-
-    def _budget_for_summary(
-        self, name: str, saved: Mapping[str, Mapping[str, Any]] | None = None, depth: int = 0
-    ) -> Budget | None:
-        """The budget of ``name`` for reading: this process's own, else one built from the
-        store's registry (with its recorded parent), else one a template makes now."""
-        with self._lock:
-            budget = self._registered.get(name) or self._cached.get(name)
-        if budget is not None:
-            return budget
-        if saved is None:
-            saved = self.store.load_scopes()
-        data = saved.get(name)
-        if data is None:
-            return self.get(name)
-        if depth > 32:
-            raise ValueError(f"scope parents nest too deeply at {name!r} (a cycle?)")
-        with self._lock:
-            parent_name = data.get("parent")
-            parent = (
-                self._budget_for_summary(str(parent_name), saved, depth + 1)
-                if parent_name
-                else None
-            )
-            budget = self._make(BudgetScope.from_dict(data), parent, None, save=False)
-            if data.get("template"):
-                self._parents[name] = parent.name if parent else None
-            self._cache(name, budget)
-            return budget
-
     # -- alerts ----------------------------------------------------------------------------
 
     def on_alert(self, callback: Callable[[BudgetAlert], None]) -> None:
@@ -422,52 +387,40 @@ class BudgetManager:
             raise UnknownScopeError(f"No budget registered for scope '{scope_name}'")
         return budget.reserve(model, input_tokens, max_output_tokens, **kwargs)
 
-    @overload
-    def summary(
-        self, name: str, *, exact: Literal[False] = False, by_session: bool = False
-    ) -> BudgetSummary: ...
+    # -- summaries, read from the store (in manager_reads) -------------------------------------
 
-    @overload
-    def summary(
-        self, name: str, *, exact: Literal[True], by_session: bool = False
-    ) -> ExactBudgetSummary: ...
-
-    def summary(
-        self, name: str, *, exact: bool = False, by_session: bool = False
-    ) -> BudgetSummary | ExactBudgetSummary:
-        """``Budget.summary()`` of scope ``name`` (UnknownScopeError if there is none)."""
-        budget = self._budget_for_summary(name)
-        if budget is None:
-            raise UnknownScopeError(f"No budget registered for scope '{name}'")
-        if exact:
-            return budget.summary(exact=True, by_session=by_session)
-        return budget.summary(by_session=by_session)
-
-    @overload
-    def all_summaries(
-        self, *, exact: Literal[False] = False, by_session: bool = False
-    ) -> dict[str, BudgetSummary]: ...
-
-    @overload
-    def all_summaries(
-        self, *, exact: Literal[True], by_session: bool = False
-    ) -> dict[str, ExactBudgetSummary]: ...
-
-    def all_summaries(
-        self, *, exact: bool = False, by_session: bool = False
-    ) -> dict[str, BudgetSummary] | dict[str, ExactBudgetSummary]:
-        """Summaries of every known scope, read from the store (so other processes count)."""
-        out: dict[str, Any] = {}
-        saved = self.store.load_scopes()
-        for name in self._names(saved):
-            budget = self._budget_for_summary(name, saved)
-            if budget is not None:
-                out[name] = (
-                    budget.summary(exact=True, by_session=by_session)
-                    if exact
-                    else budget.summary(by_session=by_session)
-                )
-        return out
+    summary = manager_reads.summary
+    all_summaries = manager_reads.all_summaries
+    _names = manager_reads.names
+    _budget_for_summary = manager_reads.budget_for_summary
 
     def close(self) -> None:
         self.store.close()
+
+
+def clone_budget(
+    prototype: Budget,
+    name: str,
+    parent: Budget | None,
+    alert_hooks: tuple[AlertCallback, ...] = (),
+) -> Budget:
+    """A budget like ``prototype`` (limits, rates, store, settings) for scope ``name`` under
+    ``parent``, sharing everything that does not depend on the name: how a manager
+    makes a template's scopes without validating and pricing the same limits again."""
+    clone: Budget = object.__new__(Budget)
+    clone.__dict__.update(prototype.__dict__)
+    scope = object.__new__(BudgetScope)
+    scope.__dict__.update(prototype._scope.__dict__)
+    scope.name = name
+    clone._scope = scope
+    clone.parent = parent
+    if parent is None:
+        clone._chain = (clone,)
+        clone._group = name
+    else:
+        clone._chain = (clone, *parent._chain)
+        clone._group = clone._chain[-1].name
+        clone._check_chain()
+    clone._fresh_state(prototype._records.maxlen)
+    clone._alert_hooks = alert_hooks
+    return clone

@@ -15,7 +15,6 @@ from typing import Any
 from ..errors import StoreConfigError
 from ..records import UsageRecord, record_payload
 from .base import (
-    PERIOD_HORIZON,
     CommitResult,
     Level,
     Line,
@@ -28,17 +27,25 @@ from .base import (
     new_tuple,
     window_of,
 )
+from .inline_async import InlineAsync
 from .ledger import EventFilter, LedgerFilter, check_limit, event_row, ledger_row
 from .memory_prepared import Prepared, PreparedLines
-from .memory_state import Counter, Finished, Hold, Queue, Scope, advance, current, new_counter
+from .memory_state import (
+    Counter,
+    Finished,
+    Hold,
+    Queue,
+    Scope,
+    advance,
+    busy_until,
+    current,
+    new_counter,
+)
 
 __all__ = ["MemoryStore", "Prepared"]
 
-# How soon a scope kept past its idle time because it still holds budget is looked at again.
-_HELD_RECHECK = 60.0
 
-
-class MemoryStore(Store, PreparedLines):
+class MemoryStore(InlineAsync, PreparedLines):
     """Budget state in this process's memory: fast, exact, gone when the process ends.
 
     Memory stays bounded: windows keep at most ``window/bucket + 2`` buckets per counter,
@@ -191,7 +198,7 @@ class MemoryStore(Store, PreparedLines):
             assert scope.ttl is not None
             when = scope.touched + scope.ttl
             if when <= now:
-                busy = self._busy_until(scope, now)
+                busy = busy_until(scope, now)
                 if busy is None:
                     del scopes[name]
                     self._gen += 1
@@ -201,32 +208,6 @@ class MemoryStore(Store, PreparedLines):
         if idle:
             due = min(due, idle[0][0])
         self._due = due
-
-    @staticmethod
-    def _busy_until(scope: Scope, now: float) -> float | None:
-        """None when nothing in an idle scope still counts (it may go), else when to look
-        again: a live hold, a window with usage inside it, a recent period counter."""
-        until: float | None = None
-        for counter in scope.counters.values():
-            if counter.reserved:
-                assert scope.ttl is not None
-                when = now + min(scope.ttl, _HELD_RECHECK)
-            elif counter.buckets is not None:
-                counter.committed(now)
-                if not counter.buckets:
-                    continue
-                when = counter.buckets[-2] + counter.window + counter.bucket
-            elif (
-                counter.period is not None
-                and counter.total
-                and counter.period + PERIOD_HORIZON > now
-            ):
-                when = counter.period + PERIOD_HORIZON
-            else:
-                continue
-            if until is None or when > until:
-                until = when
-        return until
 
     def _hold(
         self, hold_id: str, entries: list[tuple[Counter, int]], now: float, ttl: float
@@ -387,53 +368,6 @@ class MemoryStore(Store, PreparedLines):
             for metric, counter in entry.counters.items():
                 if metric.startswith(prefix):
                     counter.clear()
-
-    # No I/O here: the async forms answer inline, as fast as the sync ones.
-
-    async def areserve(
-        self,
-        hold_id: str,
-        lines: Sequence[Line],
-        *,
-        now: float,
-        ttl: float,
-        group: str,
-        dry_run: bool = False,
-    ) -> ReserveResult:
-        return self.reserve(hold_id, lines, now=now, ttl=ttl, group=group, dry_run=dry_run)
-
-    async def acommit(
-        self,
-        hold_id: str,
-        lines: Sequence[Line],
-        *,
-        now: float,
-        group: str,
-        record: Mapping[str, Any] | None = None,
-    ) -> CommitResult:
-        return self.commit(hold_id, lines, now=now, group=group, record=record)
-
-    async def arelease(self, hold_id: str, *, now: float, group: str) -> bool:
-        return self.release(hold_id, now=now, group=group)
-
-    async def aread(
-        self,
-        scope: str,
-        *,
-        now: float,
-        group: str,
-        periods: Mapping[str, int] | None = None,
-    ) -> dict[str, Level]:
-        return self.read(scope, now=now, group=group, periods=periods)
-
-    async def areset(self, scope: str, prefix: str, *, now: float, group: str) -> None:
-        self.reset(scope, prefix, now=now, group=group)
-
-    async def asave_scope(self, name: str, data: Mapping[str, Any]) -> None:
-        self.save_scope(name, data)
-
-    async def aload_scopes(self) -> dict[str, dict[str, Any]]:
-        return self.load_scopes()
 
     def save_scope(self, name: str, data: Mapping[str, Any]) -> None:
         # Scopes made from one template differ only by name: they share one copy of the

@@ -7,7 +7,10 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from .base import bucket_start
+from .base import PERIOD_HORIZON, bucket_start
+
+# How soon a scope kept past its idle time because it still holds budget is looked at again.
+HELD_RECHECK = 60.0
 
 __all__ = [
     "KEY_MASK",
@@ -19,6 +22,7 @@ __all__ = [
     "Stamp",
     "Window",
     "advance",
+    "busy_until",
     "current",
     "new_counter",
 ]
@@ -127,6 +131,28 @@ class Scope:
         self.counters: dict[str, Counter] = {}
         self.ttl = ttl
         self.touched = now if ttl is not None else 0.0  # only expiring scopes need it
+
+
+def busy_until(scope: Scope, now: float) -> float | None:
+    """None when nothing in an idle scope still counts (it may go), else when to look
+    again: a live hold, a window with usage inside it, a recent period counter."""
+    until: float | None = None
+    for counter in scope.counters.values():
+        if counter.reserved:
+            assert scope.ttl is not None
+            when = now + min(scope.ttl, HELD_RECHECK)
+        elif counter.buckets is not None:
+            counter.committed(now)
+            if not counter.buckets:
+                continue
+            when = counter.buckets[-2] + counter.window + counter.bucket
+        elif counter.period is not None and counter.total and counter.period + PERIOD_HORIZON > now:
+            when = counter.period + PERIOD_HORIZON
+        else:
+            continue
+        if until is None or when > until:
+            until = when
+    return until
 
 
 class Hold:
