@@ -20,6 +20,7 @@ from agent_budget import BudgetScope
 
 __all__ = [
     "BIG",
+    "CPU",
     "Table",
     "bench_scope",
     "fmt_bytes",
@@ -27,6 +28,7 @@ __all__ = [
     "interleaved_samples",
     "ratio_table",
     "run_threads",
+    "verdict",
 ]
 
 
@@ -82,13 +84,18 @@ class Table:
 
 
 def interleaved_samples(
-    cases: dict[str, Callable[[int], None]], n: int, rounds: int = 5
+    cases: dict[str, Callable[[int], None]],
+    n: int,
+    rounds: int = 5,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
     """Run every case ``fn(n)`` once per round, in rotation; microseconds per op per round.
 
     The order rotates each round so no case always runs first (cold) or last. A full
     garbage collection runs before every timed call so one case's garbage is not collected
-    on another's clock.
+    on another's clock. ``clock`` is wall time by default; ``CPU`` (this process's CPU time,
+    every thread) leaves out the time other processes on a shared machine take.
     """
     if n <= 0 or rounds <= 0:
         raise ValueError("n and rounds must be positive")
@@ -98,18 +105,33 @@ def interleaved_samples(
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             gc.collect()
-            start = time.perf_counter()
+            start = clock()
             cases[name](n)
-            samples[name].append((time.perf_counter() - start) / n * 1e6)
+            samples[name].append((clock() - start) / n * 1e6)
     return samples
 
 
 def interleaved(
-    cases: dict[str, Callable[[int], None]], n: int, rounds: int = 5
+    cases: dict[str, Callable[[int], None]],
+    n: int,
+    rounds: int = 5,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Run every case ``fn(n)`` once per round, in rotation; median microseconds per op."""
-    samples = interleaved_samples(cases, n, rounds)
+    samples = interleaved_samples(cases, n, rounds, clock=clock)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+CPU = time.process_time
+"""The clock of this process's CPU time (all its threads): what a case costs, without the
+time other processes on a shared machine take from it."""
+
+
+def verdict(name: str, value: float, target: float, *, unit: str = "x") -> str:
+    """A note saying whether ``value`` meets ``target`` (lower is better)."""
+    met = "met" if value <= target else "NOT met"
+    return f"Target: {name} at most {target:g}{unit}; measured {value:.2f}{unit} ({met})."
 
 
 def run_threads(op: Callable[[int], None], n: int, threads: int) -> None:

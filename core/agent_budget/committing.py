@@ -10,6 +10,7 @@ from .admission import notify_waiters
 from .errors import StoreError, StorePermanentError
 from .events import RecordEvent
 from .lines import LinePlan
+from .locking import wait_for
 from .outage import quarantine_alert
 from .rates import ResolvedModel
 from .records import UsageRecord, record_payload
@@ -101,8 +102,13 @@ def commit_usage(
         if self._pending:  # the store answers: replay what waits for it
             self._flush_pending(answered=True)
         totals = [result.levels[alert[0]][0] for alert in plan.alerts]
-    with self._lock:
+    lock = self._lock
+    if not lock.acquire(False):
+        wait_for(lock)
+    try:
         self._records.append(record)
+    finally:
+        lock.release()
     notify_waiters(store)
     for node in self._chain:
         if node._first_use is not None:

@@ -13,6 +13,7 @@ from itertools import islice
 from typing import Any
 
 from ..errors import StoreConfigError
+from ..locking import wait_for
 from ..records import UsageRecord, record_payload
 from .base import (
     CommitResult,
@@ -269,7 +270,10 @@ class MemoryStore(InlineAsync, PreparedLines):
         group: str,
         dry_run: bool = False,
     ) -> ReserveResult:
-        with self._lock:
+        lock = self._lock
+        if not lock.acquire(False):
+            wait_for(lock)
+        try:
             if now >= self._due:
                 self._reap(now)
             counters = self._counters_for(lines, now)
@@ -295,6 +299,8 @@ class MemoryStore(InlineAsync, PreparedLines):
                     entries.append((counter, line[2]))
                 self._hold(hold_id, entries, now, ttl)
             return ReserveResult(True, levels)
+        finally:
+            lock.release()
 
     def commit(
         self,
@@ -305,7 +311,10 @@ class MemoryStore(InlineAsync, PreparedLines):
         group: str,
         record: Mapping[str, Any] | None = None,
     ) -> CommitResult:
-        with self._lock:
+        lock = self._lock
+        if not lock.acquire(False):
+            wait_for(lock)
+        try:
             if now >= self._due:
                 self._reap(now)
             counters = self._counters_for(lines, now)
@@ -325,9 +334,14 @@ class MemoryStore(InlineAsync, PreparedLines):
                 if record is not None:
                     self._ledger.append(record)
             return CommitResult(applied, self._levels(counters, lines, now))
+        finally:
+            lock.release()
 
     def release(self, hold_id: str, *, now: float, group: str) -> bool:
-        with self._lock:
+        lock = self._lock
+        if not lock.acquire(False):
+            wait_for(lock)
+        try:
             if now >= self._due:
                 self._reap(now)
             hold = self._holds.get(hold_id)
@@ -337,6 +351,8 @@ class MemoryStore(InlineAsync, PreparedLines):
             if self._finished.state(hold_id) is None:
                 self._finish(hold_id, False, now)
             return True
+        finally:
+            lock.release()
 
     def read(
         self,

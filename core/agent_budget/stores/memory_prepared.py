@@ -10,6 +10,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..locking import wait_for
 from .base import Line, StoreOptions, check_text, new_tuple, window_of
 from .memory_state import KEY_MASK, Counter, Finished, Hold, Scope, advance, current
 
@@ -118,7 +119,10 @@ class PreparedLines:
         """:meth:`reserve` of ``prepared``'s lines with a call's ``amounts``: True when held.
         False when it was not held (a line over its limit, an id in use): call
         :meth:`reserve` for the whole answer."""
-        with self._lock:
+        lock = self._lock
+        if not lock.acquire(False):
+            wait_for(lock)
+        try:
             if now >= self._due:
                 self._reap(now)
             if prepared.gen != self._gen:
@@ -151,6 +155,8 @@ class PreparedLines:
                     entries.append((counter, amount))
             self._hold(hold_id, entries, now, ttl)
             return True
+        finally:
+            lock.release()
 
     def commit_prepared(
         self,
@@ -165,7 +171,10 @@ class PreparedLines:
         """:meth:`commit` of ``prepared``'s lines with a call's ``amounts``: the committed
         totals after it of the lines ``report`` names. None, having changed nothing, when
         ``hold_id`` finished before: call :meth:`commit` for its answer."""
-        with self._lock:
+        lock = self._lock
+        if not lock.acquire(False):
+            wait_for(lock)
+        try:
             if now >= self._due:
                 self._reap(now)
             if prepared.gen != self._gen:
@@ -210,6 +219,8 @@ class PreparedLines:
             if record is not None:
                 self._ledger.append(record)
             return [rows[i][0].total for i in prepared.report]
+        finally:
+            lock.release()
 
     def check_prepared(
         self,
@@ -222,7 +233,10 @@ class PreparedLines:
         """A dry-run :meth:`reserve` of ``prepared``'s lines: when every line fits, what
         each line ``report`` names would reach (committed + reserved + amount); None when
         one would not fit (call :meth:`reserve` for the levels)."""
-        with self._lock:
+        lock = self._lock
+        if not lock.acquire(False):
+            wait_for(lock)
+        try:
             if now >= self._due:
                 self._reap(now)
             if prepared.gen != self._gen:
@@ -237,3 +251,5 @@ class PreparedLines:
                     return None
                 totals.append(total)
             return [totals[i] for i in prepared.report]
+        finally:
+            lock.release()
