@@ -27,7 +27,7 @@ from agent_budget_callbacks.langchain.payload import (
     requested_model,
 )
 
-from .harness import Table, bench_scope, interleaved, ratio_table
+from .harness import CPU, Table, bench_scope, interleaved, ratio_table, verdict
 
 __all__ = ["run"]
 
@@ -132,17 +132,32 @@ def _async_case(handlers: list[BaseCallbackHandler]) -> Callable[[int], None]:
     return lambda n: asyncio.run(calls(n))
 
 
-def _notes(results: dict[str, float], n: int, rounds: int) -> list[str]:
+def _notes(results: dict[str, float], n: int, rounds: int, *, sync: bool) -> list[str]:
     base = results["no-op handler"]
     ours = results["agent-budget"] - base
     theirs = results["UsageMetadataCallbackHandler"] - base
-    return [
-        f"{n:,} calls per case per round, {rounds} rounds, median.",
+    notes = [
+        f"{n:,} calls per case per round, {rounds} rounds, median CPU time.",
         f"Added over the no-op handler: agent-budget {ours:+.1f} us, "
         f"UsageMetadataCallbackHandler {theirs:+.1f} us per call.",
         "agent-budget and 'run_inline' run on the event loop; the other handlers are "
         "dispatched to a thread per event in async code, as LangChain does for sync handlers.",
     ]
+    if sync:
+        notes.append(verdict("agent-budget / no-op handler", results["agent-budget"] / base, 1.15))
+        notes.append(
+            verdict(
+                "agent-budget's added cost / UsageMetadataCallbackHandler's",
+                ours / theirs if theirs > 0 else float("inf"),
+                2.0,
+            )
+        )
+    else:
+        inline = results["no-op handler, run_inline"]
+        notes.append(
+            verdict("agent-budget / inline no-op handler", results["agent-budget"] / inline, 1.15)
+        )
+    return notes
 
 
 def _parts() -> dict[str, Callable[[int], None]]:
@@ -179,9 +194,11 @@ def _parts() -> dict[str, Callable[[int], None]]:
 
 def run(quick: bool) -> list[Table]:
     n_sync, n_async, rounds = (200, 100, 3) if quick else (5_000, 2_000, 5)
-    sync = interleaved({k: _sync_case(f()) for k, f in HANDLERS.items()}, n_sync, rounds)
-    asyn = interleaved({k: _async_case(f()) for k, f in HANDLERS.items()}, n_async, rounds)
-    parts = interleaved(_parts(), n_sync, rounds)
+    sync = interleaved({k: _sync_case(f()) for k, f in HANDLERS.items()}, n_sync, rounds, clock=CPU)
+    asyn = interleaved(
+        {k: _async_case(f()) for k, f in HANDLERS.items()}, n_async, rounds, clock=CPU
+    )
+    parts = interleaved(_parts(), n_sync, rounds, clock=CPU)
     breakdown = Table(
         "Where agent-budget's time goes, per call",
         ["part", "us/op"],
@@ -198,14 +215,14 @@ def run(quick: bool) -> list[Table]:
             sync,
             "no callbacks",
             extra_baselines=["no-op handler"],
-            notes=_notes(sync, n_sync, rounds),
+            notes=_notes(sync, n_sync, rounds, sync=True),
         ),
         ratio_table(
             "Chat model ainvoke per call",
             asyn,
             "no callbacks",
             extra_baselines=["no-op handler", "no-op handler, run_inline"],
-            notes=_notes(asyn, n_async, rounds),
+            notes=_notes(asyn, n_async, rounds, sync=False),
         ),
         breakdown,
     ]

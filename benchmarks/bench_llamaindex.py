@@ -23,7 +23,7 @@ from llama_index.core.settings import Settings
 from agent_budget import Budget
 from agent_budget_callbacks.llamaindex import BudgetCallbackHandler, install, uninstall
 
-from .harness import BIG, Table, bench_scope, interleaved, ratio_table
+from .harness import BIG, CPU, Table, bench_scope, fmt_bytes, interleaved, ratio_table, verdict
 
 __all__ = ["run"]
 
@@ -126,7 +126,7 @@ def _growth_row(
     machine noise hits both alike); their ratio is the growth."""
     fresh, aged = make(), make()
     _loop(aged)(calls)
-    timed = interleaved({"fresh": _loop(fresh), "aged": _loop(aged)}, n, rounds)
+    timed = interleaved({"fresh": _loop(fresh), "aged": _loop(aged)}, n, rounds, clock=CPU)
     before, after = timed["fresh"], timed["aged"]
     return [name, f"{calls:,}", f"{before:.2f}", f"{after:.2f}", f"{after / before:.2f}"]
 
@@ -142,7 +142,7 @@ def run(quick: bool) -> list[Table]:
             "agent-budget": _loop(_llm(_handler())),
             "agent-budget install()": _installed_loop(),
         }
-        results = interleaved(cases, n, rounds)
+        results = interleaved(cases, n, rounds, clock=CPU)
         speed = ratio_table(
             "MockLLM.complete per call",
             results,
@@ -152,7 +152,17 @@ def run(quick: bool) -> list[Table]:
                 f"{n:,} calls per case per round, {rounds} rounds, median; prompt of "
                 f"{len(PROMPT)} characters, echoed back by MockLLM.",
                 "agent-budget: estimate the prompt (tiktoken cl100k), reserve four limits, "
-                "count the reply, commit; in-memory store.",
+                "count the reply, commit; in-memory store. Times are CPU time.",
+                verdict(
+                    "agent-budget's added cost / TokenCountingHandler's",
+                    _added(results, "agent-budget"),
+                    0.5,
+                ),
+                verdict(
+                    "agent-budget install()'s added cost / TokenCountingHandler's",
+                    _added(results, "agent-budget install()"),
+                    0.5,
+                ),
             ],
         )
         ours_calls = 3_000 if quick else 100_000
@@ -180,11 +190,113 @@ def run(quick: bool) -> list[Table]:
                 "linearly with them.",
             ],
         )
-    return [speed, growth]
+        memory = _memory_table(1_000 if quick else 100_000)
+    return [speed, growth, memory]
+
+
+def _added(results: dict[str, float], case: str) -> float:
+    base = results["no-op handler"]
+    theirs = results["TokenCountingHandler"] - base
+    return (results[case] - base) / theirs if theirs > 0 else float("inf")
+
+
+def _grown(case: str, calls: int) -> int:
+    """How much the resident memory of a fresh interpreter grows over ``calls`` calls
+    through ``case`` (after warm-up calls, which are not counted)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_llamaindex", "--memory", case, str(calls)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def _memory_table(calls: int) -> Table:
+    """Memory kept after many calls: ours against TokenCountingHandler's list of events."""
+    rows = []
+    grown = {case: _grown(case, calls) for case in ("tokencounting", "ours", "ours-small")}
+    labels = {
+        "tokencounting": "TokenCountingHandler",
+        "ours": "agent-budget (defaults)",
+        "ours-small": "agent-budget, max_records=1000, ledger_size=1000",
+    }
+    for case, label in labels.items():
+        rows.append(
+            [
+                label,
+                f"{calls:,}",
+                fmt_bytes(grown[case]),
+                f"{grown[case] / calls:,.0f}",
+                f"{grown[case] / grown['tokencounting']:.2f}",
+            ]
+        )
+    return Table(
+        f"Memory kept after {calls:,} calls",
+        ["case", "calls", "memory grown", "bytes per call", "x TokenCountingHandler"],
+        rows,
+        [
+            "Growth of the resident set (RSS) over the calls, gc collected, each case in a "
+            "fresh interpreter after 1,000 warm-up calls (not counted).",
+            "agent-budget keeps no state per finished call beyond bounded rings: the "
+            "Budget's last max_records records (default 10,000), the MemoryStore's ledger of "
+            "the last ledger_size records (default 10,000; the same record objects) and its "
+            "last max_tombstones finished hold ids (default 10,000, about 90 bytes each). "
+            "TokenCountingHandler keeps every call's event for good.",
+            verdict(
+                "agent-budget (defaults) / TokenCountingHandler",
+                grown["ours"] / grown["tokencounting"],
+                0.1,
+            ),
+        ],
+    )
+
+
+def _measure_memory(case: str, calls: int) -> int:
+    import gc
+    import os
+    import warnings
+
+    from agent_budget import MemoryStore
+
+    warnings.simplefilter("ignore")
+    import logging
+
+    logging.disable(logging.WARNING)
+    with _isolated():
+        if case == "tokencounting":
+            llm = _llm(TokenCountingHandler(tokenizer=_offline_tokenizer()))
+        elif case == "ours":
+            llm = _llm(_handler())
+        else:
+            budget = Budget(bench_scope(), store=MemoryStore(ledger_size=1_000), max_records=1_000)
+            llm = _llm(BudgetCallbackHandler(budget, default_model="gpt-4o-mini"))
+        complete = llm.complete
+        for _ in range(1_000):
+            complete(PROMPT)
+        page = os.sysconf("SC_PAGE_SIZE")
+
+        def rss() -> int:
+            with open("/proc/self/statm") as statm:
+                return int(statm.read().split()[1]) * page
+
+        gc.collect()
+        before = rss()
+        for _ in range(calls):
+            complete(PROMPT)
+        gc.collect()
+        after = rss()
+    return after - before
 
 
 if __name__ == "__main__":
     import sys
 
-    for table in run(quick="--quick" in sys.argv):
-        print(table.text())
+    if sys.argv[1:2] == ["--memory"]:
+        print(_measure_memory(sys.argv[2], int(sys.argv[3])))
+    else:
+        for table in run(quick="--quick" in sys.argv):
+            print(table.text())

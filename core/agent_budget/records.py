@@ -12,7 +12,7 @@ from .money import nanos_to_decimal
 __all__ = ["UsageRecord", "record_payload"]
 
 
-@dataclass
+@dataclass(slots=True)
 class UsageRecord:
     """A single recorded call: who, which model, how many tokens, what it cost.
 
@@ -26,6 +26,9 @@ class UsageRecord:
     priced the call, e.g. ``"openai:gpt-4o"``) and ``price_tier`` (the service tier priced,
     ``"standard"`` unless batch / flex / priority applied, plus ``", input>N"`` when a
     prompt-size tier did).
+
+    Slotted (no per-record ``__dict__``): a budget keeps up to ``max_records`` of them and a
+    MemoryStore's ledger as many again.
     """
 
     session_id: str
