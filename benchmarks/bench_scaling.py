@@ -26,7 +26,7 @@ from agent_budget.scope import Metric
 from agent_budget.stores import Line
 
 from .bench_core import IN_TOKENS, MAX_OUT, MODEL, OUT_TOKENS, _Clock, make_budget
-from .harness import Table, fmt_bytes, interleaved
+from .harness import CPU, Table, fmt_bytes, interleaved, verdict
 
 __all__ = ["deep_size", "run"]
 
@@ -57,10 +57,9 @@ def deep_size(root: object) -> int:
 def _store_parts(store: MemoryStore) -> tuple[int, int]:
     """Bytes of (scope counters and buckets, tombstones); MemoryStore internals, best effort."""
     scopes = getattr(store, "_scopes", None)
-    done = getattr(store, "_done", None)
-    done_expiry = getattr(store, "_done_expiry", None)
+    finished = getattr(store, "_finished", None)
     counters = deep_size(scopes) if scopes is not None else 0
-    tombstones = deep_size((done, done_expiry)) - sys.getsizeof((done, done_expiry))
+    tombstones = deep_size(finished) if finished is not None else 0
     return counters, tombstones
 
 
@@ -112,6 +111,7 @@ def _scaling(checkpoints: tuple[int, ...], n: int, rounds: int) -> list[Table]:
                 f"{stats['tombstones']:,}",
                 fmt_bytes(counters_b),
                 fmt_bytes(tombstones_b),
+                f"{tombstones_b / max(1, stats['tombstones']):.0f}",
                 fmt_bytes(deep_size(store)),
             ]
         )
@@ -133,7 +133,7 @@ def _scaling(checkpoints: tuple[int, ...], n: int, rounds: int) -> list[Table]:
             return op
 
         for label, make in (("reserve+commit", reserve_commit), ("check+record", check_record)):
-            res = interleaved({"fresh": make(fresh), "filled": make(budget)}, n, rounds)
+            res = interleaved({"fresh": make(fresh), "filled": make(budget)}, n, rounds, clock=CPU)
             measured_ops += n * rounds
             timing_rows.append(
                 [
@@ -167,6 +167,7 @@ def _scaling(checkpoints: tuple[int, ...], n: int, rounds: int) -> list[Table]:
             "tombstones",
             "counter bytes",
             "tombstone bytes",
+            "bytes per tombstone",
             "whole store",
         ],
         memory_rows,
@@ -176,7 +177,15 @@ def _scaling(checkpoints: tuple[int, ...], n: int, rounds: int) -> list[Table]:
             "the same size however many calls it records.",
             "Tombstones are the finished hold ids the store remembers for "
             f"{store.options.tombstone_ttl / 3600:.0f} h so a repeated commit is not "
-            "counted twice: bounded by the calls of the last tombstone_ttl, not by scope.",
+            "counted twice: bounded by the calls of the last tombstone_ttl and by "
+            "max_tombstones (10,000 by default), whichever is fewer; each is a 60-bit key in "
+            "a dict and a FIFO (stamps shared by the ids of the same second).",
+            verdict(
+                "bytes per tombstone",
+                max(float(row[7].replace(",", "")) for row in memory_rows if row[4] != "0"),
+                100,
+                unit=" B",
+            ),
             "Bytes are sys.getsizeof summed over reachable objects (MemoryStore internals). "
             "Recorded calls include the timed operations of earlier rows.",
         ],
@@ -277,17 +286,143 @@ def _per_scope(store_scopes: int, manager_scopes: int) -> Table:
     )
 
 
+TEMPLATE = BudgetScope(
+    "user:",
+    max_tokens_per_session=10**9,
+    max_cost_per_session_usd=100,
+    max_tokens_per_day=10**9,
+    max_cost_per_day_usd=100,
+)
+
+
+def _manager(store: MemoryStore, max_cached: int = 10_000) -> BudgetManager:
+    manager = BudgetManager(store, clock=_Clock(START), max_cached=max_cached)
+    manager.add_template("user:", TEMPLATE)
+    return manager
+
+
+def _tenant_bytes(tenants: int) -> int:
+    """Growth of a fresh interpreter's resident memory over ``tenants`` tenants of one
+    BudgetManager over a MemoryStore, each with one call recorded."""
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_scaling", "--tenants", str(tenants)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def _measure_tenants(tenants: int) -> int:
+    import os
+
+    manager = _manager(MemoryStore())
+    for i in range(100):  # warm: code, caches, the template's prototype
+        manager.record(f"user:w{i}", "", MODEL, IN_TOKENS, OUT_TOKENS)
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * page
+
+    gc.collect()
+    before = rss()
+    for i in range(tenants):
+        manager.record(f"user:{i}", "", MODEL, IN_TOKENS, OUT_TOKENS)
+    gc.collect()
+    return rss() - before
+
+
+def _tenants(tenants: int, timed: int, n: int, rounds: int) -> Table:
+    """Memory per idle tenant, and what a get() costs when the Budget is cached and when it
+    must be rebuilt (the tenant's usage is in the store; its Budget object was evicted)."""
+    grown = _tenant_bytes(tenants)
+    store = MemoryStore()
+    cached = _manager(store, max_cached=timed + 10)
+    evicting = _manager(store, max_cached=100)
+    names = [f"user:{i}" for i in range(timed)]
+    usage = Usage(IN_TOKENS, OUT_TOKENS)
+    for name in names:
+        budget = cached.get(name)
+        assert budget is not None
+        budget.commit(budget.reserve(MODEL, IN_TOKENS, MAX_OUT), usage)
+    for name in names:
+        evicting.get(name)
+
+    def cycle(manager: BudgetManager, work: bool) -> Callable[[int], None]:
+        state = {"i": 0}
+
+        def op(k: int) -> None:
+            i = state["i"]
+            get = manager.get
+            for _ in range(k):
+                budget = get(names[i])
+                i = (i + 1) % len(names)
+                if work:
+                    assert budget is not None
+                    budget.commit(budget.reserve(MODEL, IN_TOKENS, MAX_OUT), usage)
+            state["i"] = i
+
+        return op
+
+    res = interleaved(
+        {
+            "get(), cached": cycle(cached, False),
+            "get(), rebuilt": cycle(evicting, False),
+            "get() + reserve + commit, cached": cycle(cached, True),
+            "get() + reserve + commit, rebuilt": cycle(evicting, True),
+        },
+        n,
+        rounds,
+        clock=CPU,
+    )
+    rows = [
+        ["memory per idle tenant", f"{grown / tenants:,.0f} B", ""],
+        *[[name, f"{value:.2f} us", ""] for name, value in res.items()],
+    ]
+    rows[2][2] = f"{res['get(), rebuilt'] / res['get(), cached']:.2f}"
+    rows[4][2] = (
+        f"{res['get() + reserve + commit, rebuilt'] / res['get() + reserve + commit, cached']:.2f}"
+    )
+    return Table(
+        f"Scaling: {tenants:,} tenants of one BudgetManager over a MemoryStore",
+        ["what", "value", "x cached"],
+        rows,
+        [
+            f"Memory: growth of a fresh interpreter's resident set over {tenants:,} tenants "
+            "made from one template (four caps), each with one call recorded: the store's "
+            "counters, the scope definitions, the manager's names and its cache of up to "
+            "10,000 Budget objects, the ledger and record rings.",
+            f"get(): {timed:,} tenants whose usage is in the store, read through a manager that "
+            "caches them all and one that caches 100 (so each get() rebuilds the Budget, as "
+            f"90% do with uniform access over 10x the cache); {n:,} calls per round, "
+            f"{rounds} rounds, median CPU time.",
+            verdict("memory per idle tenant", grown / tenants, 1024, unit=" B"),
+            verdict(
+                "rebuilt get() / cached get()", res["get(), rebuilt"] / res["get(), cached"], 2
+            ),
+        ],
+    )
+
+
 def run(quick: bool = False) -> list[Table]:
     """Flatness and memory tables; quick runs use counts 100x to 1000x smaller."""
     if quick:
         tables = _scaling((100, 1_000, 3_000), n=100, rounds=2)
         tables.append(_per_scope(1_000, 200))
+        tables.append(_tenants(2_000, 500, 500, 2))
     else:
         tables = _scaling((1_000, 100_000, 1_000_000), n=1_000, rounds=11)
         tables.append(_per_scope(100_000, 10_000))
+        tables.append(_tenants(100_000, 5_000, 5_000, 5))
     return tables
 
 
 if __name__ == "__main__":
-    for t in run(quick="--quick" in sys.argv):
-        print(t.text())
+    if sys.argv[1:2] == ["--tenants"]:
+        print(_measure_tenants(int(sys.argv[2])))
+    else:
+        for t in run(quick="--quick" in sys.argv):
+            print(t.text())

@@ -211,12 +211,23 @@ class Budget:
 
     # -- lines and store access --------------------------------------------------------------
 
+    _shapes: dict[tuple[str, str, bool], LinePlan] | None = None
+    """Plans of a template's scopes without parents, shared by the clones of its prototype:
+    a clone's plan is the shape rebound to it (see BudgetManager)."""
+
     def _line_plan(self, model: str, mode: Mode, session_id: str) -> LinePlan:
         """The lines of a call (see :mod:`agent_budget.lines`), built once per kind of call."""
         key = (model, mode, bool(session_id))
         plan = self._line_plans.get(key)
         if plan is None:
-            plan = LinePlan(build_specs(self._chain, model, mode, bool(session_id)))
+            shapes = self._shapes if self.parent is None else None
+            shape = shapes.get(key) if shapes is not None else None
+            if shape is not None:
+                plan = shape.rebind(self)
+            else:
+                plan = LinePlan(build_specs(self._chain, model, mode, bool(session_id)))
+                if shapes is not None and len(shapes) < 1024:
+                    shapes[key] = plan
             if len(self._line_plans) >= 1024:
                 self._line_plans.clear()
             self._line_plans[key] = plan

@@ -145,22 +145,34 @@ class LinePlan:
         self.specs = specs
         self.which = tuple(1 if spec.is_cost else 0 for spec in specs)
         self.limits = tuple(spec.limit for spec in specs)
-        self.alerts = tuple(
-            (
-                index,
-                spec,
-                spec.budget._alerter.warn_at[spec.target.limit_type] or 1,
-                spec.budget._alerter,
-                spec.budget._alerter.state.fired,
-            )
-            for index, spec in enumerate(specs)
-            if spec.target is not None
-        )
         self.per_session = any(spec.per_session for spec in specs)
         self.periodic = self.per_session or any(spec.calendar is not None for spec in specs)
+        self._bind()
+
+    def _bind(self) -> None:
+        specs = self.specs
+        alerts = []
+        for index, spec in enumerate(specs):
+            if spec.target is not None:
+                alerter = spec.budget._alerter
+                threshold = alerter.warn_at[spec.target.limit_type] or 1
+                alerts.append((index, spec, threshold, alerter, alerter.state.fired))
+        self.alerts = tuple(alerts)
         self._store: Store | None = None
         self._prepared: Prepared | None = None
         self._sessions: dict[str, Prepared | None] = {}
+
+    def rebind(self, budget: Budget) -> LinePlan:
+        """This plan for ``budget``, a clone of the one budget whose lines it holds (the same
+        limits, another scope): what does not depend on the scope is shared."""
+        plan: LinePlan = object.__new__(LinePlan)
+        plan.specs = tuple([new_tuple(LineSpec, (budget, *spec[1:])) for spec in self.specs])
+        plan.which = self.which
+        plan.limits = self.limits
+        plan.per_session = self.per_session
+        plan.periodic = self.periodic
+        plan._bind()
+        return plan
 
     def lines(self, tokens: int, cost: int, session_id: str, now: float) -> list[Line]:
         """The call's lines (see :func:`make_lines`)."""

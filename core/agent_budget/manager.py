@@ -225,6 +225,7 @@ class BudgetManager:
         prototype = self._prototypes.get(template.prefix)
         if prototype is None or prototype[0] is not template:
             made = self._make(template.scope, None, None, save=False)
+            made._shapes = {}  # its clones share the plans of their lines
             prototype = self._prototypes[template.prefix] = (template, made)
         budget = clone_budget(prototype[1], name, parent, self._alert_hooks)
         if self._hooked:

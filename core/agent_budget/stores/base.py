@@ -262,6 +262,8 @@ def is_session_scope(name: str) -> bool:
 def check_text(what: str, value: object) -> str:
     """``value`` if it is a str that encodes as UTF-8 (no lone surrogates), else ValueError
     (TypeError for a non-str). Every store keeps names as UTF-8 text."""
+    if value.__class__ is str and value.isascii():
+        return value  # the usual name: ASCII text always encodes
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, got {type(value).__name__} {value!r}")
     try:
