@@ -110,3 +110,29 @@ def test_achat_cancelled_by_a_timeout_keeps_its_hold_until_it_expires(clock: Any
     assert budget.summary()["session"]["reserved_tokens"] > 0  # so a timeout loop stays capped
     clock.advance(61)
     assert budget.summary()["session"]["reserved_tokens"] == 0
+
+
+def test_state_of_calls_that_never_end_is_forgotten(clock: Any) -> None:
+    """A start whose end never comes (a timed-out request) leaves no state behind for good:
+    once its hold and the grace period are over, the next starts forget it."""
+    from llama_index.core.callbacks.schema import CBEventType, EventPayload
+
+    from agent_budget_callbacks.llamaindex import handler as handler_module
+
+    budget = Budget(
+        BudgetScope("lost", max_tokens_per_session=10**9),
+        RateTable(on_unknown="fallback"),
+        clock=clock,
+        hold_ttl=1,
+    )
+    handler = BudgetCallbackHandler(budget, default_model="m")
+    payload = {EventPayload.PROMPT: "hello", EventPayload.SERIALIZED: {"model": "m"}}
+    kept = handler_module._STATES_KEPT
+    for i in range(kept + 1):
+        handler.on_event_start(CBEventType.LLM, payload, event_id=f"lost-{i}")
+    clock.advance(1 + 3600 + 1)  # the holds expired, and the tracker's grace is over
+    for i in range(80):
+        handler.on_event_start(CBEventType.LLM, payload, event_id=f"next-{i}")
+    handler.on_event_start(CBEventType.LLM, payload, event_id="last")
+    assert len(handler._states) <= 80 + 1
+    assert handler.open_calls <= 80 + 1
