@@ -200,6 +200,10 @@ def _added(results: dict[str, float], case: str) -> float:
     return (results[case] - base) / theirs if theirs > 0 else float("inf")
 
 
+def _share(value: int, base: int) -> str:
+    return f"{value / base:.2f}" if base > 0 else "n/a"
+
+
 def _grown(case: str, calls: int) -> int:
     """How much the resident memory of a fresh interpreter grows over ``calls`` calls
     through ``case`` (after warm-up calls, which are not counted)."""
@@ -231,7 +235,7 @@ def _memory_table(calls: int) -> Table:
                 f"{calls:,}",
                 fmt_bytes(grown[case]),
                 f"{grown[case] / calls:,.0f}",
-                f"{grown[case] / grown['tokencounting']:.2f}",
+                _share(grown[case], grown["tokencounting"]),
             ]
         )
     return Table(
@@ -248,7 +252,7 @@ def _memory_table(calls: int) -> Table:
             "TokenCountingHandler keeps every call's event for good.",
             verdict(
                 "agent-budget (defaults) / TokenCountingHandler",
-                grown["ours"] / grown["tokencounting"],
+                grown["ours"] / max(1, grown["tokencounting"]),
                 0.1,
             ),
         ],
