@@ -71,9 +71,8 @@ class Window(Counter):
 
     def committed(self, now: float) -> int:
         buckets = self.buckets
-        # A second early, so float rounding never skips a bucket that is due.
-        if buckets and now >= buckets[0] + self.window + self.bucket - 1:
-            horizon = now - self.window - self.bucket
+        horizon = now - self.window - self.bucket
+        if buckets and buckets[0] <= horizon:  # the oldest bucket left: drop what did
             drop = 0
             while drop < len(buckets) and buckets[drop] <= horizon:
                 self.total -= buckets[drop + 1]
@@ -84,7 +83,7 @@ class Window(Counter):
 
     def add(self, amount: int, now: float) -> None:
         buckets = self.buckets
-        if buckets and now >= buckets[0] + self.window + self.bucket - 1:
+        if buckets and buckets[0] <= now - self.window - self.bucket:
             self.committed(now)
         if buckets and now < buckets[-2] + self.bucket:
             # The current bucket, or a clock that stepped back: merge into the newest
