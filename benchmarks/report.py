@@ -12,7 +12,11 @@ from typing import NamedTuple
 
 from .harness import Table
 
-__all__ = ["PACKAGES", "Section", "machine", "render", "write"]
+__all__ = ["PACKAGES", "TARGETS", "Section", "machine", "render", "write"]
+
+TARGETS = Path(__file__).parent / "targets.md"
+"""A hand-written summary of the open issue's targets over several runs (ranges, floors),
+put at the top of BENCHMARKS.md when it exists."""
 
 PACKAGES = (
     "agent-budget",
@@ -104,6 +108,8 @@ def render(
     if total_seconds is not None:
         out.append(f"- total run time: {total_seconds:.0f} s")
     out.append("")
+    if TARGETS.exists():
+        out += [TARGETS.read_text(encoding="utf-8").strip(), ""]
     for item in sections:
         section = item if isinstance(item, Section) else Section(*item)
         out += [f"## {section.name.removeprefix('bench_')}", ""]
