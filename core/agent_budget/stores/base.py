@@ -36,7 +36,9 @@ store in ``tests/test_store_conformance.py``):
   ("already in use") and changes nothing. An id whose hold expired may be reused.
 - **Commit** drops the hold (if still live) and adds every line's amount to its counter,
   even above a limit, exactly once per ``hold_id`` within ``tombstone_ttl``: a second
-  commit is a no-op (``applied=False``). Commit after release still records (money was
+  commit is a no-op (``applied=False``). A store may also bound how many finished ids it
+  remembers, forgetting the oldest first (MemoryStore: ``max_tombstones``, 10,000); a
+  retried commit comes seconds after the first. Commit after release still records (money was
   spent). The levels a commit returns are read in the same atomic step, after it: for an
   applied commit ``committed - amount`` is the level just before it, so exactly one commit
   crosses any threshold. ``release`` drops a live hold; it is a no-op for unknown,
