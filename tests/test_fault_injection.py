@@ -539,7 +539,19 @@ def test_reserve_refuses_what_a_commit_could_not_store(
             budget.reserve("test-model", 10, 10, metadata=metadata)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="surrogate"):
         budget.reserve("test-\udcff", 10, 10)
+    # A session id from undecodable bytes: refused at reserve, record and check alike, on
+    # every store (SQLite keeps it as UTF-8 text; it would be quarantined at commit).
+    undecodable = os.fsdecode(b"conv-\xff")
+    with pytest.raises(ValueError, match="session_id .* surrogate"):
+        budget.reserve("test-model", 10, 10, session_id=undecodable)
+    with pytest.raises(ValueError, match="session_id .* surrogate"):
+        budget.record(undecodable, "test-model", 10, 10)
+    with pytest.raises(ValueError, match="session_id .* surrogate"):
+        budget.check("test-model", 10, 10, session_id=undecodable)
+    with pytest.raises(ValueError, match="session_id .* surrogate"):
+        budget.usage(session_id=undecodable)
     assert budget.usage() == {}
+    assert budget.records == []
     reservation = budget.reserve("test-model", 10, 10, metadata={"ticket": "T-1"})
     with pytest.raises(TypeError, match="estimated"):
         reservation.commit(Usage(5, 5), estimated="yes")  # type: ignore[arg-type]

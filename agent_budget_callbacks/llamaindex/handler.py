@@ -25,6 +25,7 @@ from agent_budget.calls import (
     CallLifecycle,
     accounted_by,
 )
+from agent_budget.validate import check_session_id
 
 from .nesting import enclosing_event_ids
 from .payload import (
@@ -101,8 +102,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     ) -> None:
         if scope is not None and isinstance(budget, Budget):
             raise TypeError("scope= needs a BudgetManager; a Budget is its own scope")
-        if not isinstance(session_id, str):
-            raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
+        check_session_id(session_id)
         self._calls = CallLifecycle(
             budget,
             framework="llamaindex",

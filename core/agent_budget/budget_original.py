@@ -12,7 +12,7 @@ from .refusals import exceeded_error
 from .stores import Level
 from .stores.base import check_text, session_scope
 from .usage import Usage
-from .validate import check_metadata, check_tokens
+from .validate import check_metadata, check_session_id, check_tokens
 
 if TYPE_CHECKING:
     from .budget import Budget
@@ -31,8 +31,7 @@ def check(
     (``requested`` and ``reserved`` say what it is made of), and the prospective total
     alerts: WARNING from ``alert_at_pct``, CRITICAL above a soft (``hard_stop=False``)
     limit, once per crossing."""
-    if not isinstance(session_id, str):
-        raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
+    check_session_id(session_id)
     check_tokens("input_tokens", input_tokens)
     check_tokens("output_tokens", output_tokens)
     resolved = self._resolve(model)
@@ -99,8 +98,7 @@ def record(
     model with no price raises :class:`UnknownModelError` first (nothing recorded)
     under ``on_unknown="raise"``.
     """
-    if not isinstance(session_id, str):
-        raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
+    check_session_id(session_id)
     check_text("model", model)
     if metadata is not None:
         check_metadata("metadata", metadata)

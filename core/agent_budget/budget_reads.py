@@ -11,7 +11,7 @@ from .stores import Level
 from .stores.base import session_scope
 from .summary import BudgetSummary, ExactBudgetSummary, summarize
 from .usage import Usage
-from .validate import check_tokens
+from .validate import check_session_id, check_tokens
 from .windows import period_bounds
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ def usage(self: Budget, *, session_id: str = "") -> dict[str, Level]:
 
     Calendar windows read as zero once their period is over. With ``session_id``, the
     counters of that session (conversation) of the scope."""
+    check_session_id(session_id)
     now = self.clock()
     if session_id:
         epoch = self._session_epoch
@@ -111,6 +112,7 @@ def reset_session(self: Budget, session_id: str = "") -> None:
     With ``session_id``, only that conversation's counters. Without, the scope's whole
     session and, for calls made through this Budget object, every conversation's
     counters (they restart at their next use)."""
+    check_session_id(session_id)
     now = self.clock()
     if session_id:
         scope = session_scope(self.name, session_id)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 from .money import nanos_to_decimal
 from .scope import Limit, Metric
 from .stores import Level
+from .validate import check_session_id
 
 if TYPE_CHECKING:
     from .budget import Budget
@@ -114,6 +115,7 @@ def remaining_of(budget: Budget, model: str | None = None, session_id: str = "")
     """The limits of ``budget`` and its ancestors with what is left of each; with
     ``model``, per-model limits of other models are left out; with ``session_id``, the
     per-session limits of scopes that count sessions apart are that session's."""
+    check_session_id(session_id)
     family = budget.rates.canonical(model) if model is not None else None
     out: list[LimitRemaining] = []
     for node in budget.chain:

@@ -18,7 +18,7 @@ from .outage import maybe_applied
 from .rates import ModelRates, ResolvedModel
 from .reservation import Reservation
 from .stores.base import check_text
-from .validate import MAX_TOKENS, check_metadata, check_tokens, to_decimal
+from .validate import MAX_TOKENS, check_metadata, check_session_id, check_tokens, to_decimal
 
 if TYPE_CHECKING:
     from .budget import Budget
@@ -114,8 +114,8 @@ def plan(
         check_tokens("max_output_tokens", max_output_tokens)
     if ttl is not None:
         check_ttl("ttl", ttl)
-    if session_id.__class__ is not str:
-        raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
+    if session_id.__class__ is not str or not session_id.isascii():
+        check_session_id(session_id)
     # Everything the commit will need is checked now, so a commit cannot fail on input.
     if model.__class__ is not str or not model.isascii():
         check_text("model", model)

@@ -8,13 +8,31 @@ from decimal import Decimal, InvalidOperation
 
 from .stores.base import SESSION_MARK, check_text
 
-__all__ = ["MAX_TOKENS", "check_metadata", "check_name", "check_tokens", "to_decimal"]
+__all__ = [
+    "MAX_TOKENS",
+    "check_metadata",
+    "check_name",
+    "check_session_id",
+    "check_tokens",
+    "to_decimal",
+]
 
 
 MAX_TOKENS = 10**12
 """Largest token count accepted anywhere: far above any real call or limit, and small enough
 that every amount and cost stays exact in a store (Redis Lua numbers are doubles, exact to
 2^53; SQLite integers are 64-bit)."""
+
+
+def check_session_id(value: object) -> str:
+    """``value`` if it is a session id every store can keep: a str of valid text (a lone
+    surrogate from undecodable bytes cannot be stored as UTF-8, so it is refused before
+    anything is held or recorded, never found at commit)."""
+    if value.__class__ is str and value.isascii():  # type: ignore[comparison-overlap]
+        return value  # type: ignore[return-value]
+    if not isinstance(value, str):
+        raise TypeError(f"session_id must be a str, got {type(value).__name__}")
+    return check_text("session_id", value)
 
 
 def check_tokens(field: str, value: object, *, maximum: int | None = MAX_TOKENS) -> int:
