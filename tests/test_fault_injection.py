@@ -111,6 +111,57 @@ def test_reserves_that_timed_out_on_a_hung_redis_leave_no_phantom_holds(
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("policy", ["fail_closed", "fail_open"])
+def test_a_hung_redis_costs_each_call_one_timeout_not_two(
+    redis_node: RedisServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, policy: str
+) -> None:
+    """Each timed-out reserve queues a release of its possible hold; the next call replays
+    it first. When that replay times out, the call is not sent as well: one wait per call
+    (issue 16, #5), whatever the policy; a commit goes to the spool the same way."""
+    store = Store.from_url(f"{redis_node.url}?{FAST}")
+    budget = Budget(
+        BudgetScope("h", max_tokens_per_session=100_000),
+        RATES,
+        store=store,
+        clock=clock,
+        on_store_error=policy,  # type: ignore[arg-type]
+    )
+    budget.reserve("test-model", 1, 0).release()  # connected
+    held = budget.reserve("test-model", 10, 10)
+    sent: list[str] = []
+    for name in ("reserve", "commit", "release"):
+        real = getattr(store, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            sent.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(store, name, counted)
+    with _stopped(redis_node):
+        for call in range(4):
+            before = len(sent)
+            if policy == "fail_closed":
+                with pytest.raises(StoreUnavailableError):
+                    budget.reserve("test-model", 100, 0)
+            else:
+                assert not budget.reserve("test-model", 100, 0).held
+            assert len(sent) - before == 1, (call, sent[before:])
+        before = len(sent)
+        held.commit(Usage(10, 5))  # spooled, after at most one wait
+        assert len(sent) - before <= 1
+        assert budget.pending_commits == 1
+    monkeypatch.undo()
+
+    def drained() -> bool:  # the store answers again: the spool and the releases replay
+        budget.reserve("test-model", 1, 0).release()
+        return budget.pending_commits == 0 and len(buffer_for(store, 1)) == 0
+
+    _wait_for(drained)
+    assert _raw_level(redis_node, "h", "session:tokens", clock) == Level(15, 0)
+    store.close()
+
+
+@pytest.mark.redis
 def test_fail_open_releases_reach_the_store(
     redis_node: RedisServer, proxy: FaultProxy, clock: FakeClock
 ) -> None:
@@ -542,13 +593,13 @@ def test_reserve_refuses_what_a_commit_could_not_store(
     # A session id from undecodable bytes: refused at reserve, record and check alike, on
     # every store (SQLite keeps it as UTF-8 text; it would be quarantined at commit).
     undecodable = os.fsdecode(b"conv-\xff")
-    with pytest.raises(ValueError, match="session_id .* surrogate"):
+    with pytest.raises(ValueError, match=r"session_id .* surrogate"):
         budget.reserve("test-model", 10, 10, session_id=undecodable)
-    with pytest.raises(ValueError, match="session_id .* surrogate"):
+    with pytest.raises(ValueError, match=r"session_id .* surrogate"):
         budget.record(undecodable, "test-model", 10, 10)
-    with pytest.raises(ValueError, match="session_id .* surrogate"):
+    with pytest.raises(ValueError, match=r"session_id .* surrogate"):
         budget.check("test-model", 10, 10, session_id=undecodable)
-    with pytest.raises(ValueError, match="session_id .* surrogate"):
+    with pytest.raises(ValueError, match=r"session_id .* surrogate"):
         budget.usage(session_id=undecodable)
     assert budget.usage() == {}
     assert budget.records == []

@@ -272,11 +272,14 @@ class Budget:
             ) from exc
         log.warning("budget store unavailable; %s (fail_open): %s", what, exc)
 
-    def _flush_pending(self, *, answered: bool = False) -> int:
+    def _flush_pending(
+        self, *, answered: bool = False, outage: list[StoreError] | None = None
+    ) -> int:
         """Replay what the store missed (``answered``: it just answered a call); returns how
-        many operations it took."""
+        many operations it took (``outage``: see :meth:`PendingOps.flush`)."""
+        alert = quarantine_alert(self._alerter)
         return self._pending.flush(
-            self.store, self.clock(), quarantine_alert(self._alerter), answered=answered
+            self.store, self.clock(), alert, answered=answered, outage=outage
         )
 
     @property

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .admission import notify_waiters
-from .errors import StoreError, StorePermanentError
+from .errors import StoreError, StorePermanentError, StoreTransientError
 from .events import RecordEvent
 from .lines import LinePlan
 from .locking import wait_for
@@ -75,8 +75,9 @@ def commit_usage(
     plan = self._line_plan(resolved.name, "all", session_id)
     store = self.store
     payload = store.ledger_entry(record) if store.keeps_ledger else None
+    down: list[StoreError] = []
     if self._pending:
-        self._flush_pending()
+        self._flush_pending(outage=down)
     totals: list[int] | None = None
     fast = plan.prepared(store, session_id)
     if fast is not None:
@@ -86,6 +87,11 @@ def commit_usage(
     if totals is None:
         lines = plan.lines(tokens, cost, session_id, now)
         try:
+            if down:  # the replay just waited on a store that did not answer: not sent again
+                raise StoreTransientError(
+                    f"not sent, the store did not answer just before: {down[0]}",
+                    maybe_applied=False,
+                )
             result = store.commit(hold_id, lines, now=now, group=self.group, record=payload)
         except StoreError as exc:
             if isinstance(exc, StorePermanentError):  # never storable: quarantined, alerted

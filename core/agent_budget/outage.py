@@ -651,11 +651,18 @@ class OutageBuffer:
         )
 
     def flush(
-        self, store: Store, now: float, alert: Alert | None = None, *, answered: bool = False
+        self,
+        store: Store,
+        now: float,
+        alert: Alert | None = None,
+        *,
+        answered: bool = False,
+        outage: list[StoreError] | None = None,
     ) -> int:
         """Replay what waits, oldest first, until the store fails again; returns how many
         operations the store took. ``answered`` says the store just answered a call
-        (replay at once)."""
+        (replay at once); ``outage`` receives the error that stopped the replay because the
+        store did not answer, so the caller need not wait on it a second time."""
         if not self._ready(answered) or not self._flush_lock.acquire(blocking=False):
             return 0
         replayed = 0
@@ -676,6 +683,8 @@ class OutageBuffer:
                         self._failed(op, exc, answered, alert)
                         if _stops_replay(exc):
                             self._queue.unclaim(ops[index + 1 :])
+                            if outage is not None and isinstance(exc, StoreError):
+                                outage.append(exc)
                             return replayed
                         continue
                     self._queue.done(op)

@@ -183,7 +183,10 @@ def _once(budget: Budget, plan: Plan, cap: int) -> Reservation | Refused:
     if not lines_plan.specs:
         return reservation
     if budget._pending:
-        budget._flush_pending()
+        down: list[StoreError] = []
+        budget._flush_pending(outage=down)
+        if down:  # the replay just waited on a store that did not answer: not asked again
+            return _admitted_unchecked(budget, reservation, down[0])
     fast = lines_plan.prepared(budget.store, session_id)
     if fast is not None and fast[0].hold_prepared(
         reservation.id, fast[1], (tokens, cost), lines_plan.periods(now), now=now, ttl=plan.ttl
@@ -203,11 +206,7 @@ def _once(budget: Budget, plan: Plan, cap: int) -> Reservation | Refused:
         except StoreError as exc:
             if maybe_applied(exc):  # it may hold budget after all: released once it answers
                 budget._pending.add_release(reservation.id, budget.group, now)
-            budget._admit_despite_outage(exc, "admitting the call")
-            budget._alerter.warn(
-                f"budget store unavailable, call admitted unchecked: {exc}", "store_unavailable"
-            )
-            return reservation
+            return _admitted_unchecked(budget, reservation, exc)
         # The store answers: replay what waits for it. A refusal is tried once more when
         # that replay freed something (a hold left by a reserve whose reply was lost).
         if retried or not budget._pending or not budget._flush_pending(answered=True):
@@ -336,3 +335,13 @@ def refusal(budget: Budget, plan: Plan, refused: Refused) -> BudgetExceededError
         detail += "; the limit is used up until usage leaves its window, or it is raised"
     spec = refused.specs[refused.index]
     return budget._refusal(spec, refused.line, refused.level, detail=detail)
+
+
+def _admitted_unchecked(budget: Budget, reservation: Reservation, exc: StoreError) -> Reservation:
+    """The outage policy for a reserve the store could not answer: raise (fail_closed), or
+    warn and admit the call unchecked (fail_open)."""
+    budget._admit_despite_outage(exc, "admitting the call")
+    budget._alerter.warn(
+        f"budget store unavailable, call admitted unchecked: {exc}", "store_unavailable"
+    )
+    return reservation
