@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.llms import MockLLM
 from llama_index.core.tools import FunctionTool
 from llama_index.llms.openai import OpenAI as LlamaOpenAI
 
 from agent_budget import Budget, BudgetExceededError, BudgetScope, ModelRates
+from agent_budget.stores import Level
 from agent_budget_callbacks.llamaindex import BudgetLLM, install
 
 from .fake_llms import isolated_settings
@@ -162,6 +164,40 @@ def test_a_stream_dropped_half_way_is_charged_what_it_produced(server: OpenAISer
     assert record.metadata.get("partial") is True
     assert 0 < record.output_tokens < 50
     assert budget.usage()["session:tokens"].reserved == 0
+
+
+class _RefusedAtOpen(MockLLM):
+    """A client that sends its request before handing back the stream (llama-index's
+    Anthropic does), against a provider that refuses the connection."""
+
+    def stream_chat(self, messages: Any, **kwargs: Any) -> Any:
+        raise ConnectionRefusedError("connection refused")
+
+    async def astream_chat(self, messages: Any, **kwargs: Any) -> Any:
+        raise ConnectionRefusedError("connection refused")
+
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+        raise ConnectionRefusedError("connection refused")
+
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+        raise ConnectionRefusedError("connection refused")
+
+
+def test_a_stream_that_fails_to_open_releases_its_hold() -> None:
+    budget = Budget(BudgetScope("agent", max_tokens_per_session=5_000), RATES)
+    llm = BudgetLLM(_RefusedAtOpen(max_tokens=1_000), budget, default_model="gpt-4o")
+    hi = [ChatMessage(role="user", content="hi")]
+    for _ in range(3):  # would use the whole budget up if each failure kept its hold
+        with pytest.raises(ConnectionRefusedError):
+            llm.stream_chat(hi)
+        with pytest.raises(ConnectionRefusedError):
+            asyncio.run(llm.astream_chat(hi))
+        with pytest.raises(ConnectionRefusedError):
+            llm.stream_complete("hi")
+        with pytest.raises(ConnectionRefusedError):
+            asyncio.run(llm.astream_complete("hi"))
+    assert budget.usage().get("session:tokens") in (None, Level(0, 0))
+    assert budget.records == []
 
 
 def test_async_streams_commit_the_reported_usage(server: OpenAIServer) -> None:

@@ -338,8 +338,12 @@ class BudgetLLM(FunctionCallingLLM):
         call = self._admit(messages, None, kwargs)
         if isinstance(call, BudgetExceededError):
             return _one(self._final_chat(call))
-        with accounting_for(self._calls.target):
-            stream = call.llm.stream_chat(call.messages, **call.kwargs)
+        try:
+            with accounting_for(self._calls.target):
+                stream = call.llm.stream_chat(call.messages, **call.kwargs)
+        except BaseException as exc:  # failed before streaming (e.g. refused connection)
+            self._fail(call, exc, None)
+            raise
         return self._relay(call, stream)
 
     async def astream_chat(
@@ -348,8 +352,12 @@ class BudgetLLM(FunctionCallingLLM):
         call = await self._aadmit(messages, None, kwargs)
         if isinstance(call, BudgetExceededError):
             return _aone(self._final_chat(call))
-        with accounting_for(self._calls.target):
-            stream = await call.llm.astream_chat(call.messages, **call.kwargs)
+        try:
+            with accounting_for(self._calls.target):
+                stream = await call.llm.astream_chat(call.messages, **call.kwargs)
+        except BaseException as exc:  # failed before streaming (e.g. refused connection)
+            await self._afail(call, exc, None)
+            raise
         return self._arelay(call, stream)
 
     # -- completion ------------------------------------------------------------------------
@@ -392,8 +400,12 @@ class BudgetLLM(FunctionCallingLLM):
         call = self._admit(None, prompt, kwargs)
         if isinstance(call, BudgetExceededError):
             return _one(self._final_completion(call))
-        with accounting_for(self._calls.target):
-            stream = call.llm.stream_complete(prompt, formatted=formatted, **call.kwargs)
+        try:
+            with accounting_for(self._calls.target):
+                stream = call.llm.stream_complete(prompt, formatted=formatted, **call.kwargs)
+        except BaseException as exc:  # failed before streaming (e.g. refused connection)
+            self._fail(call, exc, None)
+            raise
         return self._relay(call, stream)
 
     async def astream_complete(
@@ -402,8 +414,12 @@ class BudgetLLM(FunctionCallingLLM):
         call = await self._aadmit(None, prompt, kwargs)
         if isinstance(call, BudgetExceededError):
             return _aone(self._final_completion(call))
-        with accounting_for(self._calls.target):
-            stream = await call.llm.astream_complete(prompt, formatted=formatted, **call.kwargs)
+        try:
+            with accounting_for(self._calls.target):
+                stream = await call.llm.astream_complete(prompt, formatted=formatted, **call.kwargs)
+        except BaseException as exc:  # failed before streaming (e.g. refused connection)
+            await self._afail(call, exc, None)
+            raise
         return self._arelay(call, stream)
 
     # -- streams: charged for what they produced, however they end -----------------------------
