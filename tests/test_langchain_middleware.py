@@ -169,6 +169,33 @@ def test_a_guard_of_the_same_budget_does_not_charge_twice(clock: FakeClock) -> N
     assert budget.usage()["session:tokens"].committed == 240
 
 
+def test_a_guard_of_the_same_scope_through_another_object_does_not_charge_twice(
+    clock: FakeClock,
+) -> None:
+    """The middleware of a manager's scope and a guard of ``manager.get(scope)``; the
+    middleware of a child budget and a guard of its parent: one charge per call."""
+    manager = BudgetManager(rates=RATES, clock=clock)
+    manager.register(BudgetScope("team", max_tokens_per_day=100_000))
+    agent = create_agent(
+        _model(replies=["ok"]), middleware=[BudgetMiddleware(manager, scope="team")]
+    )
+    team = manager.get("team")
+    assert team is not None
+    with budget_guard(team):
+        agent.invoke({"messages": [HumanMessage("hi")]})
+    assert team.usage()["day:tokens"].committed == 120
+
+    org = Budget(BudgetScope("org", max_tokens_per_day=100_000), RATES, clock=clock)
+    child = Budget(
+        BudgetScope("conv", max_tokens_per_session=100_000), RATES, clock=clock, parent=org
+    )
+    agent = create_agent(_model(replies=["ok"]), middleware=[BudgetMiddleware(child)])
+    with budget_guard(org):
+        agent.invoke({"messages": [HumanMessage("hi")]})
+    assert org.usage()["day:tokens"].committed == 120
+    assert child.usage()["session:tokens"].committed == 120
+
+
 def test_async_agents_are_clamped_and_finish_too(clock: FakeClock) -> None:
     budget = _budget(clock, max_tokens_per_session=1_000)
     model = _model(replies=["done"])

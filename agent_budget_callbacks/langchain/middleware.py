@@ -198,7 +198,7 @@ class BudgetMiddleware(AgentMiddleware[Any, Any, Any]):
                 continue
             sent = self._granted(candidate, reservation, note)
             try:
-                with accounting_for(self.calls.target):
+                with accounting_for(self.calls.target, reservation.budget):
                     result = handler(sent)
             except BaseException as exc:
                 self.calls.fail(call_id, exc)
@@ -229,7 +229,7 @@ class BudgetMiddleware(AgentMiddleware[Any, Any, Any]):
                 continue
             sent = self._granted(candidate, reservation, note)
             try:
-                with accounting_for(self.calls.target):
+                with accounting_for(self.calls.target, reservation.budget):
                     result = await handler(sent)
             except BaseException as exc:
                 await self.calls.afail(call_id, exc)

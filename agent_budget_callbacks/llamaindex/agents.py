@@ -55,10 +55,13 @@ __all__ = ["DEFAULT_FINAL_MESSAGE", "BudgetLLM"]
 class _Call:
     """What one wrapped call needs after it was admitted."""
 
-    __slots__ = ("call_id", "kwargs", "llm", "messages")
+    __slots__ = ("budget", "call_id", "kwargs", "llm", "messages")
 
-    def __init__(self, call_id: str, llm: Any, kwargs: dict[str, Any], messages: Any) -> None:
+    def __init__(
+        self, call_id: str, budget: Budget, llm: Any, kwargs: dict[str, Any], messages: Any
+    ) -> None:
         self.call_id = call_id
+        self.budget = budget  # the one its hold was taken in
         self.llm = llm
         self.messages = messages
         self.kwargs = kwargs
@@ -229,7 +232,7 @@ class BudgetLLM(FunctionCallingLLM):
                 refusal = exc
                 continue
             sent = self._with_note(messages, note) if messages is not None else None
-            return _Call(call_id, *self._granted(llm, kwargs, hold), sent)
+            return _Call(call_id, hold.budget, *self._granted(llm, kwargs, hold), sent)
         assert refusal is not None
         return refusal
 
@@ -251,7 +254,7 @@ class BudgetLLM(FunctionCallingLLM):
                 refusal = exc
                 continue
             sent = self._with_note(messages, note) if messages is not None else None
-            return _Call(call_id, *self._granted(llm, kwargs, hold), sent)
+            return _Call(call_id, hold.budget, *self._granted(llm, kwargs, hold), sent)
         assert refusal is not None
         return refusal
 
@@ -313,7 +316,7 @@ class BudgetLLM(FunctionCallingLLM):
         if isinstance(call, BudgetExceededError):
             return self._final_chat(call)
         try:
-            with accounting_for(self._calls.target):
+            with accounting_for(self._calls.target, call.budget):
                 response: ChatResponse = call.llm.chat(call.messages, **call.kwargs)
         except BaseException as exc:
             self._fail(call, exc, None)
@@ -326,7 +329,7 @@ class BudgetLLM(FunctionCallingLLM):
         if isinstance(call, BudgetExceededError):
             return self._final_chat(call)
         try:
-            with accounting_for(self._calls.target):
+            with accounting_for(self._calls.target, call.budget):
                 response: ChatResponse = await call.llm.achat(call.messages, **call.kwargs)
         except BaseException as exc:
             await self._afail(call, exc, None)
@@ -339,7 +342,7 @@ class BudgetLLM(FunctionCallingLLM):
         if isinstance(call, BudgetExceededError):
             return _one(self._final_chat(call))
         try:
-            with accounting_for(self._calls.target):
+            with accounting_for(self._calls.target, call.budget):
                 stream = call.llm.stream_chat(call.messages, **call.kwargs)
         except BaseException as exc:  # failed before streaming (e.g. refused connection)
             self._fail(call, exc, None)
@@ -353,7 +356,7 @@ class BudgetLLM(FunctionCallingLLM):
         if isinstance(call, BudgetExceededError):
             return _aone(self._final_chat(call))
         try:
-            with accounting_for(self._calls.target):
+            with accounting_for(self._calls.target, call.budget):
                 stream = await call.llm.astream_chat(call.messages, **call.kwargs)
         except BaseException as exc:  # failed before streaming (e.g. refused connection)
             await self._afail(call, exc, None)
@@ -367,7 +370,7 @@ class BudgetLLM(FunctionCallingLLM):
         if isinstance(call, BudgetExceededError):
             return self._final_completion(call)
         try:
-            with accounting_for(self._calls.target):
+            with accounting_for(self._calls.target, call.budget):
                 response: CompletionResponse = call.llm.complete(
                     prompt, formatted=formatted, **call.kwargs
                 )
@@ -384,7 +387,7 @@ class BudgetLLM(FunctionCallingLLM):
         if isinstance(call, BudgetExceededError):
             return self._final_completion(call)
         try:
-            with accounting_for(self._calls.target):
+            with accounting_for(self._calls.target, call.budget):
                 response: CompletionResponse = await call.llm.acomplete(
                     prompt, formatted=formatted, **call.kwargs
                 )
@@ -401,7 +404,7 @@ class BudgetLLM(FunctionCallingLLM):
         if isinstance(call, BudgetExceededError):
             return _one(self._final_completion(call))
         try:
-            with accounting_for(self._calls.target):
+            with accounting_for(self._calls.target, call.budget):
                 stream = call.llm.stream_complete(prompt, formatted=formatted, **call.kwargs)
         except BaseException as exc:  # failed before streaming (e.g. refused connection)
             self._fail(call, exc, None)
@@ -415,7 +418,7 @@ class BudgetLLM(FunctionCallingLLM):
         if isinstance(call, BudgetExceededError):
             return _aone(self._final_completion(call))
         try:
-            with accounting_for(self._calls.target):
+            with accounting_for(self._calls.target, call.budget):
                 stream = await call.llm.astream_complete(prompt, formatted=formatted, **call.kwargs)
         except BaseException as exc:  # failed before streaming (e.g. refused connection)
             await self._afail(call, exc, None)
@@ -427,7 +430,7 @@ class BudgetLLM(FunctionCallingLLM):
     def _relay(self, call: _Call, stream: Any) -> Generator[Any, None, None]:
         last: Any = None
         try:
-            with accounting_for(self._calls.target):
+            with accounting_for(self._calls.target, call.budget):
                 for last in stream:
                     yield last
         except BaseException as exc:
@@ -438,7 +441,7 @@ class BudgetLLM(FunctionCallingLLM):
     async def _arelay(self, call: _Call, stream: Any) -> AsyncGenerator[Any, None]:
         last: Any = None
         try:
-            with accounting_for(self._calls.target):
+            with accounting_for(self._calls.target, call.budget):
                 async for last in stream:
                     yield last
         except BaseException as exc:

@@ -782,16 +782,33 @@ def _quietly(fn: Callable[[], object]) -> None:
         log.exception("agent-budget could not release a hold")
 
 
-# Targets (Budgets, managers) whose model calls an outer layer already accounts for in this
-# context: an agent middleware or wrapping model reserves and commits itself, and a
-# callback handler of the same target attached underneath must not charge the call again.
-_ACCOUNTED: ContextVar[frozenset[int]] = ContextVar("agent_budget_accounted", default=frozenset())
+# What an outer layer already accounts for in this context: an agent middleware or wrapping
+# model reserves and commits its calls itself, and a callback handler attached underneath
+# must not charge them again. Marks are the layer's target (a Budget or manager object) and
+# the scopes its call charges: the budget and each ancestor, named by store and scope, so
+# a handler of another object of one of those scopes (``manager.get("team")`` beside a
+# middleware of the manager, a parent's budget beside a child's) is accounted too.
+_ACCOUNTED: ContextVar[frozenset[Hashable]] = ContextVar(
+    "agent_budget_accounted", default=frozenset()
+)
+
+
+def _charged_scopes(budget: Budget) -> frozenset[Hashable]:
+    """(store, scope name) of every scope a commit on ``budget`` counts in."""
+    store = budget.store
+    where: Hashable = store.spool_key() or id(store)
+    return frozenset((where, node.name) for node in budget.chain)
 
 
 @contextmanager
-def accounting_for(target: Target) -> Iterator[None]:
-    """Mark model calls made inside the block as accounted for ``target`` by the caller."""
-    token = _ACCOUNTED.set(_ACCOUNTED.get() | {id(target)})
+def accounting_for(target: Target, budget: Budget | None = None) -> Iterator[None]:
+    """Mark model calls made inside the block as accounted for by the caller: ``target``,
+    and the scopes ``budget`` (the call's, default ``target`` when it is a Budget) charges."""
+    marks: set[Hashable] = {id(target)}
+    charged = budget if budget is not None else target if isinstance(target, Budget) else None
+    if charged is not None:
+        marks |= _charged_scopes(charged)
+    token = _ACCOUNTED.set(_ACCOUNTED.get() | marks)
     try:
         yield
     finally:
@@ -799,6 +816,11 @@ def accounting_for(target: Target) -> Iterator[None]:
 
 
 def accounted_by(target: Target) -> bool:
-    """True inside an :func:`accounting_for` block of ``target``."""
+    """True inside an :func:`accounting_for` block of ``target``, or of a budget whose
+    commit already counts in every scope ``target`` (a Budget) would charge."""
     marked = _ACCOUNTED.get()
-    return bool(marked) and id(target) in marked
+    if not marked:
+        return False
+    if id(target) in marked:
+        return True
+    return isinstance(target, Budget) and _charged_scopes(target) <= marked
