@@ -15,7 +15,15 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
-from agent_budget import Budget, BudgetExceededError, BudgetManager, BudgetScope, ModelRates
+from agent_budget import (
+    Budget,
+    BudgetExceededError,
+    BudgetManager,
+    BudgetScope,
+    ModelRates,
+    RateTable,
+    UnknownModelError,
+)
 from agent_budget_callbacks.langchain import BudgetCallbackHandler, BudgetMiddleware, budget_guard
 
 from .clock import FakeClock
@@ -221,6 +229,15 @@ def test_a_handled_refusal_logs_no_langchain_warning(
     model = _model()
     with caplog.at_level(logging.WARNING), pytest.raises(BudgetExceededError):
         model.invoke("hi", config={"callbacks": [BudgetCallbackHandler(budget)]})
+
+    class MyHandler(BudgetCallbackHandler):  # a subclass's refusals are quiet too
+        pass
+
+    with caplog.at_level(logging.WARNING), pytest.raises(BudgetExceededError):
+        model.invoke("hi", config={"callbacks": [MyHandler(budget)]})
+    strict = Budget(BudgetScope(name="strict"), RateTable(RATES, on_unknown="raise"), clock=clock)
+    with caplog.at_level(logging.WARNING), pytest.raises(UnknownModelError):
+        _model("unpriced").invoke("hi", config={"callbacks": [BudgetCallbackHandler(strict)]})
     assert not [r for r in caplog.records if r.name.startswith("langchain_core")]
 
 

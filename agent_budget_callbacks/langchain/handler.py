@@ -63,13 +63,19 @@ class _QuietRefusals(logging.Filter):
             record.msg == "Error in %s.%s callback: %s"
             and isinstance(args, tuple)
             and len(args) == 3
-            and args[0] == BudgetCallbackHandler.__name__
+            and args[0] in _HANDLER_NAMES
             and str(args[2]).startswith(_REFUSAL_REPRS)
         )
         return not refusal
 
 
-_REFUSAL_REPRS = ("BudgetExceededError(", "UnknownScopeError(", "StoreUnavailableError(")
+_REFUSAL_REPRS = (
+    "BudgetExceededError(",
+    "UnknownScopeError(",
+    "UnknownModelError(",
+    "StoreUnavailableError(",
+)
+_HANDLER_NAMES = {"BudgetCallbackHandler"}  # and its subclasses' (see __init_subclass__)
 _QUIET = _QuietRefusals()
 _MANAGER_LOG = logging.getLogger("langchain_core.callbacks.manager")
 
@@ -177,6 +183,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
 
     raise_error: bool = True
     run_inline: bool = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _HANDLER_NAMES.add(cls.__name__)  # its refusals are quiet too
 
     def __init__(
         self,

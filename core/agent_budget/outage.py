@@ -10,10 +10,11 @@ every Budget over it (so a Budget object dropped by a manager's cache loses noth
   for release, sent once the store answers (always safe: a release of an unknown, finished
   or committed hold does nothing, and a commit after a release still records). A release
   that failed is queued the same way, under either outage policy.
-- Replay runs before the budget's next store call (at most every few seconds while the
-  store keeps failing), oldest first, each operation exactly once: an operation is claimed
-  in the spool before it is sent and deleted once the store took it; a claim left by a
-  process that died mid-send is taken over after a lease.
+- Replay runs before the budget's next reserve or commit (reads never write; at most every
+  few seconds while the store keeps failing), oldest first, each operation exactly once:
+  an operation is claimed in the spool before it is sent and deleted once the store took
+  it; a claim left by a process that died mid-send is taken over at once (one still alive
+  on this host keeps it for a lease).
 - A commit the store refuses (:class:`StorePermanentError`: its input can never be stored)
   is *quarantined*: kept in the spool's quarantine table (or in memory), logged at ERROR
   and alerted (CRITICAL, ``limit_type="store_quarantine"``), and replay goes past it. So
@@ -527,7 +528,7 @@ class OutageBuffer:
         if self._count:
             log.warning(
                 "%d budget store operation(s) left by an earlier process wait in %s; they are "
-                "replayed before the next store call",
+                "replayed before the next reserve or commit",
                 self._count,
                 self.path,
             )
