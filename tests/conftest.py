@@ -16,3 +16,12 @@ pytest_plugins = ["tests.store_fixtures"]
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_no_usage_warnings() -> None:
+    """The no-usage warning is given once per process, framework and model: each test
+    starts as a new process would."""
+    from agent_budget import calls
+
+    calls._WARNED.clear()

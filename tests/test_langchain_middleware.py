@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from agent_budget import (
     BudgetExceededError,
     BudgetManager,
     BudgetScope,
+    BudgetWarning,
     ModelRates,
     RateTable,
     UnknownModelError,
@@ -254,6 +256,29 @@ def test_other_callback_errors_still_log(caplog: pytest.LogCaptureFixture) -> No
     assert any(
         "Error in Broken.on_chat_model_start callback" in r.getMessage() for r in caplog.records
     )
+
+
+def test_a_call_without_usage_warns_once_naming_the_fix(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 13: the warning names the client setting; it is given once per model, as a
+    BudgetWarning only (logged at INFO, so stderr does not show it twice)."""
+    budget = _budget(clock, max_tokens_per_session=100_000)
+    for _ in range(2):  # a middleware made per run warns once too
+        agent = create_agent(
+            _model(replies=["ok"], bill=None), middleware=[BudgetMiddleware(budget)]
+        )
+        with caplog.at_level(logging.INFO), warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            agent.invoke({"messages": [HumanMessage("hi")]})
+        warned = [str(w.message) for w in seen if issubclass(w.category, BudgetWarning)]
+        if not budget.records[1:]:
+            (message,) = warned
+            assert "without provider usage" in message and "stream_usage=True" in message
+        else:
+            assert warned == []
+    assert len(budget.records) == 2 and all(r.estimated for r in budget.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_bad_middleware_options_are_refused(clock: FakeClock) -> None:

@@ -93,7 +93,9 @@ quiet_refusals(True)
 
 NO_USAGE_HINT = (
     "LangChain chat models report usage on streams only when asked: pass "
-    "stream_usage=True (ChatOpenAI with a custom base_url, Azure, gateways)"
+    "stream_usage=True (ChatOpenAI with a custom base_url, Azure, gateways); a call that "
+    "did not stream got no usage from its server (some OpenAI-compatible servers and "
+    "gateways send none)"
 )
 _UNSET: Any = object()
 

@@ -35,6 +35,7 @@ from agent_budget.calls import DEFAULT_MAX_OUTPUT_TOKENS, CallLifecycle, account
 from agent_budget.landing import DEFAULT_FINAL_MESSAGE, FinalMessage, Landing
 from agent_budget.remaining import Remaining
 
+from .handler import NO_USAGE_HINT
 from .payload import chat_input_tokens, chat_model_request, message_outcome
 
 __all__ = ["DEFAULT_FINAL_MESSAGE", "BudgetMiddleware", "FinalMessage"]
@@ -170,12 +171,13 @@ class BudgetMiddleware(AgentMiddleware[Any, Any, Any]):
         """What ``CallLifecycle.end`` needs from the model's reply."""
         message = _ai_message(result)
         if message is None:
-            return {"usage": None}
+            return {"usage": None, "no_usage_hint": NO_USAGE_HINT}
         outcome = message_outcome(message)
         return {
             "usage": outcome.usage,
             "model": outcome.model,
             "text": str(message.text) if outcome.usage is None else None,
+            "no_usage_hint": NO_USAGE_HINT,
         }
 
     # -- the middleware hooks ------------------------------------------------------------

@@ -40,6 +40,7 @@ from agent_budget.calls import DEFAULT_MAX_OUTPUT_TOKENS, CallLifecycle, account
 from agent_budget.landing import DEFAULT_FINAL_MESSAGE, FinalMessage, Landing
 from agent_budget.remaining import Remaining
 
+from .handler import NO_USAGE_HINT
 from .payload import (
     MAX_OUTPUT_KWARGS,
     estimate_input_tokens,
@@ -281,6 +282,7 @@ class BudgetLLM(FunctionCallingLLM):
             usage_from_response(response),
             model=response_model(response),
             text=response_text(response),
+            no_usage_hint=NO_USAGE_HINT,
         )
 
     def _fail(self, call: _Call, error: BaseException, last: Any) -> None:
@@ -298,6 +300,7 @@ class BudgetLLM(FunctionCallingLLM):
             usage_from_response(response),
             model=response_model(response),
             text=response_text(response),
+            no_usage_hint=NO_USAGE_HINT,
         )
 
     async def _afail(self, call: _Call, error: BaseException, last: Any) -> None:

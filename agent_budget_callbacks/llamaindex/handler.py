@@ -43,7 +43,9 @@ log = logging.getLogger("agent_budget.llamaindex")
 
 NO_USAGE_HINT = (
     "LlamaIndex OpenAI-style LLMs report usage on streams only when asked: pass "
-    'additional_kwargs={"stream_options": {"include_usage": True}}'
+    'additional_kwargs={"stream_options": {"include_usage": True}}; a call that did not '
+    "stream got no usage from its server (some OpenAI-compatible servers and gateways "
+    "send none)"
 )
 
 _OTHER_EVENTS: list[CBEventType] = [t for t in CBEventType if t is not CBEventType.LLM]

@@ -166,7 +166,6 @@ class CallLifecycle:
         self._budget = target if isinstance(target, Budget) else None
         self._calls = RunTracker(grace_seconds=TRACKER_GRACE_SECONDS)
         self._default_source = (-1, "")  # (cap, the refusal's words for it), made once
-        self._warned: set[str] = set()
         self._lock = threading.Lock()
         _LIVE.add(self)
 
@@ -638,11 +637,14 @@ class CallLifecycle:
             return 0
 
     def _warn_no_usage(self, reservation: Reservation, hint: str | None) -> None:
+        """Warn once per process, framework and model (adapters made per run included): a
+        BudgetWarning, which filters and pytest see; logged at INFO, so stderr shows it once."""
         model = reservation.model
-        with self._lock:
-            if model in self._warned or len(self._warned) >= 1024:
+        key = (self.framework, model)
+        with _WARNED_LOCK:
+            if key in _WARNED or len(_WARNED) >= 1024:
                 return
-            self._warned.add(model)
+            _WARNED.add(key)
         message = (
             f"{self.framework}: a call to {model!r} ended without provider usage; "
             "its estimate was charged"
@@ -650,7 +652,7 @@ class CallLifecycle:
         if hint:
             message = f"{message}. {hint}"
         warnings.warn(message, BudgetWarning, stacklevel=4)
-        log.warning(message)
+        log.info(message)
 
     def __repr__(self) -> str:
         name = self._budget.name if self._budget is not None else "BudgetManager"
@@ -760,6 +762,10 @@ def partial_usage(reported: Usage | None, estimated_input: int, produced: int) -
     out = max(reported.output_tokens, produced)
     return Usage(inp, out, cache_read, cache_write, min(reported.reasoning_tokens, out))
 
+
+# (framework, model) pairs already warned about missing usage, in this process.
+_WARNED: set[tuple[str, str]] = set()
+_WARNED_LOCK = threading.Lock()
 
 # Every live lifecycle, so one that refuses a call can free the holds that other budget
 # adapters took for the same call id: a framework sends a refused call no end event.
