@@ -22,6 +22,7 @@ from agent_budget import (
 )
 from agent_budget.admission import largest_fitting_output
 from agent_budget.stores import Level, Line
+from agent_budget.windows import calendar
 
 from .clock import FakeClock
 from .store_fixtures import StoreFactory
@@ -297,6 +298,32 @@ def test_refusal_names_the_hold_parts_and_the_fix(clock: FakeClock) -> None:
     with pytest.raises(BudgetExceededError, match="used up"):
         b.reserve("m", 1000, 10)
     assert err.value.requested == 4216
+
+
+def test_refusal_gives_the_fix_that_applies(clock: FakeClock) -> None:
+    """Clamping already on: the floor is the cause. A wait that ran out: not "wait". A
+    used-up session, day window or calendar month: how each gets room again."""
+    b = make(clock, max_tokens_per_session=100)
+    with pytest.raises(BudgetExceededError) as err:
+        b.reserve("m", 50, 200, clamp=True, min_output_tokens=64)
+    assert "floor of 64 output tokens (at most 50 fit now)" in str(err.value)
+    assert "clamp=True" not in str(err.value)
+    held = b.reserve("m", 50, 40)
+    with pytest.raises(BudgetExceededError) as err:
+        b.reserve("m", 50, 10, wait=0.05)
+    assert "in the 0.05 s it waited" in str(err.value)
+    assert "wait=seconds" not in str(err.value)
+    held.commit(Usage(60, 40))
+    with pytest.raises(BudgetExceededError, match=r"start a new session \(reset_session"):
+        b.reserve("m", 1, 1)
+    day = make(clock, max_tokens_per_day=10)
+    with pytest.raises(BudgetExceededError, match="until usage leaves its window"):
+        day.reserve("m", 20, 0)
+    month = Budget(
+        BudgetScope(name="mo", windows=[calendar("month", max_tokens=10)]), RATES, clock=clock
+    )
+    with pytest.raises(BudgetExceededError, match="until its month ends"):
+        month.reserve("m", 20, 0)
 
 
 def test_an_abatch_that_waits_for_holds_spends_up_to_the_cap() -> None:

@@ -341,7 +341,7 @@ class Budget:
             if isinstance(waited, Reservation):
                 return waited
             outcome = waited
-        error = reserving.refusal(self, plan, outcome)
+        error = reserving.refusal(self, plan, outcome, waited=wait)
         self._refused(error, plan.resolved.name, plan.session_id)
         raise error
 

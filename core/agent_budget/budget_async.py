@@ -74,7 +74,7 @@ async def areserve(
     if isinstance(outcome, Refused) and wait and outcome.waitable:
         outcome = await reserving.wait_async(self, plan, outcome, wait)
     if isinstance(outcome, Refused):
-        error = reserving.refusal(self, plan, outcome)
+        error = reserving.refusal(self, plan, outcome, waited=wait)
         note = functools.partial(self._refused, error, plan.resolved.name, plan.session_id)
         if self.store.does_io:
             await off_loop(note)

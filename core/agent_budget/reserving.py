@@ -17,6 +17,7 @@ from .errors import BudgetExceededError, StoreError, StorePermanentError
 from .outage import maybe_applied
 from .rates import ModelRates, ResolvedModel
 from .reservation import Reservation
+from .scope import Limit
 from .stores.base import check_text
 from .validate import MAX_TOKENS, check_metadata, check_session_id, check_tokens, to_decimal
 
@@ -304,8 +305,11 @@ def _release_held(outcome: Reservation | Refused) -> None:
         outcome.release()
 
 
-def refusal(budget: Budget, plan: Plan, refused: Refused) -> BudgetExceededError:
-    """The error for a refused reserve, naming what the call asked for and what would help."""
+def refusal(
+    budget: Budget, plan: Plan, refused: Refused, *, waited: float = 0.0
+) -> BudgetExceededError:
+    """The error for a refused reserve, naming what the call asked for and what would help
+    (``waited``: how long it already waited for calls in flight)."""
     source = plan.output_from or "max_output_tokens"
     detail = (
         f"the call asked for {plan.input_tokens} input tokens (estimated) + "
@@ -321,20 +325,42 @@ def refusal(budget: Budget, plan: Plan, refused: Refused) -> BudgetExceededError
             refused.lines,
             refused.levels,
         )
-    if refused.waitable:
+    spec = refused.specs[refused.index]
+    if refused.waitable and waited:
+        detail += (
+            f"; it fits once the calls in flight end, which did not happen in the {waited:g} s "
+            "it waited: retry later, or wait longer"
+        )
+    elif refused.waitable:
         detail += (
             "; it fits once the calls in flight end: retry then, or reserve with "
             "wait=seconds to wait for them"
         )
+    elif fits is not None and plan.clamp:
+        detail += (
+            f"; clamping could not keep its floor of {plan.floor} output tokens (at most "
+            f"{fits} fit now): lower min_output_tokens, or raise the limit"
+        )
     elif fits is not None:
         detail += (
-            f"; a smaller output cap (max_tokens <= {fits}) would fit now, and clamping "
-            "(clamp=True, or an adapter's clamp option) picks it for you"
+            f"; a smaller output cap (max_tokens <= {fits}) would fit now: set it on the "
+            "model, or let clamping pick it (reserve(clamp=True), BudgetMiddleware, "
+            "BudgetLLM, or the OpenAI Agents and pydantic-ai adapters' clamp=True)"
         )
     else:
-        detail += "; the limit is used up until usage leaves its window, or it is raised"
-    spec = refused.specs[refused.index]
+        detail += f"; {_until(spec.target)}"
     return budget._refusal(spec, refused.line, refused.level, detail=detail)
+
+
+def _until(limit: Limit | None) -> str:
+    """When a used-up limit has room again, in words."""
+    if limit is not None and limit.calendar is not None:
+        return f"the limit is used up until its {limit.calendar[0]} ends, or it is raised"
+    if limit is not None and limit.metric.startswith("session:"):
+        return "the session's limit is used up: start a new session (reset_session()) or raise it"
+    if limit is not None and limit.windowed:
+        return "the limit is used up until usage leaves its window, or it is raised"
+    return "the limit is used up until it is raised"
 
 
 def _admitted_unchecked(budget: Budget, reservation: Reservation, exc: StoreError) -> Reservation:
