@@ -180,6 +180,27 @@ def test_sqlite_read_only_creates_nothing(tmp_path: Path, clock: FakeClock) -> N
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
+def test_sqlite_opened_for_writing_changes_nothing_until_written(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A process that opens the store read-write, rebuilds its Budget and reads changes
+    neither the file's bytes nor its mtime: the schema and an unchanged scope definition
+    are only read."""
+    path = tmp_path / "budget.db"
+    scope = BudgetScope("s", max_tokens_per_day=1_000)
+    writer = Store.from_url(f"sqlite:///{path}")
+    Budget(scope, RATES, store=writer, clock=clock).record("x", "m", 5, 5)
+    writer.close()
+    stamp, digest = path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
+    again = Store.from_url(f"sqlite:///{path}")
+    budget = Budget(scope, RATES, store=again, clock=clock)
+    assert budget.summary()["day"]["tokens"] == 10
+    assert budget.usage()["day:tokens"].committed == 10
+    again.close()
+    assert path.stat().st_mtime_ns == stamp
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
 def test_sqlite_reads_do_not_block_writers(tmp_path: Path, clock: FakeClock) -> None:
     """A report's read transaction holds no write lock: a commit goes through meanwhile."""
     path = tmp_path / "b.db"

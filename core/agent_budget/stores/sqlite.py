@@ -298,6 +298,14 @@ class SQLiteStore(Store):
         return conn
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
+        """Create or migrate the tables; a file already at this version is only read, so
+        opening it for writing changes nothing on disk until something is written."""
+        try:
+            found = conn.execute("SELECT value FROM ab_meta WHERE key = 'schema'").fetchone()
+        except sqlite3.OperationalError:  # a new file: no tables yet
+            found = None
+        if found is not None and found[0] == SCHEMA_VERSION:
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in _SCHEMA.split(";"):
@@ -531,9 +539,11 @@ class SQLiteStore(Store):
 
     def save_scope(self, name: str, data: Mapping[str, Any]) -> None:
         text = json.dumps(dict(data), sort_keys=True)
-        self._transaction(
+        self._transaction(  # an unchanged definition writes nothing (no page, no mtime)
             lambda conn: conn.execute(
-                "INSERT OR REPLACE INTO ab_defs (name, data) VALUES (?, ?)", (name, text)
+                "INSERT INTO ab_defs (name, data) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                "SET data = excluded.data WHERE data IS NOT excluded.data",
+                (name, text),
             )
         )
 
