@@ -542,13 +542,13 @@ def test_reserve_refuses_what_a_commit_could_not_store(
     # A session id from undecodable bytes: refused at reserve, record and check alike, on
     # every store (SQLite keeps it as UTF-8 text; it would be quarantined at commit).
     undecodable = os.fsdecode(b"conv-\xff")
-    with pytest.raises(ValueError, match="session_id .* surrogate"):
+    with pytest.raises(ValueError, match=r"session_id .* surrogate"):
         budget.reserve("test-model", 10, 10, session_id=undecodable)
-    with pytest.raises(ValueError, match="session_id .* surrogate"):
+    with pytest.raises(ValueError, match=r"session_id .* surrogate"):
         budget.record(undecodable, "test-model", 10, 10)
-    with pytest.raises(ValueError, match="session_id .* surrogate"):
+    with pytest.raises(ValueError, match=r"session_id .* surrogate"):
         budget.check("test-model", 10, 10, session_id=undecodable)
-    with pytest.raises(ValueError, match="session_id .* surrogate"):
+    with pytest.raises(ValueError, match=r"session_id .* surrogate"):
         budget.usage(session_id=undecodable)
     assert budget.usage() == {}
     assert budget.records == []

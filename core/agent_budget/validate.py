@@ -28,8 +28,8 @@ def check_session_id(value: object) -> str:
     """``value`` if it is a session id every store can keep: a str of valid text (a lone
     surrogate from undecodable bytes cannot be stored as UTF-8, so it is refused before
     anything is held or recorded, never found at commit)."""
-    if value.__class__ is str and value.isascii():  # type: ignore[comparison-overlap]
-        return value  # type: ignore[return-value]
+    if type(value) is str and value.isascii():
+        return value
     if not isinstance(value, str):
         raise TypeError(f"session_id must be a str, got {type(value).__name__}")
     return check_text("session_id", value)
