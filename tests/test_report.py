@@ -208,3 +208,51 @@ def test_build_report_on_a_memory_store() -> None:
         build_report(store, bucket="week")
     with pytest.raises(ValueError, match="top"):
         build_report(store, top=0)
+
+
+REFUSED_ONLY = """
+import sys
+from agent_budget import BudgetExceededError, BudgetManager, BudgetScope
+mgr = BudgetManager(store=sys.argv[1])
+mgr.register(BudgetScope(name="global", max_cost_per_day_usd=200))
+mgr.add_template("user:", BudgetScope(name="user:", max_tokens_per_day=5_000), parent="global")
+mgr.record("user:ok", "c1", "gpt-4o-mini", 3000, 100)
+for _ in range(3):
+    try:
+        mgr.get("user:blocked").reserve("gpt-4o", 9_000, 100)
+    except BudgetExceededError:
+        pass
+    else:
+        raise SystemExit("user:blocked was not refused")
+mgr.close()
+"""
+
+
+def test_a_tenant_whose_every_call_was_refused_is_a_known_scope(shared_url: str) -> None:
+    out = run("-c", REFUSED_ONLY, shared_url)
+    assert out.returncode == 0, out.stderr
+    listed = run(
+        "-c",
+        "import sys; from agent_budget import BudgetManager\n"
+        "m = BudgetManager(store=sys.argv[1]); print(sorted(m.scopes())); m.close()",
+        shared_url,
+    )
+    assert listed.stdout.split() == ["['global',", "'user:blocked',", "'user:ok']"], listed.stderr
+    report = json.loads(cli("report", "--store", shared_url, "--json").stdout)
+    limits = {(r["scope"], r["limit"]): r for r in report["limits"]}
+    assert limits["user:blocked", "day_tokens"]["limit_value"] == 5_000
+    assert limits["user:blocked", "day_tokens"]["used"] == 0
+    narrowed = cli("report", "--store", shared_url, "--scope", "user:blocked", "--json")
+    assert narrowed.returncode == 0, narrowed.stderr
+    blocked = json.loads(narrowed.stdout)
+    assert blocked["refusals"]["count"] == 3
+    assert {r["scope"] for r in blocked["limits"]} == {"user:blocked", "global"}
+    registry = run(
+        "-c",
+        "import sys; from agent_budget import open_store\n"
+        "from agent_budget.report import scope_registry\n"
+        "s = open_store(sys.argv[1]); info = scope_registry(s)['user:blocked']\n"
+        "print(info.parent, info.template); s.close()",
+        shared_url,
+    )
+    assert registry.stdout.split() == ["global", "user:"], registry.stderr
