@@ -265,5 +265,5 @@ def _unknown_model(args: argparse.Namespace, exc: UnknownModelError) -> str:
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     return (
         f"no built-in price for model {model!r}{hint}; `agent-budget rates` lists the "
-        f"{len(known)} priced models, `agent-budget rates 'PATTERN'` filters them"
+        f"{len(known)} distinct priced model ids, `agent-budget rates 'PATTERN'` filters them"
     )
