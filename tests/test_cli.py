@@ -154,3 +154,16 @@ def test_report_on_a_shared_store(store_url):
     assert table.returncode == 0 and "team-a" in table.stdout and "15.0%" in table.stdout
     missing = cli("report", "--store", url, "--scope", "nobody")
     assert missing.returncode == 1 and "nobody" in missing.stderr
+
+
+def test_the_source_line_is_last_and_the_counts_agree_with_estimate():
+    listing = cli("rates")
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.rstrip().splitlines()
+    assert any(line.startswith("* has prompt-size tiers") for line in lines)
+    assert lines[-1].startswith("sources: genai-prices")
+    shown = len(json.loads(cli("rates", "--json").stdout))
+    assert f"({shown} distinct priced model ids)" in lines[-1]
+    unknown = cli("estimate", "gpt-nonexistent-9", "--input", "1")
+    assert unknown.returncode == 2
+    assert f"lists the {shown} distinct priced model ids" in unknown.stderr

@@ -150,3 +150,36 @@ def test_errors_are_one_line_without_a_traceback(args, code, needle, tmp_path):
     assert needle in done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(("error:", "agent-budget"))
+
+
+@pytest.mark.parametrize("value", ["/nonexistent/prices.json", "genai-price", "{tmp}/bad.json"])
+@pytest.mark.parametrize(
+    "args", [("rates",), ("rates", "gpt-4o"), ("estimate", "gpt-4o", "--input", "10")]
+)
+def test_a_bad_prices_setting_is_one_configuration_error_line(args, value, tmp_path):
+    (tmp_path / "bad.json").write_text("{not json")
+    value = value.format(tmp=tmp_path)
+    env = {**_env(), "AGENT_BUDGET_PRICES": value}
+    out = subprocess.run([*MODULE, *args], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
+    line = out.stderr.strip()
+    assert line.startswith("error: AGENT_BUDGET_PRICES=") and repr(value) in line
+    assert "'snapshot'" in line and "'genai-prices'" in line
+
+
+def test_a_bad_prices_setting_raises_the_configuration_error_from_the_library(tmp_path):
+    code = (
+        "from agent_budget import Budget, BudgetScope\n"
+        "from agent_budget.errors import PriceConfigError\n"
+        "b = Budget(BudgetScope('x'))\n"
+        "for call in (lambda: b.record('s', 'gpt-4o', 1, 1), lambda: b.reserve('gpt-4o', 1, 1)):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except PriceConfigError as exc:\n"
+        "        assert isinstance(exc, ValueError), exc\n"
+        "        print('AGENT_BUDGET_PRICES' in str(exc) and 'genai-price' in str(exc))\n"
+    )
+    env = {**_env(), "AGENT_BUDGET_PRICES": "genai-price"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.split() == ["True", "True"], out.stderr

@@ -191,3 +191,32 @@ def test_the_command_serves_until_stopped(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stopped_dashboard_leaves_the_directory_as_it_was(tmp_path: Path, stop: int) -> None:
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    write_spend(url, 1_800_000_000.0)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert before == ["b.db"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent_budget", "dashboard", "--store", url, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        page_url = line.split(" on ")[1].split()[0]
+        assert get(page_url, "/api/report")[0] == 200
+        assert "b.db-wal" in {p.name for p in tmp_path.iterdir()}  # a reader is open
+    finally:
+        proc.send_signal(stop)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -281,3 +281,19 @@ def test_readme_lists_every_extra():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     missing = [name for name in _extras() if f"agent-budget[{name}]" not in readme]
     assert not missing, f"extras the README does not mention: {missing}"
+
+
+def test_what_the_observability_example_prints_is_what_its_comments_say(
+    tmp_path: Path, package_path: Path
+):
+    block = next(
+        b for b in python_blocks([ROOT / "docs" / "observability.md"]) if "event_counts" in b.code
+    )
+    said = [
+        line.split("  # ", 1)[1].strip()
+        for line in block.code.splitlines()
+        if line.startswith("print(") and "  # " in line
+    ]
+    run = run_block(block, tmp_path, pythonpath=[package_path])
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[: len(said)] == said

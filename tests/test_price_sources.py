@@ -208,3 +208,82 @@ def test_service_tier_prices_the_hold_and_the_commit() -> None:
     assert project_default.reserve("gpt-5", 10_000, 1_000, service_tier="auto").cost_nanos == (
         priority.cost_nanos
     )
+
+
+def _per_token(inp: float, out: float, provider: str) -> dict:
+    return {
+        "input_cost_per_token": inp / 1e6,
+        "output_cost_per_token": out / 1e6,
+        "litellm_provider": provider,
+        "mode": "chat",
+    }
+
+
+# Issue 12 review: several providers' rows of one model in one LiteLLM file.
+MANY_HOSTS = {
+    "gpt-4o-2024-08-06": _per_token(2.5, 10, "openai"),
+    "azure/gpt-4o-mini": _per_token(0.165, 0.66, "azure"),
+    "openrouter/openai/gpt-4o-mini": _per_token(0.15, 0.6, "openrouter"),
+    "ollama/llama3.1": _per_token(0, 0, "ollama"),
+    "deepinfra/meta-llama/Llama-3.3-70B-Instruct-Turbo": _per_token(0.23, 0.40, "deepinfra"),
+    "together_ai/meta-llama/Llama-3.3-70B-Instruct-Turbo": _per_token(0.88, 0.88, "together_ai"),
+}
+
+
+def _litellm_file(tmp_path: Path, order: list[str]) -> Path:
+    return write(
+        tmp_path, f"litellm-{len(list(tmp_path.iterdir()))}.json", {k: MANY_HOSTS[k] for k in order}
+    )
+
+
+def _cost(table: RateTable, name: str) -> Decimal:
+    return Decimal(table.resolve(name).rates.cost(Usage(10**6, 10**6)))
+
+
+def test_a_litellm_row_of_another_provider_never_prices_a_name_the_catalogue_knows(
+    tmp_path: Path,
+) -> None:
+    catalogue = RateTable(on_unknown="fallback")
+    keys = list(MANY_HOSTS)
+    for order in (keys, keys[::-1]):
+        table = RateTable(overlays=[_litellm_file(tmp_path, order)], on_unknown="fallback")
+        for name in (
+            "meta-llama/Llama-3.3-70B-Instruct-Turbo",  # the catalogue's together row
+            "gpt-4o-mini",  # openai's, not azure's
+            "openai/gpt-4o-mini",
+            "gpt-4o-2024-05-13",  # its own catalogue row, not the file's gpt-4o-2024-08-06
+        ):
+            assert table.resolve(name).price_id == catalogue.resolve(name).price_id, name
+            assert _cost(table, name) == _cost(catalogue, name), name
+        # The file's own keys, spelled as the file spells them, still win.
+        assert _cost(table, "azure/gpt-4o-mini") == Decimal("0.825")
+        assert _cost(table, "together_ai/meta-llama/Llama-3.3-70B-Instruct-Turbo") == Decimal(
+            "1.76"
+        )
+        assert _cost(table, "ollama/llama3.1") == 0
+        # A free local row never prices a call that does not name its provider.
+        local = table.resolve("llama3.1")
+        assert not local.known and _cost(table, "llama3.1") > 0
+
+
+def test_a_litellm_family_fallback_is_the_dearest_row_whatever_the_file_order(
+    tmp_path: Path,
+) -> None:
+    keys = list(MANY_HOSTS)
+    seen = set()
+    for order in (keys, keys[::-1]):
+        table = RateTable(
+            overlays=[_litellm_file(tmp_path, order)], use_builtins=False, on_unknown="fallback"
+        )
+        llama = table.resolve("Llama-3.3-70B-Instruct-Turbo")
+        mini = table.resolve("gpt-4o-mini")
+        seen.add((llama.price_key, mini.price_key))
+        assert _cost(table, "Llama-3.3-70B-Instruct-Turbo") == Decimal("1.76")
+        assert mini.price_key == "azure/gpt-4o-mini"  # the dearer of azure and openrouter
+        assert "family" in mini.how
+        # A call that names a provider never takes another provider's row.
+        assert not table.resolve("openai/gpt-4o-mini").known
+        assert not table.resolve("groq/llama-3.3-70b-instruct-turbo").known
+        assert not table.resolve("llama3.1").known  # the free ollama row serves ollama only
+        assert table.resolve("ollama/llama3.1-latest").known
+    assert len(seen) == 1

@@ -12,15 +12,17 @@ import csv
 import io
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent_budget import Budget, BudgetScope, MemoryStore, ModelRates
+from agent_budget import Budget, BudgetScope, MemoryStore, ModelRates, open_store
 from agent_budget.report import build_report, descendants, parse_time, scope_registry
 from agent_budget.report_render import render_csv, render_text
 
@@ -208,3 +210,102 @@ def test_build_report_on_a_memory_store() -> None:
         build_report(store, bucket="week")
     with pytest.raises(ValueError, match="top"):
         build_report(store, top=0)
+
+
+REFUSED_ONLY = """
+import sys
+from agent_budget import BudgetExceededError, BudgetManager, BudgetScope
+mgr = BudgetManager(store=sys.argv[1])
+mgr.register(BudgetScope(name="global", max_cost_per_day_usd=200))
+mgr.add_template("user:", BudgetScope(name="user:", max_tokens_per_day=5_000), parent="global")
+mgr.record("user:ok", "c1", "gpt-4o-mini", 3000, 100)
+for _ in range(3):
+    try:
+        mgr.get("user:blocked").reserve("gpt-4o", 9_000, 100)
+    except BudgetExceededError:
+        pass
+    else:
+        raise SystemExit("user:blocked was not refused")
+mgr.close()
+"""
+
+
+def test_a_tenant_whose_every_call_was_refused_is_a_known_scope(shared_url: str) -> None:
+    out = run("-c", REFUSED_ONLY, shared_url)
+    assert out.returncode == 0, out.stderr
+    listed = run(
+        "-c",
+        "import sys; from agent_budget import BudgetManager\n"
+        "m = BudgetManager(store=sys.argv[1]); print(sorted(m.scopes())); m.close()",
+        shared_url,
+    )
+    assert listed.stdout.split() == ["['global',", "'user:blocked',", "'user:ok']"], listed.stderr
+    report = json.loads(cli("report", "--store", shared_url, "--json").stdout)
+    limits = {(r["scope"], r["limit"]): r for r in report["limits"]}
+    assert limits["user:blocked", "day_tokens"]["limit_value"] == 5_000
+    assert limits["user:blocked", "day_tokens"]["used"] == 0
+    narrowed = cli("report", "--store", shared_url, "--scope", "user:blocked", "--json")
+    assert narrowed.returncode == 0, narrowed.stderr
+    blocked = json.loads(narrowed.stdout)
+    assert blocked["refusals"]["count"] == 3
+    assert {r["scope"] for r in blocked["limits"]} == {"user:blocked", "global"}
+    registry = run(
+        "-c",
+        "import sys; from agent_budget import open_store\n"
+        "from agent_budget.report import scope_registry\n"
+        "s = open_store(sys.argv[1]); info = scope_registry(s)['user:blocked']\n"
+        "print(info.parent, info.template); s.close()",
+        shared_url,
+    )
+    assert registry.stdout.split() == ["global", "user:"], registry.stderr
+
+
+OLD_REFUSAL = {
+    "kind": "refusal",
+    "scope": "user:ok",
+    "caller": "user:ok",
+    "limit_type": "day_tokens",
+    "level": "critical",
+    "message": "m",
+    "model": "gpt-4o",
+    "session_id": "old",
+    "used": 4100.0,
+    "limit": 5000.0,
+    "unit": "tokens",
+}
+
+
+def test_token_amounts_of_refusals_and_alerts_are_whole_numbers(shared_url: str) -> None:
+    out = run("-c", REFUSED_ONLY, shared_url)
+    assert out.returncode == 0, out.stderr
+    raw = run(
+        "-c",
+        "import sys; from agent_budget import open_store\n"
+        "s = open_store(sys.argv[1], read_only=True)\n"
+        "for e in s.events():\n"
+        "    print(e['kind'], e['unit'], type(e['used']).__name__, type(e['limit']).__name__)\n"
+        "s.close()",
+        shared_url,
+    )
+    rows = [line.split() for line in raw.stdout.splitlines()]
+    assert rows and all(r[1] == "tokens" for r in rows), raw.stderr
+    assert {(r[2], r[3]) for r in rows} == {("int", "int")}
+    # A row written as floats (before tokens were kept whole) reads back whole too.
+    old = {**json.loads(json.dumps(OLD_REFUSAL)), "timestamp": time.time()}
+    if shared_url.startswith("sqlite"):
+        with sqlite3.connect(shared_url.removeprefix("sqlite:///")) as conn:
+            conn.execute(
+                "INSERT INTO ab_events (ts, kind, scope, caller, event) VALUES (?, ?, ?, ?, ?)",
+                (old["timestamp"], "refusal", "user:ok", "user:ok", json.dumps(old)),
+            )
+        conn.close()
+    else:
+        store = open_store(shared_url)
+        store.client.xadd(store._base("global") + "events", {"e": json.dumps(old)})  # type: ignore[attr-defined]
+        store.close()
+    csv_out = cli("report", "--store", shared_url, "--by", "refusals", "--csv")
+    assert csv_out.returncode == 0, csv_out.stderr
+    table = list(csv.DictReader(io.StringIO(csv_out.stdout)))
+    assert {(r["used"], r["limit"]) for r in table} == {("0", "5000"), ("4100", "5000")}
+    as_json = json.loads(cli("report", "--store", shared_url, "--json").stdout)
+    assert all(isinstance(e["used"], int) for e in as_json["refusals"]["recent"])

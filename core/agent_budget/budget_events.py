@@ -89,7 +89,12 @@ def log_alert(self: Budget, alert: BudgetAlert) -> None:
 
 
 def refused(self: Budget, error: BudgetExceededError, model: str, session_id: str) -> None:
-    """Note a refusal in the store's events log (best effort) and tell the listeners."""
+    """Note a refusal in the store's events log (best effort) and tell the listeners. A
+    template-made scope refused before it ever recorded usage is registered in the store
+    now, as at its first record, so reports list the tenant whose every call was refused."""
+    for node in self._chain:
+        if node._first_use is not None:
+            node._note_first_use()
     unit = next(
         (
             lim.unit

@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .errors import PriceConfigError
 from .matching import Clause, Matcher, clause_matches
 from .model_rates import ModelRates
 from .names import family_name, spellings
@@ -462,9 +463,29 @@ def default_catalogue() -> Catalogue:
                 choice = os.environ.get(ENV_VAR, "").strip()
                 if choice in ("", "snapshot"):
                     found = Catalogue.snapshot_file()
-                elif choice in ("genai-prices", "live"):
-                    found = Catalogue.from_genai_prices()
                 else:
-                    found = Catalogue.from_file(choice)
+                    found = _from_env(choice)
                 _default = found
     return found
+
+
+_ACCEPTED = (
+    "'snapshot' (the default), 'genai-prices' (or 'live'; needs agent-budget[prices]) or "
+    "the path of a catalogue file written by scripts/make_prices.py"
+)
+
+
+def _from_env(choice: str) -> Catalogue:
+    """The catalogue ``AGENT_BUDGET_PRICES=choice`` selects; a value that cannot be used is
+    a :class:`PriceConfigError` naming the variable, the value and the accepted values."""
+    try:
+        if choice in ("genai-prices", "live"):
+            return Catalogue.from_genai_prices()
+        return Catalogue.from_file(choice)
+    except OSError as exc:
+        problem = f"cannot read the file: {exc.strerror or exc}"
+    except (ValueError, ImportError) as exc:
+        problem = str(exc)
+    raise PriceConfigError(
+        f"{ENV_VAR}={choice!r} cannot be used ({problem}); accepted values: {_ACCEPTED}"
+    )

@@ -14,7 +14,13 @@ from decimal import Decimal
 from typing import Any
 
 from .cli_prices import add_price_commands
-from .errors import BudgetError, StoreConfigError, UnknownModelError, UnknownScopeError
+from .errors import (
+    BudgetError,
+    PriceConfigError,
+    StoreConfigError,
+    UnknownModelError,
+    UnknownScopeError,
+)
 from .rates import builtin_rates, normalize_model_name
 
 __all__ = ["main"]
@@ -221,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result: int = args.func(args)
         except UnknownModelError as exc:
             return _fail(_unknown_model(args, exc), EXIT_USAGE)
-        except StoreConfigError as exc:
+        except (StoreConfigError, PriceConfigError) as exc:
             return _fail(str(exc), EXIT_USAGE)
         except BudgetError as exc:
             return _fail(str(exc), EXIT_ERROR)
@@ -259,5 +265,5 @@ def _unknown_model(args: argparse.Namespace, exc: UnknownModelError) -> str:
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     return (
         f"no built-in price for model {model!r}{hint}; `agent-budget rates` lists the "
-        f"{len(known)} priced models, `agent-budget rates 'PATTERN'` filters them"
+        f"{len(known)} distinct priced model ids, `agent-budget rates 'PATTERN'` filters them"
     )

@@ -77,13 +77,17 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
-def _source_line(catalogue: Catalogue | None) -> str:
+def _source_line(catalogue: Catalogue | None, priced: int | None = None) -> str:
+    """The source, its dates and its size: ``N models`` counts the source's rows (one per
+    provider a model is sold by); ``priced`` the distinct token-priced model ids that
+    ``agent-budget rates`` lists (and ``estimate`` suggests from)."""
     if catalogue is None:
         return "no catalogue"
     change = f", latest price change {catalogue.latest_change}" if catalogue.latest_change else ""
+    ids = "" if priced is None else f" ({priced} distinct priced model ids)"
     return (
         f"{catalogue.label} ({catalogue.url}), snapshot {catalogue.snapshot}{change}; "
-        f"{len(catalogue)} models"
+        f"{len(catalogue)} models of {len(catalogue.providers)} providers{ids}"
     )
 
 
@@ -142,9 +146,9 @@ def _cmd_rates(args: argparse.Namespace) -> int:
             ]
         )
     _print_table(out)
-    print(f"\nsources: {_source_line(catalogue)}")
     if any(r.note for r in wanted):
-        print("* has prompt-size tiers: agent-budget rates MODEL shows them")
+        print("\n* has prompt-size tiers: agent-budget rates MODEL shows them")
+    print(f"\nsources: {_source_line(catalogue, len(rows))}")  # always the last line
     return EXIT_OK
 
 

@@ -6,6 +6,7 @@ __all__ = [
     "BudgetError",
     "BudgetExceededError",
     "BudgetWarning",
+    "PriceConfigError",
     "StoreConfigError",
     "StoreError",
     "StorePermanentError",
@@ -126,3 +127,9 @@ class StoreUnavailableError(StoreError):
 
 class StoreConfigError(BudgetError, ValueError):
     """A store URL or store option is malformed or names an unknown scheme."""
+
+
+class PriceConfigError(BudgetError, ValueError):
+    """The price source ``AGENT_BUDGET_PRICES`` names cannot be used (a typo, a missing or
+    unreadable file, genai-prices not installed); the message names the variable, its value
+    and the accepted values."""

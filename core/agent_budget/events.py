@@ -116,6 +116,23 @@ class Listeners:
                 log.exception("refusal listener %r failed", callback)
 
 
+def in_unit(value: Any, unit: str) -> Any:
+    """An events-log amount as its unit counts: tokens are whole numbers (``3100``, never
+    ``3100.0``, whatever a limit's user-facing value was); money is left as it is."""
+    if unit == "tokens" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def events_in_unit(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` from a store's events log with its token amounts whole (rows written before
+    tokens were kept whole)."""
+    unit = row.get("unit", "")
+    if unit != "tokens":
+        return row
+    return {**row, "used": in_unit(row.get("used"), unit), "limit": in_unit(row.get("limit"), unit)}
+
+
 def refusal_event(event: RefusalEvent) -> dict[str, Any]:
     """A refusal as a row of a store's events log."""
     error = event.error
@@ -129,8 +146,8 @@ def refusal_event(event: RefusalEvent) -> dict[str, Any]:
         "message": str(error),
         "model": event.model,
         "session_id": event.session_id,
-        "used": error.used,
-        "limit": error.limit,
+        "used": in_unit(error.used, event.unit),
+        "limit": in_unit(error.limit, event.unit),
         "unit": event.unit,
     }
 
@@ -147,7 +164,7 @@ def alert_event(alert: BudgetAlert, unit: str) -> dict[str, Any]:
         "message": alert.message,
         "model": "",
         "session_id": "",
-        "used": alert.used,
-        "limit": alert.limit,
+        "used": in_unit(alert.used, unit),
+        "limit": in_unit(alert.limit, unit),
         "unit": unit,
     }

@@ -206,7 +206,7 @@ class BudgetManager:
                     f"parent scope {parent_name!r} of {name!r} is not registered"
                 )
         budget = self._from_template(template, name, parent_budget)
-        if name not in self._recorded:  # recorded in the store when it first records usage
+        if name not in self._recorded:  # recorded in the store at its first record or refusal
             budget._first_use = self._first_use
             budget._made_from = template.prefix
         parents = self._parents
@@ -237,9 +237,9 @@ class BudgetManager:
 
     def _save_made(self, budget: Budget, prefix: str) -> None:
         """Record a template-made scope in the store's scope registry (name, parent,
-        template, limits) when it first records usage, once per scope per process, so other
-        processes, reports and the CLI see it (``get()`` alone writes nothing). Best effort:
-        a store error is logged, never raised."""
+        template, limits) when it first records usage or is first refused, once per scope
+        per process, so other processes, reports and the CLI see it (``get()`` alone writes
+        nothing). Best effort: a store error is logged, never raised."""
         definition = budget.scope.to_dict()
         definition["parent"] = budget.parent.name if budget.parent else None
         definition["template"] = prefix

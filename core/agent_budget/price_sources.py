@@ -16,8 +16,10 @@ An overlay file is JSON (USD per 1M tokens; fees in USD each)::
      "aliases": {"prod-chat": "gpt-4o"}}
 
 Both kinds become :class:`PriceRow` objects, so history, tiers and service tiers price the
-same way as the catalogue's. Names match case-insensitively, in any spelling whose family
-(:func:`.names.family_name`) is an entry's.
+same way as the catalogue's. Names match case-insensitively: a key in any spelling of the
+name (:meth:`PriceSource.match`), else, for a name the catalogue does not know, the dearest
+entry of its family (:func:`.names.family_name`) that does not belong to another provider
+(:meth:`PriceSource.family`; docs/pricing.md has the order).
 """
 
 from __future__ import annotations
@@ -25,15 +27,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .names import family_name, spellings
 from .price_row import PriceRow
 
-__all__ = ["PriceSource", "litellm_prices", "load_prices", "overlay_prices"]
+__all__ = ["Match", "PriceSource", "litellm_prices", "load_prices", "overlay_prices"]
 
 _MILLION = Decimal(1_000_000)
 _THOUSAND = Decimal(1000)
@@ -46,6 +49,22 @@ _OVERLAY_KEYS = {
     "reasoning": "output_reasoning_mtok",
 }
 _OVERLAY_FEES = {"per_request": "requests_kcount", "per_web_search": "web_searches_kcount"}
+
+
+class Match(NamedTuple):
+    """An overlay row a name found: the row, the key that matched, and whether the key is
+    a spelling of the name as given (``exact``: the name itself, or with router/provider
+    prefixes removed) or one derived from it (Bedrock/Vertex forms tidied, dates and
+    aliases stripped)."""
+
+    row: PriceRow
+    key: str
+    exact: bool
+
+
+def _same_provider(a: str, b: str) -> bool:
+    """``vertex_ai`` names ``vertex_ai-language-models``, ``bedrock`` ``bedrock_converse``."""
+    return a == b or a.startswith((b + "_", b + "-")) or b.startswith((a + "_", a + "-"))
 
 
 class PriceSource:
@@ -62,9 +81,18 @@ class PriceSource:
         self.label = label
         self.date = date
         self.rows = {name.lower(): row for name, row in rows.items()}
-        self.families: dict[str, PriceRow] = {}
-        for name, row in self.rows.items():
-            self.families.setdefault(family_name(name), row)
+        # Every row of a family, in key order (a family fallback never depends on the
+        # file's order), and the providers each row serves: the key's first segment
+        # (``azure/...``) and LiteLLM's ``litellm_provider``; none for a bare key of yours.
+        self.families: dict[str, list[str]] = {}
+        self._providers: dict[str, frozenset[str]] = {}
+        for name in sorted(self.rows):
+            row = self.rows[name]
+            self.families.setdefault(family_name(name), []).append(name)
+            serves = {name.split("/", 1)[0]} if "/" in name else set()
+            if row.provider and row.provider != label:
+                serves.add(row.provider.lower())
+            self._providers[name] = frozenset(serves)
         self.aliases = {k.strip().lower(): v for k, v in (aliases or {}).items()}
 
     def __len__(self) -> int:
@@ -73,18 +101,66 @@ class PriceSource:
     def __repr__(self) -> str:
         return f"PriceSource({self.label!r}, {len(self.rows)} models, {self.date})"
 
-    def find(self, model: str) -> tuple[PriceRow, str] | None:
-        """The row pricing ``model`` and the name that matched, or None."""
+    def _name(self, model: str) -> str:
         lower = model.strip().lower()
-        lower = self.aliases.get(lower, lower)
-        refs = [lower] + [s.ref for s in spellings(lower)]
-        for ref in refs:
-            row = self.rows.get(ref)
+        return self.aliases.get(lower, lower).strip().lower()
+
+    def match(self, model: str) -> Match | None:
+        """The row whose key is ``model`` in one of its spellings (most specific first),
+        or None. Never a row found only by family."""
+        lower = self._name(model)
+        row = self.rows.get(lower)
+        if row is not None:
+            return Match(row, lower, True)
+        for spelling in spellings(lower):
+            row = self.rows.get(spelling.ref)
             if row is not None:
-                return row, ref
-        family = family_name(lower)
-        row = self.families.get(family)
-        return None if row is None else (row, family)
+                return Match(row, spelling.ref, not spelling.derived)
+        return None
+
+    def family(
+        self, model: str, provider: str | None = None, when: float | None = None
+    ) -> tuple[PriceRow, str] | None:
+        """The row pricing ``model`` by its family when no key spells it, or None.
+
+        When the call names a provider (a ``provider/`` prefix, or ``provider``) only rows
+        of that provider (or keys naming none) serve. Among the rows left, the dearest
+        (input plus output, then the key) wins, whatever the file's order, so a family
+        fallback never under-charges; a free row (a local model) serves only a call that
+        names its provider.
+        """
+        lower = self._name(model)
+        keys = self.families.get(family_name(lower))
+        if not keys:
+            return None
+        named = {seg for seg in lower.split("/")[:-1] if seg}
+        if provider:
+            named.add(provider.strip().lower())
+        now = time.time() if when is None else when
+        best: tuple[Decimal, Decimal, str] | None = None
+        for key in keys:
+            serves = self._providers[key]
+            names_it = any(_same_provider(a, b) for a in serves for b in named)
+            if named and serves and not names_it:
+                continue
+            quote = self.rows[key].quote(now)
+            if quote is None:
+                continue
+            inp, out = quote.rates._exact[:2]
+            if inp + out == 0 and not names_it:
+                continue
+            rank = (inp + out, inp, key)
+            if best is None or rank > best:
+                best = rank
+        return None if best is None else (self.rows[best[2]], best[2])
+
+    def find(self, model: str, provider: str | None = None) -> tuple[PriceRow, str] | None:
+        """The row pricing ``model`` and the name that matched, or None: a key spelling
+        the name, else the family fallback (:meth:`family`)."""
+        found = self.match(model)
+        if found is not None:
+            return found.row, found.key
+        return self.family(model, provider)
 
 
 def _decimal(where: str, value: Any) -> Decimal:

@@ -287,43 +287,71 @@ class RateTable:
                 found = self._user.get(candidate)
                 if found is not None:
                     return self._user_rates(family, found[0], found[1], f"as {candidate}")
-        for source in self.overlays:
-            hit = source.find(name)
-            if hit is not None:
-                row, matched = hit
-                quote = row.quote(now)
-                if quote is not None:
-                    return ResolvedModel(
-                        family,
-                        quote.rates,
-                        True,
-                        row.id,
-                        source.label,
-                        source.date,
-                        source.label,
-                        f"overlay {source.label!r} as {matched}",
-                        row,
-                    )
+        # Overlays win over the catalogue for the name in any spelling, except that a
+        # spelling reached by stripping (a date, an alias) loses to a catalogue row that
+        # prices the name as another model (gpt-4o-2024-05-13 is not gpt-4o); a family
+        # fallback from an overlay serves only a name the catalogue does not know.
+        matches = [(source, source.match(name)) for source in self.overlays]
+        for source, match in matches:
+            if match is not None and match.exact:
+                resolved = self._overlay(family, source, match.row, f"as {match.key}", now)
+                if resolved is not None:
+                    return resolved
         catalogue = self.catalogue
-        if catalogue is not None:
-            found_row = catalogue.find(name, provider)
-            if found_row is not None:
-                quote = found_row.row.quote(now, None, found_row.variants)
-                if quote is not None:
-                    row = found_row.row
-                    return ResolvedModel(
-                        family,
-                        quote.rates,
-                        True,
-                        row.id,
-                        catalogue.label,
-                        catalogue.snapshot,
-                        row.provider,
-                        f"{found_row.how} as {found_row.spelling}",
-                        row,
-                        found_row.variants,
-                    )
+        found_row = None if catalogue is None else catalogue.find(name, provider)
+        for source, match in matches:
+            if match is None or match.exact:
+                continue
+            if catalogue is not None and found_row is not None:
+                same = catalogue.find(match.key, provider)
+                if same is None or same.row is not found_row.row:
+                    continue
+            resolved = self._overlay(family, source, match.row, f"as {match.key}", now)
+            if resolved is not None:
+                return resolved
+        if catalogue is not None and found_row is not None:
+            quote = found_row.row.quote(now, None, found_row.variants)
+            if quote is not None:
+                row = found_row.row
+                return ResolvedModel(
+                    family,
+                    quote.rates,
+                    True,
+                    row.id,
+                    catalogue.label,
+                    catalogue.snapshot,
+                    row.provider,
+                    f"{found_row.how} as {found_row.spelling}",
+                    row,
+                    found_row.variants,
+                )
+        for source in self.overlays:
+            hit = source.family(name, provider, now)
+            if hit is not None:
+                how = f"family {family_name(name)}, the dearest row for it: {hit[1]}"
+                resolved = self._overlay(family, source, hit[0], how, now)
+                if resolved is not None:
+                    return resolved
         return self._unknown(family, name, now)
+
+    @staticmethod
+    def _overlay(
+        family: str, source: PriceSource, row: PriceRow, how: str, now: float
+    ) -> ResolvedModel | None:
+        quote = row.quote(now)
+        if quote is None:
+            return None
+        return ResolvedModel(
+            family,
+            quote.rates,
+            True,
+            row.id,
+            source.label,
+            source.date,
+            source.label,
+            f"overlay {source.label!r} {how}",
+            row,
+        )
 
     def _user_rates(self, family: str, key: str, rates: ModelRates, how: str) -> ResolvedModel:
         return ResolvedModel(family, rates, True, key, "rates=", "", "", how)

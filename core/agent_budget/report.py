@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import UnknownScopeError
+from .events import events_in_unit
 from .money import nanos_to_decimal
 from .rates import RateTable
 from .report_spend import COUNTED, add, read_spend
@@ -405,7 +406,7 @@ def build_report(
         "scope",
     )
     by_session = [_row({"session_id": sid}, sums) for sid, sums in spend.sessions]
-    kept = store.events(since=start, until=end, scope=wanted)
+    kept = [events_in_unit(e) for e in store.events(since=start, until=end, scope=wanted)]
     refusals = [e for e in kept if e["kind"] == "refusal"]
     alerts = [e for e in kept if e["kind"] == "alert"]
     refused_by: dict[tuple[str, str], int] = {}

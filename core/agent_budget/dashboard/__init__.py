@@ -23,6 +23,7 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -314,10 +315,31 @@ def serve(
         print(f"open {page}")
     if open_browser:
         webbrowser.open(page)
+    previous = _stop_on_sigterm()
     try:
         dashboard.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        dashboard.close()
+        try:
+            dashboard.close()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM stop the serve loop as Ctrl-C does (the stores are closed, so a SQLite
+    reader leaves no ``-wal`` / ``-shm`` files behind); only the main thread can. Returns
+    the handler to put back, or None when none was set."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, _interrupt)
+    except (ValueError, OSError):  # no SIGTERM here, or not allowed
+        return None

@@ -263,9 +263,15 @@ def event_row(event: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(scope, str) or not scope:
         raise ValueError(f"an event needs its scope, got {scope!r}")
 
-    def number(name: str) -> float | None:
+    tokens = event.get("unit") == "tokens"
+
+    def number(name: str) -> float | int | None:
+        """Tokens are whole numbers (``3100``, not ``3100.0``); money stays a float."""
         value = event.get(name)
-        return None if value is None else float(value)
+        if value is None:
+            return None
+        amount = float(value)
+        return int(amount) if tokens and amount.is_integer() else amount
 
     return {
         "timestamp": float(event.get("timestamp", 0.0)),
