@@ -127,8 +127,12 @@ def encode_record(record: Mapping[str, Any]) -> str:
     return json.dumps(values, default=str, separators=(",", ":"))
 
 
+_loads = json.JSONDecoder().decode
+
+
 def _decode(text: bytes | str) -> dict[str, Any]:
-    values = json.loads(text)
+    # Decoded first: json.loads of bytes sniffs the encoding of every row.
+    values = _loads(text.decode("utf-8") if isinstance(text, bytes) else text)
     cost = int(values[9])
     row = {
         "timestamp": float(values[0]),
