@@ -172,15 +172,7 @@ def test_the_command_serves_until_stopped(tmp_path: Path) -> None:
     assert exposed.returncode == 2 and "access token" in exposed.stderr
     missing = run("-m", "agent_budget", "dashboard", "--store", f"sqlite:///{tmp_path / 'x.db'}")
     assert missing.returncode == 1 and "no SQLite store" in missing.stderr
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent_budget", "dashboard", "--store", url, "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
+    proc = _serve(url)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -193,21 +185,25 @@ def test_the_command_serves_until_stopped(tmp_path: Path) -> None:
         assert proc.wait(timeout=30) == 0
 
 
+def _serve(url: str) -> subprocess.Popen[str]:
+    """``agent-budget dashboard`` of ``url`` on a free port, in a real process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent_budget", "dashboard", "--store", url, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=ROOT,
+    )
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_stopped_dashboard_leaves_the_directory_as_it_was(tmp_path: Path, stop: int) -> None:
     url = f"sqlite:///{tmp_path / 'b.db'}"
     write_spend(url, 1_800_000_000.0)
     before = sorted(p.name for p in tmp_path.iterdir())
     assert before == ["b.db"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent_budget", "dashboard", "--store", url, "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
+    proc = _serve(url)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
