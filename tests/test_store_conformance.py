@@ -714,6 +714,12 @@ def test_ledger_filters_by_time_scope_session_model_and_limit(
         reader.ledger(limit=-1)
     with pytest.raises(ValueError, match="since"):
         reader.ledger(since=float("nan"))
+    # ledger_stream: the same rows in no set order (a report sums them as they come).
+    for query in ({}, {"scope": "user:alice"}, {"session": "s0"}, {"model": "gpt-4o"}):
+        streamed = sorted(r["output_tokens"] for r in reader.ledger_stream(**query))
+        assert streamed == sorted(r["output_tokens"] for r in reader.ledger(**query)), query
+    with pytest.raises(ValueError, match="since"):
+        list(reader.ledger_stream(since=float("nan")))
 
 
 def test_a_repeated_commit_adds_one_ledger_row(

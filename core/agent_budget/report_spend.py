@@ -83,7 +83,7 @@ def read_spend(
     scopes whose series are shown; ``top`` bounds the sessions."""
     if store.groups_natively:
         return _native(store, query, size, top, lead, sessions)
-    return _one_pass(store.ledger(**query), size, top, lead, sessions)
+    return _one_pass(store.ledger_stream(**query), size, top, lead, sessions)
 
 
 def _as_map(groups: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> dict[Any, Sums]:

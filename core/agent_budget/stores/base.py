@@ -72,7 +72,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import math
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -671,6 +671,19 @@ class Store(abc.ABC):
         order), at most ``limit``. Each row has the fields of ``LEDGER_FIELDS``. A store that
         keeps no ledger returns []."""
         return []
+
+    def ledger_stream(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        session: str | None = None,
+        model: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The rows :meth:`ledger` gives, in no set order, for a caller that only sums them:
+        a store that can stream them (Redis) never holds them all at once."""
+        yield from self.ledger(since=since, until=until, scope=scope, session=session, model=model)
 
     def aggregate(
         self,

@@ -20,7 +20,7 @@ import json
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from typing import Any
 from urllib.parse import unquote, urlencode, urlunsplit
@@ -693,6 +693,20 @@ class RedisStore(Store):
             since=since, until=until, scope=scope, session=session, model=model
         )
         return redis_ledger.ledger_rows(self, wanted, limit, newest_first)
+
+    def ledger_stream(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        scope: str | Iterable[str] | None = None,
+        session: str | None = None,
+        model: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        wanted = LedgerFilter.of(
+            since=since, until=until, scope=scope, session=session, model=model
+        )
+        return redis_ledger.stream_rows(self, wanted)
 
     def aggregate(
         self,

@@ -48,6 +48,7 @@ __all__ = [
     "query_events",
     "record_event",
     "server_now",
+    "stream_rows",
 ]
 
 EVENTS_MAXLEN = 10_000
@@ -253,6 +254,12 @@ def _rows(
         row = _decode(raw)
         if wanted.matches(row):
             yield row
+
+
+def stream_rows(store: RedisStore, wanted: LedgerFilter) -> Iterator[dict[str, Any]]:
+    """Every matching row, group by group, page by page: never all held at once."""
+    for group in groups(store, wanted.scopes):
+        yield from _rows(store, group, wanted, False)
 
 
 def ledger_rows(
