@@ -29,7 +29,9 @@ from agent_budget import (
     Budget,
     BudgetExceededError,
     BudgetScope,
+    MemoryStore,
     ModelRates,
+    StoreError,
     StoreTransientError,
     StoreUnavailableError,
     Usage,
@@ -159,6 +161,42 @@ def test_a_hung_redis_costs_each_call_one_timeout_not_two(
     _wait_for(drained)
     assert _raw_level(redis_node, "h", "session:tokens", clock) == Level(15, 0)
     store.close()
+
+
+class _OneOpFails(MemoryStore):
+    """Answers every call, except the replay of one commit (an unclassified error)."""
+
+    poisoned: str | None = None
+
+    def commit(self, hold_id: str, *args: Any, **kwargs: Any) -> Any:
+        if self.poisoned is None:
+            self.poisoned = hold_id
+            raise StoreTransientError("timed out", maybe_applied=False)
+        if hold_id == self.poisoned:
+            raise StoreError("unclassified failure of this operation only")
+        return super().commit(hold_id, *args, **kwargs)
+
+
+def test_a_replay_failing_while_the_store_answers_never_stops_calls(clock: FakeClock) -> None:
+    """Only a store that does not answer (a transient error) spares the call its own
+    round trip; an operation that fails on its own is struck and quarantined while calls
+    go on, even when they come further apart than the replay's backoff."""
+    store = _OneOpFails()
+    budget = Budget(
+        BudgetScope("u", max_tokens_per_day=10**9),
+        RATES,
+        store=store,
+        clock=clock,
+        on_store_error="fail_closed",
+    )
+    budget.reserve("test-model", 10, 10).commit(Usage(10, 10))  # spooled
+    assert budget.pending_commits == 1
+    for _ in range(6):
+        budget._pending._retry_at = 0.0  # calls further apart than the backoff
+        budget.reserve("test-model", 10, 10).commit(Usage(10, 10))
+    assert budget.pending_commits == 0
+    assert len(budget._pending.quarantined()) == 1
+    assert budget.usage()["day:tokens"].committed == 6 * 20
 
 
 @pytest.mark.redis

@@ -205,6 +205,19 @@ def test_a_guard_of_the_same_scope_through_another_object_does_not_charge_twice(
     assert org.usage()["day:tokens"].committed == 120
     assert child.usage()["session:tokens"].committed == 120
 
+    # A scope of the same name in another tree is another scope: its guard still checks
+    # its own (stricter) limit, and refuses.
+    alone = Budget(BudgetScope("conv", max_tokens_per_day=100), RATES, clock=clock)
+    alone_store_child = Budget(
+        BudgetScope("conv", max_tokens_per_session=100_000),
+        RATES,
+        clock=clock,
+        parent=Budget(BudgetScope("org2"), RATES, clock=clock, store=alone.store),
+    )
+    agent = create_agent(_model(replies=["ok"]), middleware=[BudgetMiddleware(alone_store_child)])
+    with budget_guard(alone), pytest.raises(BudgetExceededError, match="'conv'"):
+        agent.invoke({"messages": [HumanMessage("hi")]})
+
 
 def test_async_agents_are_clamped_and_finish_too(clock: FakeClock) -> None:
     budget = _budget(clock, max_tokens_per_session=1_000)

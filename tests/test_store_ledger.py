@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from agent_budget import Budget, BudgetScope, MemoryStore, ModelRates, StoreError
-from agent_budget.stores import Line, Store
+from agent_budget import Budget, BudgetScope, MemoryStore, ModelRates, StoreError, Usage
+from agent_budget.stores import Level, Line, Store
 
 from .clock import FakeClock
 
@@ -65,13 +65,14 @@ def test_sqlite_events_follow_the_ledger_retention(tmp_path: Path, clock: FakeCl
     store.close()
 
 
-def _old_file(path: Path) -> None:
-    """A ledger as agent-budget 0.2 wrote it: JSON rows only."""
+def _old_file(path: Path, schema: str = "1") -> None:
+    """A ledger as agent-budget 0.2 wrote it: JSON rows only (schema "2" files of some
+    later versions still had that ledger)."""
     conn = sqlite3.connect(path)
     conn.executescript(
-        """
+        f"""
         CREATE TABLE ab_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        INSERT INTO ab_meta VALUES ('schema', '1');
+        INSERT INTO ab_meta VALUES ('schema', '{schema}');
         CREATE TABLE ab_ledger (
             id INTEGER PRIMARY KEY, ts REAL NOT NULL, hold_id TEXT NOT NULL, scope TEXT,
             record TEXT NOT NULL);
@@ -125,6 +126,23 @@ def test_sqlite_reads_a_ledger_written_by_0_2(tmp_path: Path, read_only: bool) -
     version = conn.execute("SELECT value FROM ab_meta WHERE key = 'schema'").fetchone()[0]
     conn.close()
     assert version == ("1" if read_only else "2")  # a reader never migrates
+
+
+def test_sqlite_migrates_a_schema_2_file_with_the_old_ledger(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The schema version alone does not pin the ledger's layout: such a file is migrated
+    on opening, and commits go on recording (none spooled)."""
+    path = tmp_path / "two.db"
+    _old_file(path, schema="2")
+    store = Store.from_url(f"sqlite:///{path}")
+    scope = BudgetScope("user:1", max_tokens_per_day=1_000)
+    budget = Budget(scope, RATES, store=store, clock=clock)
+    budget.reserve("m", 10, 10).commit(Usage(10, 10))
+    assert budget.pending_commits == 0
+    assert budget.usage()["day:tokens"] == Level(20, 0)
+    assert len(store.ledger()) == 2
+    store.close()
 
 
 def test_sqlite_finds_rows_by_time_through_hour_marks(tmp_path: Path, clock: FakeClock) -> None:

@@ -800,10 +800,13 @@ _ACCOUNTED: ContextVar[frozenset[Hashable]] = ContextVar(
 
 
 def _charged_scopes(budget: Budget) -> frozenset[Hashable]:
-    """(store, scope name) of every scope a commit on ``budget`` counts in."""
+    """(store, tree, scope name) of every scope a commit on ``budget`` counts in: a scope
+    of one name in another tree is another scope (Redis keys counters by the tree's root,
+    and its limits are its own)."""
     store = budget.store
     where: Hashable = store.spool_key() or id(store)
-    return frozenset((where, node.name) for node in budget.chain)
+    group = budget.group
+    return frozenset((where, group, node.name) for node in budget.chain)
 
 
 @contextmanager

@@ -684,8 +684,8 @@ class OutageBuffer:
                         self._failed(op, exc, answered, alert)
                         if _stops_replay(exc):
                             self._queue.unclaim(ops[index + 1 :])
-                            if outage is not None and isinstance(exc, StoreError):
-                                outage.append(exc)
+                            if outage is not None and isinstance(exc, StoreTransientError):
+                                outage.append(exc)  # not answering (down, hung, busy)
                             return replayed
                         continue
                     self._queue.done(op)

@@ -60,6 +60,10 @@ __all__ = ["SQLiteStore"]
 T = TypeVar("T")
 
 SCHEMA_VERSION = "2"
+LAYOUT = "2.ledger-columns.marks.events"
+"""The tables and columns every migration has made, recorded once they all exist: a file
+marked with it is only read on opening. Change it whenever a migration adds something
+(files of one SCHEMA_VERSION have had different ledger layouts)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ab_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -301,10 +305,10 @@ class SQLiteStore(Store):
         """Create or migrate the tables; a file already at this version is only read, so
         opening it for writing changes nothing on disk until something is written."""
         try:
-            found = conn.execute("SELECT value FROM ab_meta WHERE key = 'schema'").fetchone()
+            found = conn.execute("SELECT value FROM ab_meta WHERE key = 'layout'").fetchone()
         except sqlite3.OperationalError:  # a new file: no tables yet
             found = None
-        if found is not None and found[0] == SCHEMA_VERSION:
+        if found is not None and found[0] == LAYOUT:
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -317,6 +321,9 @@ class SQLiteStore(Store):
                 (SCHEMA_VERSION,),
             )
             migrate(conn)
+            conn.execute(
+                "INSERT OR REPLACE INTO ab_meta (key, value) VALUES ('layout', ?)", (LAYOUT,)
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
