@@ -286,4 +286,9 @@ def test_a_litellm_family_fallback_is_the_dearest_row_whatever_the_file_order(
         assert not table.resolve("groq/llama-3.3-70b-instruct-turbo").known
         assert not table.resolve("llama3.1").known  # the free ollama row serves ollama only
         assert table.resolve("ollama/llama3.1-latest").known
+        # An organisation prefix is not a provider: every host's row still serves it.
+        org = table.resolve("meta-llama/Llama-3.3-70B-Instruct-Turbo")
+        assert org.known and _cost(table, "meta-llama/Llama-3.3-70B-Instruct-Turbo") == Decimal(
+            "1.76"
+        )
     assert len(seen) == 1

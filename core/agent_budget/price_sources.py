@@ -93,6 +93,11 @@ class PriceSource:
             if row.provider and row.provider != label:
                 serves.add(row.provider.lower())
             self._providers[name] = frozenset(serves)
+        self._known: frozenset[str] = frozenset().union(*self._providers.values())
+        # Segments that sit inside keys (``together_ai/meta-llama/...``): organisations.
+        self._inner: frozenset[str] = frozenset(
+            seg for name in self.rows for seg in name.split("/")[1:-1] if seg
+        )
         self.aliases = {k.strip().lower(): v for k, v in (aliases or {}).items()}
 
     def __len__(self) -> int:
@@ -133,7 +138,15 @@ class PriceSource:
         keys = self.families.get(family_name(lower))
         if not keys:
             return None
-        named = {seg for seg in lower.split("/")[:-1] if seg}
+        # A prefix names a provider unless this source has it only inside its keys, as the
+        # model's organisation ("deepseek-ai/", "meta-llama/"), never as a host.
+        known, inner = self._known, self._inner
+        named = {
+            seg
+            for seg in lower.split("/")[:-1]
+            if seg
+            and (seg not in inner or any(_same_provider(seg, provider) for provider in known))
+        }
         if provider:
             named.add(provider.strip().lower())
         now = time.time() if when is None else when
