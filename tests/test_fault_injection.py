@@ -163,6 +163,27 @@ def test_a_hung_redis_costs_each_call_one_timeout_not_two(
     store.close()
 
 
+@pytest.mark.redis
+def test_a_redis_restart_without_persistence_keeps_new_ledger_rows_readable(
+    redis_server_factory: Callable[..., RedisServer], clock: FakeClock
+) -> None:
+    """The set of groups readers enumerate is lost with the rest; the store notes its group
+    again once it finds the server restarted, so rows written after it are read."""
+    server = redis_server_factory()
+    store = Store.from_url(f"{server.url}?{FAST}")
+    budget = Budget(BudgetScope("g", max_tokens_per_day=10**6), RATES, store=store, clock=clock)
+    budget.record("s", "test-model", 5, 5)
+    assert len(store.ledger()) == 1
+    server.kill()
+    server.start()
+    budget.record("s", "test-model", 7, 7)
+    assert [row["input_tokens"] for row in store.ledger()] == [7]
+    reader = Store.from_url(server.url)
+    assert [row["input_tokens"] for row in reader.ledger()] == [7]
+    reader.close()
+    store.close()
+
+
 class _OneOpFails(MemoryStore):
     """Answers every call, except the replay of one commit (an unclassified error)."""
 

@@ -486,6 +486,7 @@ class RedisStore(Store):
                         raise
                 # First use on this server, or it restarted or was flushed: load, call again.
                 client.function_load(library().source, replace=True)
+                self._ledger_groups.clear()  # a restarted server lost the group set too
                 return client.fcall(function, 1, *keys_and_args)
             except self._response_error as exc:
                 if not no_functions(exc):
@@ -496,6 +497,7 @@ class RedisStore(Store):
             return client.evalsha(code.sha, 1, *keys_and_args)
         except self._no_script:
             client.script_load(code.source)
+            self._ledger_groups.clear()
             return client.evalsha(code.sha, 1, *keys_and_args)
 
     async def _aeval(self, name: str, group: str, now: float, *args: str) -> Any:
@@ -525,6 +527,7 @@ class RedisStore(Store):
                     if "function not found" not in str(exc).lower():
                         raise
                 await client.function_load(library().source, replace=True)
+                self._ledger_groups.clear()
                 return await client.fcall(function, 1, *keys_and_args)
             except self._response_error as exc:
                 if not no_functions(exc):
@@ -535,6 +538,7 @@ class RedisStore(Store):
             return await client.evalsha(code.sha, 1, *keys_and_args)
         except self._no_script:
             await client.script_load(code.source)
+            self._ledger_groups.clear()
             return await client.evalsha(code.sha, 1, *keys_and_args)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -587,9 +591,11 @@ class RedisStore(Store):
         record: Mapping[str, Any] | None = None,
     ) -> CommitResult:
         blob = encode_lines(lines, limits=False)
-        return _commit_result(
-            self._eval("commit", group, now, hold_id, blob, *self._ledger_args(record, group))
-        )
+        ledger = self._ledger_args(record, group)
+        result = _commit_result(self._eval("commit", group, now, hold_id, blob, *ledger))
+        if ledger and group not in self._ledger_groups:  # the server lost it: a restart
+            redis_ledger.note_group(self, group)
+        return result
 
     async def acommit(
         self,
@@ -604,7 +610,10 @@ class RedisStore(Store):
             return await super().acommit(hold_id, lines, now=now, group=group, record=record)
         blob = encode_lines(lines, limits=False)
         ledger = await asyncio.to_thread(self._ledger_args, record, group) if record else ()
-        return _commit_result(await self._aeval("commit", group, now, hold_id, blob, *ledger))
+        result = _commit_result(await self._aeval("commit", group, now, hold_id, blob, *ledger))
+        if ledger and group not in self._ledger_groups:  # the server lost it: a restart
+            await asyncio.to_thread(redis_ledger.note_group, self, group)
+        return result
 
     def release(self, hold_id: str, *, now: float, group: str) -> bool:
         return bool(int(self._eval("release", group, now, hold_id)))
