@@ -167,8 +167,9 @@ def test_a_hung_redis_costs_each_call_one_timeout_not_two(
 def test_a_redis_restart_without_persistence_keeps_new_ledger_rows_readable(
     redis_server_factory: Callable[..., RedisServer], clock: FakeClock
 ) -> None:
-    """The set of groups readers enumerate is lost with the rest; the store notes its group
-    again once it finds the server restarted, so rows written after it are read."""
+    """The set of groups readers enumerate and the scope registry are lost with the rest;
+    the store writes both again once it finds the server restarted, so rows written after
+    it are read, and other processes know the scope."""
     server = redis_server_factory()
     store = Store.from_url(f"{server.url}?{FAST}")
     budget = Budget(BudgetScope("g", max_tokens_per_day=10**6), RATES, store=store, clock=clock)
@@ -180,6 +181,7 @@ def test_a_redis_restart_without_persistence_keeps_new_ledger_rows_readable(
     assert [row["input_tokens"] for row in store.ledger()] == [7]
     reader = Store.from_url(server.url)
     assert [row["input_tokens"] for row in reader.ledger()] == [7]
+    assert "g" in reader.load_scopes()  # the scope definition is saved again too
     reader.close()
     store.close()
 

@@ -246,6 +246,9 @@ class RedisStore(Store):
         self._afunctions = functions
         self._ledger_spec = _ledger_spec(ledger_maxlen, retention_days, server_time)
         self._ledger_groups: set[str] = set()
+        # Scope definitions this store saved, saved again when the server is found restarted
+        # without its data (bounded: a process saves few).
+        self._saved_scopes: dict[str, str] = {}
         self.read_only = bool(read_only)
         self.key_prefix = key_prefix
         self.server_time = server_time
@@ -486,7 +489,7 @@ class RedisStore(Store):
                         raise
                 # First use on this server, or it restarted or was flushed: load, call again.
                 client.function_load(library().source, replace=True)
-                self._ledger_groups.clear()  # a restarted server lost the group set too
+                self._restarted(client)
                 return client.fcall(function, 1, *keys_and_args)
             except self._response_error as exc:
                 if not no_functions(exc):
@@ -497,7 +500,7 @@ class RedisStore(Store):
             return client.evalsha(code.sha, 1, *keys_and_args)
         except self._no_script:
             client.script_load(code.source)
-            self._ledger_groups.clear()
+            self._restarted(client)
             return client.evalsha(code.sha, 1, *keys_and_args)
 
     async def _aeval(self, name: str, group: str, now: float, *args: str) -> Any:
@@ -527,7 +530,7 @@ class RedisStore(Store):
                     if "function not found" not in str(exc).lower():
                         raise
                 await client.function_load(library().source, replace=True)
-                self._ledger_groups.clear()
+                await self._arestarted(client)
                 return await client.fcall(function, 1, *keys_and_args)
             except self._response_error as exc:
                 if not no_functions(exc):
@@ -538,8 +541,22 @@ class RedisStore(Store):
             return await client.evalsha(code.sha, 1, *keys_and_args)
         except self._no_script:
             await client.script_load(code.source)
-            self._ledger_groups.clear()
+            await self._arestarted(client)
             return await client.evalsha(code.sha, 1, *keys_and_args)
+
+    def _restarted(self, client: Any) -> None:
+        """The server had to load our code again: it may have restarted without its data,
+        so the group set (noted again by the next commits) and the scope definitions this
+        store saved are written again."""
+        self._ledger_groups.clear()
+        if self._saved_scopes:
+            client.hset(self._defs_key, mapping=dict(self._saved_scopes))
+
+    async def _arestarted(self, client: Any) -> None:
+        """:meth:`_restarted` on the asyncio client."""
+        self._ledger_groups.clear()
+        if self._saved_scopes:
+            await client.hset(self._defs_key, mapping=dict(self._saved_scopes))
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -665,6 +682,8 @@ class RedisStore(Store):
         self._writable("save a scope")
         text_ = json.dumps(dict(data), sort_keys=True)
         self._call(self.client.hset, self._defs_key, name, text_)
+        if len(self._saved_scopes) < 10_000 or name in self._saved_scopes:
+            self._saved_scopes[name] = text_
 
     def load_scopes(self) -> dict[str, dict[str, Any]]:
         raw = self._call(self.client.hgetall, self._defs_key)
@@ -673,6 +692,7 @@ class RedisStore(Store):
     def delete_scope(self, name: str) -> None:
         self._writable("delete a scope")
         self._call(self.client.hdel, self._defs_key, name)
+        self._saved_scopes.pop(name, None)
 
     def _ledger_args(self, record: Mapping[str, Any] | None, group: str) -> tuple[str, ...]:
         """The commit function's ledger arguments for ``record`` (none without a ledger)."""
