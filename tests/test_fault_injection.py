@@ -173,11 +173,13 @@ def test_a_redis_restart_without_persistence_keeps_new_ledger_rows_readable(
     server = redis_server_factory()
     store = Store.from_url(f"{server.url}?{FAST}")
     budget = Budget(BudgetScope("g", max_tokens_per_day=10**6), RATES, store=store, clock=clock)
-    budget.record("s", "test-model", 5, 5)
-    assert len(store.ledger()) == 1
+    budget.record("s", "test-model", 5, 5)  # loads the library, notes the group
+    budget.record("s", "test-model", 6, 6)  # the group noted is remembered from here on
+    assert len(store.ledger()) == 2
+    held = budget.reserve("test-model", 7, 7)
     server.kill()
     server.start()
-    budget.record("s", "test-model", 7, 7)
+    held.commit(Usage(7, 7))  # the first call after the restart is this commit
     assert [row["input_tokens"] for row in store.ledger()] == [7]
     reader = Store.from_url(server.url)
     assert [row["input_tokens"] for row in reader.ledger()] == [7]
