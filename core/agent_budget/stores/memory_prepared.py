@@ -106,6 +106,16 @@ class PreparedLines:
             if now > entry.touched:
                 entry.touched = now
 
+    def _refresh(self, prepared: Prepared, now: float) -> None:
+        """Under the lock: expire what is due, and bring ``prepared`` up to date with the
+        store (resolved again after counters were dropped, touched when scopes expire)."""
+        if now >= self._due:
+            self._reap(now)
+        if prepared.gen != self._gen:
+            self._resolve(prepared, now)
+        elif prepared.timed:
+            self._touch(prepared, now)
+
     def hold_prepared(
         self,
         hold_id: str,
@@ -123,12 +133,7 @@ class PreparedLines:
         if not lock.acquire(False):
             wait_for(lock)
         try:
-            if now >= self._due:
-                self._reap(now)
-            if prepared.gen != self._gen:
-                self._resolve(prepared, now)
-            elif prepared.timed:
-                self._touch(prepared, now)
+            self._refresh(prepared, now)
             if hold_id in self._holds or hash(hold_id) & KEY_MASK in self._finished.states:
                 return False
             entries = []
@@ -175,12 +180,7 @@ class PreparedLines:
         if not lock.acquire(False):
             wait_for(lock)
         try:
-            if now >= self._due:
-                self._reap(now)
-            if prepared.gen != self._gen:
-                self._resolve(prepared, now)
-            elif prepared.timed:
-                self._touch(prepared, now)
+            self._refresh(prepared, now)
             finished = self._finished
             key = hash(hold_id) & KEY_MASK
             states = finished.states
@@ -237,12 +237,7 @@ class PreparedLines:
         if not lock.acquire(False):
             wait_for(lock)
         try:
-            if now >= self._due:
-                self._reap(now)
-            if prepared.gen != self._gen:
-                self._resolve(prepared, now)
-            elif prepared.timed:
-                self._touch(prepared, now)
+            self._refresh(prepared, now)
             totals = []
             for index, (counter, which, limit) in enumerate(prepared.rows):
                 period = None if periods is None else periods[index]
